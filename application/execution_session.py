@@ -1,0 +1,130 @@
+"""An engine's working copy of one execution, and the agent context built on it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import RecordConflictError
+
+from application.agents import JSON, AgentRegistry, AgentRun, ToolError
+from application.clock import Clock
+from application.executions import Executions
+from domain.executions import Execution
+
+Command = Callable[[Execution], None]
+
+MAX_CONFLICT_RETRIES = 10
+
+
+class ExecutionSession:
+    """Applies commands to one execution and saves them, resolving concurrent writers.
+
+    A save that loses the optimistic-concurrency race (the API recorded a cancellation
+    request meanwhile, say) reloads the execution and applies the commands again, so
+    the aggregate's rules decide on the newest state, never last-writer-wins.
+    """
+
+    def __init__(self, executions: Executions, execution: Execution):
+        self.executions = executions
+        self.execution = execution
+        self._stale = False
+        self.position = 0
+
+    @classmethod
+    async def load(cls, executions: Executions, execution_id: UUID) -> ExecutionSession:
+        execution = await asyncio.to_thread(executions.get_execution, execution_id)
+        return cls(executions, execution)
+
+    @property
+    def id(self) -> UUID:
+        return self.execution.id
+
+    async def reload(self) -> Execution:
+        self.execution = await asyncio.to_thread(self.executions.get_execution, self.id)
+        self._stale = False
+        return self.execution
+
+    async def record(self, *commands: Command) -> None:
+        """Apply the commands and save their events in one write."""
+        for _ in range(MAX_CONFLICT_RETRIES):
+            if self._stale:
+                await self.reload()
+            for command in commands:
+                try:
+                    command(self.execution)
+                except BaseException:
+                    self._stale = True  # drop whatever earlier commands left pending
+                    raise
+            self._stale = True  # until the save is known to have happened
+            try:
+                self.position = await asyncio.to_thread(
+                    self.executions.save_and_position, self.execution
+                )
+            except RecordConflictError:
+                continue
+            self._stale = False
+            return
+        raise RecordConflictError(f"execution {self.id} kept changing under the engine")
+
+
+class EngineAgentContext:
+    """The context a built-in agent runs with: its thoughts and tool calls become events."""
+
+    def __init__(
+        self,
+        session: ExecutionSession,
+        run: AgentRun,
+        registry: AgentRegistry,
+        clock: Clock,
+    ):
+        self._session = session
+        self._run = run
+        self._registry = registry
+        self._clock = clock
+        self._calls = 0
+
+    @property
+    def run(self) -> AgentRun:
+        return self._run
+
+    async def think(self, message: str) -> None:
+        step_id, attempt = self._run.step_id, self._run.attempt
+        await self._session.record(lambda e: e.record_thinking(step_id, attempt, str(message)))
+
+    async def call_tool(self, tool: str, **args: JSON) -> JSON:
+        step_id, attempt = self._run.step_id, self._run.attempt
+        self._calls += 1
+        call_id = f"{step_id}.{attempt}.{self._calls}"
+        await self._session.record(lambda e: e.start_tool(step_id, attempt, call_id, tool, args))
+        started = self._clock.monotonic()
+        try:
+            function = self._registry.tool(tool)
+            result = await asyncio.to_thread(function, **args)
+            json.dumps(result)
+        except Exception as error:
+            failure = error if isinstance(error, ToolError) else ToolError(f"{error}")
+            details = {"type": type(error).__name__, "message": str(error)}
+            elapsed = _ms(self._clock.monotonic() - started)
+            await self._session.record(
+                lambda e: e.fail_tool(step_id, attempt, call_id, details, elapsed)
+            )
+            raise failure from error
+        elapsed = _ms(self._clock.monotonic() - started)
+        await self._session.record(
+            lambda e: e.complete_tool(step_id, attempt, call_id, result, elapsed)
+        )
+        return result
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+def error_details(error: BaseException, **extra: Any) -> dict[str, Any]:
+    """How an error is recorded in events: its type and message."""
+    error_type = getattr(error, "error_type", None) or type(error).__name__
+    return {"type": error_type, "message": str(error) or error_type, **extra}

@@ -1,0 +1,144 @@
+"""Value objects of an execution's state: statuses, steps, errors of the execution rules."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from domain.errors import DomainError
+
+MAX_PAYLOAD_BYTES = 16 * 1024
+"""Tool arguments and results larger than this are recorded as a bounded preview."""
+
+
+class ExecutionStatus(str, Enum):
+    """Where an execution is in its life."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in _TERMINAL_EXECUTION
+
+
+_TERMINAL_EXECUTION = {
+    ExecutionStatus.COMPLETED,
+    ExecutionStatus.FAILED,
+    ExecutionStatus.CANCELLED,
+    ExecutionStatus.TIMED_OUT,
+}
+
+
+class StepStatus(str, Enum):
+    """Where one step is in its life."""
+
+    PENDING = "pending"
+    SCHEDULED = "scheduled"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    TIMED_OUT = "timed_out"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_done(self) -> bool:
+        return self in _DONE_STEP
+
+
+_DONE_STEP = {StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELLED}
+
+
+@dataclass
+class StepState:
+    """Mutable state of one step inside the aggregate."""
+
+    step_id: str
+    status: StepStatus = StepStatus.PENDING
+    attempt: int = 0
+    output: Any = None
+    error: dict[str, Any] | None = None
+    skip_reason: str | None = None
+    agent_started: bool = False
+    open_tool_calls: dict[str, str] = field(default_factory=dict)
+    finished_tool_calls: list[str] = field(default_factory=list)
+
+
+class ExecutionRuleError(DomainError):
+    """A command on an execution was refused."""
+
+
+class ExecutionFinishedError(ExecutionRuleError):
+    """Nothing may happen to an execution after it completed, failed, was cancelled or timed out."""
+
+    def __init__(self, execution_id: UUID, status: ExecutionStatus):
+        super().__init__(f"execution {execution_id} is already {status.value}")
+
+
+class UnknownStepError(ExecutionRuleError):
+    """The step is not part of the execution's process definition."""
+
+    def __init__(self, step_id: str):
+        super().__init__(f"the process has no step {step_id!r}")
+
+
+class StepTransitionError(ExecutionRuleError):
+    """The step is not in a state that allows this transition."""
+
+    def __init__(self, step: StepState, action: str):
+        super().__init__(
+            f"step {step.step_id!r} cannot {action} while {step.status.value} "
+            f"(attempt {step.attempt})"
+        )
+
+
+class AttemptOrderError(ExecutionRuleError):
+    """A step's attempt numbers only grow."""
+
+    def __init__(self, step_id: str, current: int, proposed: int):
+        super().__init__(
+            f"step {step_id!r} is at attempt {current}; attempt {proposed} would not be later"
+        )
+
+
+class StaleAttemptError(ExecutionRuleError):
+    """A result arrived from an attempt that is no longer the step's running attempt."""
+
+    def __init__(self, step: StepState, attempt: int):
+        super().__init__(
+            f"step {step.step_id!r} attempt {attempt} is stale: the step is "
+            f"{step.status.value} at attempt {step.attempt}"
+        )
+
+
+class ToolCallError(ExecutionRuleError):
+    """Tool events must pair up under one call id within one attempt."""
+
+
+class CancellationAlreadyRequestedError(ExecutionRuleError):
+    """Cancellation was already requested for this execution."""
+
+    def __init__(self, execution_id: UUID):
+        super().__init__(f"cancellation of execution {execution_id} was already requested")
+
+
+def execution_id_for(user_id: str, idempotency_key: str) -> UUID:
+    """Derive the execution id of an idempotent request: the same key gives the same id."""
+    return uuid5(NAMESPACE_URL, f"agent-ledger:execution:{user_id}:{idempotency_key}")
+
+
+def bounded(value: Any, limit: int = MAX_PAYLOAD_BYTES) -> Any:
+    """Keep a JSON value as it is, or replace it with a preview if it is too large to record."""
+    text = json.dumps(value, separators=(",", ":"), default=str)
+    if len(text.encode()) <= limit:
+        return value
+    return {"_truncated": True, "bytes": len(text.encode()), "preview": text[: limit // 4]}

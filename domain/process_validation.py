@@ -1,0 +1,319 @@
+"""The rules a process definition document must follow before it is registered."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from graphlib import CycleError, TopologicalSorter
+from typing import Any, NoReturn
+from urllib.parse import urlsplit
+
+from domain.errors import ExpressionError, InvalidProcessDefinitionError
+from domain.expressions import (
+    check_expression,
+    check_template,
+    condition_step_references,
+    template_step_references,
+)
+
+MAX_DOCUMENT_BYTES = 256 * 1024
+MAX_STRING_CHARS = 16 * 1024
+MAX_NESTING = 32
+MAX_STEPS = 100
+MAX_TIMEOUT_SECONDS = 24 * 3600.0
+MAX_TIMER_SECONDS = 7 * 24 * 3600.0
+MAX_ATTEMPTS = 100
+MAX_BACKOFF_COEFFICIENT = 100.0
+NAME_PATTERN = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
+STEP_ID_PATTERN = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+STEP_TYPES = ("agent_task", "gateway", "timer")
+
+_DOCUMENT_KEYS = frozenset({"name", "description", "config", "steps", "output"})
+_CONFIG_KEYS = frozenset({"parallel_execution", "stop_on_failure", "timeout_seconds"})
+_RETRY_KEYS = frozenset(
+    {"max_attempts", "initial_interval", "backoff_coefficient", "max_interval"}
+    | {"non_retryable_errors"}
+)
+_ROUTE_KEYS = frozenset({"when", "next", "default"})
+_STEP_KEYS = {
+    "agent_task": frozenset(
+        {"id", "type", "agent", "input", "depends_on", "timeout_seconds", "retry", "on_error"}
+    ),
+    "gateway": frozenset({"id", "type", "depends_on", "routes", "on_error"}),
+    "timer": frozenset({"id", "type", "depends_on", "seconds"}),
+}
+_ANY_STEP_KEY = frozenset().union(*_STEP_KEYS.values())
+
+
+def validate_document(doc: Mapping[str, Any]) -> None:
+    """Raise InvalidProcessDefinitionError, naming the step and the problem, if `doc` is bad."""
+    if not isinstance(doc, Mapping):
+        _fail("a process definition must be a JSON object")
+    _check_json(doc, "", 0)
+    size = len(json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode())
+    if size > MAX_DOCUMENT_BYTES:
+        _fail(f"the definition is {size} bytes long; the limit is {MAX_DOCUMENT_BYTES}")
+    _check_keys(doc, _DOCUMENT_KEYS, "the definition", None)
+    name = doc.get("name")
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        _fail(f"name {name!r} must match {NAME_PATTERN.pattern}")
+    if not isinstance(doc.get("description", ""), str | None):
+        _fail("description must be a string")
+    _check_config(doc.get("config"))
+    steps = doc.get("steps")
+    if not isinstance(steps, list) or not 1 <= len(steps) <= MAX_STEPS:
+        _fail(f"steps must be a list of 1 to {MAX_STEPS} steps")
+    ids = _check_ids(steps)
+    for step in steps:
+        _check_step(step, ids)
+    ancestors = _ancestors(steps)
+    for step in steps:
+        _check_reads(step, ancestors)
+    try:
+        check_template(doc.get("output"))
+    except ExpressionError as error:
+        _fail(f"output: {error}")
+    for reference in sorted(template_step_references(doc.get("output"))):
+        if reference not in ancestors:
+            _fail(f"output references unknown step {reference!r}")
+
+
+def _fail(problem: str, step_id: str | None = None) -> NoReturn:
+    raise InvalidProcessDefinitionError(problem, step_id)
+
+
+def _check_json(value: Any, path: str, depth: int) -> None:
+    where = path or "the definition"
+    if depth > MAX_NESTING:
+        _fail(f"{where} is nested more than {MAX_NESTING} levels deep")
+    if isinstance(value, str):
+        if len(value) > MAX_STRING_CHARS:
+            _fail(f"{where} is {len(value)} characters long; the limit is {MAX_STRING_CHARS}")
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str) or len(key) > MAX_STRING_CHARS:
+                _fail(f"{where} has a key that is not a string of reasonable length: {key!r:.40}")
+            _check_json(item, f"{path}.{key}" if path else key, depth + 1)
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _check_json(item, f"{path}[{index}]", depth + 1)
+    elif isinstance(value, bool) or value is None:
+        pass
+    elif isinstance(value, int | float):
+        if not math.isfinite(value) or (isinstance(value, int) and abs(value) > 2**63):
+            _fail(f"{where} is not a number JSON can carry: {value:.3g}")
+    else:
+        _fail(f"{where} holds a {type(value).__name__}, which is not JSON")
+
+
+def _check_keys(
+    mapping: Mapping[str, Any], allowed: frozenset[str], what: str, step_id: str | None
+) -> None:
+    for key in mapping:
+        if key not in allowed:
+            expected = ", ".join(sorted(allowed))
+            _fail(f"unknown key {key!r} in {what} (expected one of: {expected})", step_id)
+
+
+def _check_config(config: Any) -> None:
+    if config is None:
+        return
+    if not isinstance(config, Mapping):
+        _fail("config must be an object")
+    _check_keys(config, _CONFIG_KEYS, "config", None)
+    for flag in ("parallel_execution", "stop_on_failure"):
+        if not isinstance(config.get(flag, False), bool | None):
+            _fail(f"config.{flag} must be true or false")
+    what = "config.timeout_seconds"
+    _number(config, "timeout_seconds", what, None, maximum=MAX_TIMEOUT_SECONDS)
+
+
+def _check_ids(steps: list[Any]) -> list[str]:
+    ids: list[str] = []
+    for index, step in enumerate(steps):
+        if not isinstance(step, Mapping):
+            _fail(f"steps[{index}] must be an object")
+        step_id = step.get("id")
+        if step_id is None:
+            _fail(f"steps[{index}] has no 'id'")
+        if not isinstance(step_id, str) or not STEP_ID_PATTERN.fullmatch(step_id):
+            _fail(f"steps[{index}]: id {step_id!r} must match {STEP_ID_PATTERN.pattern}")
+        if step_id in ids:
+            _fail("the id is used by more than one step", step_id)
+        ids.append(step_id)
+    return ids
+
+
+def _check_step(step: Mapping[str, Any], ids: list[str]) -> None:
+    step_id: str = step["id"]
+    step_type = step.get("type")
+    if step_type not in STEP_TYPES:
+        _fail(f"type must be one of {', '.join(STEP_TYPES)} (got {step_type!r})", step_id)
+    allowed = _STEP_KEYS[step_type]
+    for key, value in step.items():
+        if key not in _ANY_STEP_KEY:
+            _fail(f"unknown key {key!r} (expected one of: {', '.join(sorted(allowed))})", step_id)
+        if key not in allowed and value is not None:
+            _fail(f"{key!r} does not apply to a {step_type} step", step_id)
+    _check_step_list(step.get("depends_on"), "depends_on", step_id, ids, required=False)
+    on_error = step.get("on_error")
+    if on_error not in (None, "fail", "skip_step"):
+        _fail(f"on_error must be 'fail' or 'skip_step' (got {on_error!r})", step_id)
+    if step_type == "agent_task":
+        _check_agent(step.get("agent"), step_id)
+        try:
+            check_template(step.get("input"))
+        except ExpressionError as error:
+            _fail(f"input: {error}", step_id)
+        _number(step, "timeout_seconds", "timeout_seconds", step_id, maximum=MAX_TIMEOUT_SECONDS)
+        _check_retry(step.get("retry"), step_id)
+    elif step_type == "gateway":
+        _check_routes(step.get("routes"), step_id, ids)
+    else:
+        if step.get("seconds") is None:
+            _fail("a timer needs 'seconds', the time to wait", step_id)
+        _number(step, "seconds", "seconds", step_id, maximum=MAX_TIMER_SECONDS)
+
+
+def _check_agent(agent: Any, step_id: str) -> None:
+    if agent is None:
+        _fail("an agent_task needs an 'agent': a registered name or {url: ...}", step_id)
+    if isinstance(agent, Mapping):
+        _check_keys(agent, frozenset({"url"}), "agent", step_id)
+        url = agent.get("url")
+        parts = urlsplit(url) if isinstance(url, str) else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            _fail(f"agent url {url!r} must be an http:// or https:// URL", step_id)
+    elif not isinstance(agent, str) or not agent.strip() or agent != agent.strip():
+        _fail(f"agent must be a non-empty name or {{url: ...}} (got {agent!r})", step_id)
+
+
+def _check_retry(retry: Any, step_id: str) -> None:
+    if retry is None:
+        return
+    if not isinstance(retry, Mapping):
+        _fail("retry must be an object", step_id)
+    _check_keys(retry, _RETRY_KEYS, "retry", step_id)
+    attempts = retry.get("max_attempts")
+    if attempts is not None and (
+        isinstance(attempts, bool)
+        or not isinstance(attempts, int)
+        or not 1 <= attempts <= MAX_ATTEMPTS
+    ):
+        _fail(f"retry.max_attempts must be an integer from 1 to {MAX_ATTEMPTS}", step_id)
+    for key, minimum, maximum in (
+        ("initial_interval", 0.0, MAX_TIMEOUT_SECONDS),
+        ("max_interval", 0.0, MAX_TIMEOUT_SECONDS),
+        ("backoff_coefficient", 1.0, MAX_BACKOFF_COEFFICIENT),
+    ):
+        what = f"retry.{key}"
+        _number(retry, key, what, step_id, minimum=minimum, maximum=maximum, inclusive=True)
+    errors = retry.get("non_retryable_errors") or []
+    if not isinstance(errors, list) or not all(isinstance(e, str) and e for e in errors):
+        _fail("retry.non_retryable_errors must be a list of error type names", step_id)
+
+
+def _check_routes(routes: Any, step_id: str, ids: list[str]) -> None:
+    if not isinstance(routes, list) or not routes:
+        _fail("a gateway needs at least one route", step_id)
+    defaults = [n for n, r in enumerate(routes, 1) if isinstance(r, Mapping) and r.get("default")]
+    if len(defaults) > 1:
+        _fail(f"routes {defaults[0]} and {defaults[1]} are both the default; keep one", step_id)
+    for number, route in enumerate(routes, 1):
+        if not isinstance(route, Mapping):
+            _fail(f"route {number} must be an object", step_id)
+        _check_keys(route, _ROUTE_KEYS, f"route {number}", step_id)
+        when, default = route.get("when"), route.get("default") or False
+        if not isinstance(default, bool):
+            _fail(f"route {number}: default must be true or false", step_id)
+        if (when is None) == (not default):
+            _fail(f"route {number} needs exactly one of 'when' or 'default: true'", step_id)
+        if default and number != len(routes):
+            _fail(f"route {number}: the default route must be the last one", step_id)
+        if when is not None:
+            if not isinstance(when, str):
+                _fail(f"route {number}: when must be a string", step_id)
+            try:
+                check_expression(when)
+            except ExpressionError as error:
+                _fail(f"route {number}: {error}", step_id)
+        _check_step_list(route.get("next"), f"route {number}", step_id, ids, required=True)
+
+
+def _check_step_list(value: Any, what: str, step_id: str, ids: list[str], required: bool) -> None:
+    if value is None and not required:
+        return
+    if not isinstance(value, list) or (required and not value):
+        _fail(f"{what} must be a list of step ids", step_id)
+    for index, name in enumerate(value):
+        if name not in ids:
+            _fail(f"{what} names unknown step {name!r}", step_id)
+        if name == step_id:
+            _fail(f"{what} names the step itself", step_id)
+        if name in value[:index]:
+            _fail(f"{what} names {name!r} twice", step_id)
+
+
+def _number(
+    mapping: Mapping[str, Any],
+    key: str,
+    what: str,
+    step_id: str | None,
+    *,
+    maximum: float,
+    minimum: float = 0.0,
+    inclusive: bool = False,
+) -> None:
+    value = mapping.get(key)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        _fail(f"{what} must be a number (got {value!r})", step_id)
+    too_low = value < minimum if inclusive else value <= minimum
+    if too_low or value > maximum:
+        bound = f"at least {minimum:g}" if inclusive else f"greater than {minimum:g}"
+        _fail(f"{what} must be {bound} and at most {maximum:g} (got {value:g})", step_id)
+
+
+def _ancestors(steps: list[Mapping[str, Any]]) -> dict[str, frozenset[str]]:
+    """Return every step's transitive dependencies; a cycle is an error naming its steps."""
+    dependencies: dict[str, list[str]] = {step["id"]: [] for step in steps}
+    for step in steps:
+        dependencies[step["id"]].extend(step.get("depends_on") or ())
+        for route in step.get("routes") or ():
+            for target in route["next"]:
+                dependencies[target].append(step["id"])
+    sorter = TopologicalSorter(dependencies)
+    try:
+        order = list(sorter.static_order())
+    except CycleError as error:
+        cycle: list[str] = error.args[1]
+        _fail(f"the steps form a dependency cycle: {' -> '.join(cycle)}", cycle[0])
+    ancestors: dict[str, frozenset[str]] = {}
+    for step_id in order:
+        direct = dependencies[step_id]
+        ancestors[step_id] = frozenset(direct).union(*(ancestors[d] for d in direct))
+    return ancestors
+
+
+def _check_reads(step: Mapping[str, Any], ancestors: dict[str, frozenset[str]]) -> None:
+    """Check a step reads only steps it waits for: anything else may not have run yet."""
+    step_id: str = step["id"]
+    sources = [("input", template_step_references(step.get("input")))]
+    for number, route in enumerate(step.get("routes") or (), 1):
+        if route.get("when") is not None:
+            sources.append((f"route {number}", condition_step_references(route["when"])))
+    for what, references in sources:
+        for reference in sorted(references):
+            if reference not in ancestors:
+                _fail(f"{what} references unknown step {reference!r}", step_id)
+            if reference == step_id:
+                _fail(f"{what} references the step's own output", step_id)
+            if reference not in ancestors[step_id]:
+                _fail(
+                    f"{what} reads step {reference!r}, which it does not wait for "
+                    "(add it to depends_on)",
+                    step_id,
+                )

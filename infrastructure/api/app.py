@@ -1,0 +1,62 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from fastapi.concurrency import run_in_threadpool
+
+from infrastructure.api import errors
+from infrastructure.api.routes import executions, health, stream
+from infrastructure.api.tail import TailHub
+from infrastructure.runtime import Runtime
+from infrastructure.settings import Settings
+
+
+def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
+    """Build the API; without a runtime, the lifespan starts every role in-process."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own = runtime is None
+        app.state.runtime = (
+            await run_in_threadpool(Runtime.start, settings) if runtime is None else runtime
+        )
+        app.state.jwt_secret = settings.resolved_jwt_secret()
+        hub = TailHub(asyncio.get_running_loop())
+        app.state.tail_hub = hub
+        app.state.runtime.feed.subscribe(hub.publish)
+        try:
+            yield
+        finally:
+            hub.close_all()
+            if own:
+                await run_in_threadpool(app.state.runtime.stop)
+
+    app = FastAPI(
+        title="Agent Ledger",
+        version="0.1.0",
+        description="Event-sourced execution service for AI agents.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+
+    @app.middleware("http")
+    async def limit_body(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > settings.max_request_bytes:
+            return errors.problem(
+                413, "request-too-large", "Request too large",
+                f"the body is {length} bytes; the limit is {settings.max_request_bytes}",
+            )
+        return await call_next(request)
+
+    app.include_router(health.router)
+    app.include_router(executions.router)
+    app.include_router(stream.router)
+    return app

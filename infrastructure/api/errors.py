@@ -1,0 +1,101 @@
+"""Every error the API returns is application/problem+json (RFC 9457), mapped here once."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from eventsourcing.persistence import RecordConflictError
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from application.executions import ExecutionNotFoundError, IdempotencyKeyReusedError
+from application.processes import UnknownProcessError
+from domain.errors import DomainError, ExpressionError, InvalidProcessDefinitionError
+from domain.execution_state import ExecutionRuleError
+from infrastructure.auth import AuthenticationError, PermissionDeniedError
+
+log = logging.getLogger(__name__)
+
+PROBLEM = "application/problem+json"
+
+
+class ProblemError(Exception):
+    """An error raised by a route that already knows its status and problem type."""
+
+    def __init__(self, status: int, kind: str, title: str, detail: str, **extra: Any):
+        super().__init__(detail)
+        self.status, self.kind, self.title, self.detail, self.extra = (
+            status, kind, title, detail, extra
+        )
+
+
+def problem(status: int, kind: str, title: str, detail: str,
+            headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    body = {"type": f"/problems/{kind}", "title": title, "status": status, "detail": detail,
+            **extra}
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+# error type → (status, problem kind, title); the most specific match wins
+_DOMAIN_ERRORS: list[tuple[type[Exception], int, str, str]] = [
+    (ExecutionNotFoundError, 404, "not-found", "Execution not found"),
+    (UnknownProcessError, 422, "unknown-process", "Unknown process"),
+    (IdempotencyKeyReusedError, 409, "idempotency-key-reused", "Idempotency key reused"),
+    (InvalidProcessDefinitionError, 422, "invalid-process", "Invalid process definition"),
+    (ExpressionError, 422, "invalid-expression", "Invalid expression"),
+    (ExecutionRuleError, 409, "conflict", "The execution does not allow this now"),
+    (RecordConflictError, 409, "concurrent-change", "Changed concurrently; try again"),
+    (DomainError, 422, "rule-broken", "Request breaks a rule"),
+]
+
+
+def install(app: FastAPI) -> None:
+    """Register the problem+json handlers on the app."""
+
+    @app.exception_handler(ProblemError)
+    async def _problem(_: Request, error: ProblemError) -> JSONResponse:
+        return problem(error.status, error.kind, error.title, error.detail, **error.extra)
+
+    @app.exception_handler(AuthenticationError)
+    async def _unauthenticated(_: Request, error: AuthenticationError) -> JSONResponse:
+        return problem(401, "unauthenticated", "Authentication required", str(error),
+                       headers={"WWW-Authenticate": 'Bearer realm="agent-ledger"'})
+
+    @app.exception_handler(PermissionDeniedError)
+    async def _forbidden(_: Request, error: PermissionDeniedError) -> JSONResponse:
+        return problem(403, "forbidden", "Not allowed", str(error))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, error: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type")}
+                  for e in error.errors()]
+        if any(e["type"] == "json_invalid" for e in errors):
+            return problem(400, "malformed-json", "Malformed JSON",
+                           "the request body is not valid JSON", errors=errors)
+        return problem(422, "invalid-request", "Invalid request",
+                       "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors),
+                       errors=errors)
+
+    @app.exception_handler(HTTPException)
+    async def _http(_: Request, error: HTTPException) -> JSONResponse:
+        kind = {404: "not-found", 405: "method-not-allowed"}.get(error.status_code, "http-error")
+        return problem(error.status_code, kind, str(error.detail), str(error.detail),
+                       headers=error.headers)
+
+    for error_type, status, kind, title in _DOMAIN_ERRORS:
+        app.add_exception_handler(error_type, _domain_handler(status, kind, title))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, error: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=error)
+        return problem(500, "internal", "Internal error", "an unexpected error occurred")
+
+
+def _domain_handler(status: int, kind: str, title: str) -> Any:
+    async def handler(_: Request, error: Exception) -> JSONResponse:
+        return problem(status, kind, title, str(error))
+
+    return handler

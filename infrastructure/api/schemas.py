@@ -1,0 +1,121 @@
+"""Request and response bodies of the HTTP API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from projections.execution_status import ExecutionStatusRow
+
+
+class StartExecution(BaseModel):
+    """Start an execution of a registered process."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "process": "cost_optimization",
+                    "input": {"question": "Where can we cut our LLM spend?"},
+                }
+            ]
+        },
+    )
+
+    process: str = Field(min_length=1, max_length=100)
+    version: int | None = Field(default=None, ge=1)
+    input: dict[str, Any] = Field(default_factory=dict)
+    thread_id: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class CancelExecution(BaseModel):
+    """Why the execution should stop."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(default="cancelled by request", max_length=1000)
+
+
+class ExecutionCreated(BaseModel):
+    id: UUID
+    process: str
+    version: int
+    position: int = Field(description="store position of the last event; use as ?after=")
+    created: bool = Field(description="false when an Idempotency-Key replayed an earlier start")
+
+
+class Accepted(BaseModel):
+    id: UUID
+    position: int
+
+
+class ExecutionView(BaseModel):
+    """The status of one execution, from the status projection."""
+
+    id: UUID
+    user_id: str
+    process: str
+    process_version: int
+    thread_id: str | None
+    status: str
+    current_steps: list[str]
+    attempts: int
+    retries: int
+    cancellation_requested: bool
+    started_at: datetime
+    finished_at: datetime | None
+    duration_ms: float | None
+    last_event: str
+    last_position: int
+    version: int
+    output: Any = None
+    error: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, row: ExecutionStatusRow) -> ExecutionView:
+        return cls(
+            id=row.execution_id,
+            user_id=row.user_id,
+            process=row.process_name,
+            process_version=row.process_version,
+            thread_id=row.thread_id,
+            status=row.status,
+            current_steps=row.current_steps,
+            attempts=row.attempts,
+            retries=row.retries,
+            cancellation_requested=row.cancellation_requested,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+            duration_ms=row.duration_ms,
+            last_event=row.last_event,
+            last_position=row.last_position,
+            version=row.version,
+            output=row.output,
+            error=row.error,
+        )
+
+
+class ExecutionPage(BaseModel):
+    items: list[ExecutionView]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next (older) page")
+
+
+class EventMessage(BaseModel):
+    """One stored event, as the history API and the live tail send it."""
+
+    position: int
+    execution_id: UUID
+    version: int
+    type: str
+    timestamp: datetime
+    user_id: str | None
+    data: dict[str, Any]
+
+
+class EventPage(BaseModel):
+    items: list[EventMessage]
+    next_after: int | None = Field(description="pass as ?after= for the next page, if any")

@@ -1,0 +1,104 @@
+"""Follows the event store and hands each new batch of events to in-process subscribers."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+import psycopg
+
+from application.executions import Executions, LoggedEvent
+
+log = logging.getLogger(__name__)
+
+Subscriber = Callable[[list[LoggedEvent]], None]
+
+
+class ChangeFeed:
+    """One reader per process: woken by saves in this process, by PostgreSQL NOTIFY from
+    other processes, and by a slow poll as a fallback for any missed wake-up.
+
+    The store is the truth; a wake-up only says "look again", so nothing is lost if one
+    is missed, and subscribers see every event once, in position order.
+    """
+
+    def __init__(self, executions: Executions, *, poll_interval: float = 0.5,
+                 listen_dsn: str | None = None, channel: str = "executions_events"):
+        self.executions = executions
+        self.poll_interval = poll_interval
+        self.listen_dsn = listen_dsn
+        self.channel = channel
+        self.position = 0
+        self._subscribers: list[Subscriber] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopped = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        with self._lock:
+            self._subscribers.append(subscriber)
+
+    def wake(self, _position: int | None = None) -> None:
+        self._wake.set()
+
+    def start(self, after: int | None = None) -> None:
+        """Deliver events after `after` (default: from the store's current head)."""
+        self.position = self.executions.last_position() if after is None else after
+        self.executions.add_listener(self.wake)
+        self._spawn(self._follow, "change-feed")
+        if self.listen_dsn:
+            self._spawn(self._listen, "change-feed-listen")
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._wake.set()
+        self.executions.remove_listener(self.wake)
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _follow(self) -> None:
+        while not self._stopped.is_set():
+            self._wake.clear()
+            try:
+                while self._deliver_next_page():
+                    pass
+            except Exception:
+                log.exception("change feed failed to read the store; retrying")
+                self._stopped.wait(1.0)
+            self._wake.wait(self.poll_interval)
+
+    def _deliver_next_page(self) -> bool:
+        events = self.executions.read_log(after=self.position)
+        if not events:
+            return False
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for subscriber in subscribers:
+            try:
+                subscriber(events)
+            except Exception:
+                log.exception("a change feed subscriber failed")
+        self.position = events[-1].position
+        return True
+
+    def _listen(self) -> None:
+        """Turn PostgreSQL notifications (sent by every insert, on commit) into wake-ups."""
+        assert self.listen_dsn is not None
+        while not self._stopped.is_set():
+            try:
+                with psycopg.connect(self.listen_dsn, autocommit=True) as connection:
+                    connection.execute(f'LISTEN "{self.channel}"')
+                    self._wake.set()  # anything committed before LISTEN took effect
+                    while not self._stopped.is_set():
+                        for _ in connection.notifies(timeout=1.0, stop_after=1):
+                            self._wake.set()
+            except psycopg.Error:
+                log.warning("lost the notification connection; reconnecting", exc_info=True)
+                self._stopped.wait(1.0)

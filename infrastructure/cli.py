@@ -1,0 +1,68 @@
+"""The `agent-ledger` command line."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+
+from infrastructure.auth import issue_token
+from infrastructure.settings import Settings
+
+app = typer.Typer(help="Agent Ledger: event-sourced execution service for AI agents.",
+                  no_args_is_help=True, add_completion=False)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
+) -> None:
+    """Run the API, the engine and the projector in one process."""
+    import uvicorn
+
+    from infrastructure.api.app import create_app
+
+    logging.basicConfig(level=log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings()
+    where = "PostgreSQL" if settings.uses_postgres else f"SQLite in {settings.data_dir}"
+    typer.echo(f"agent-ledger: serving on http://{host}:{port} (store: {where})", err=True)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level,
+                ws_ping_interval=20, ws_ping_timeout=20)
+
+
+@app.command()
+def token(
+    sub: Annotated[str, typer.Option(help="the user id (JWT subject)")],
+    roles: Annotated[str, typer.Option(help="comma-separated: user,auditor,admin")] = "user",
+    ttl: Annotated[int, typer.Option(help="lifetime in seconds")] = 3600,
+) -> None:
+    """Print a bearer token signed with the configured secret."""
+    settings = Settings()
+    try:
+        chosen = [r.strip() for r in roles.split(",") if r.strip()]
+        typer.echo(issue_token(settings.resolved_jwt_secret(), sub, chosen, ttl))
+    except (ValueError, RuntimeError) as error:
+        raise typer.BadParameter(str(error)) from None
+
+
+@app.command()
+def demo(
+    url: Annotated[str, typer.Option(help="base URL of a running server")] =
+    "http://127.0.0.1:8000",
+    question: Annotated[str, typer.Option(help="the question to ask")] =
+    "Where can we cut our LLM spend?",
+    sub: Annotated[str, typer.Option(help="user to run as")] = "demo-user",
+) -> None:
+    """Run the sample process against a running server, printing its events live."""
+    from infrastructure.demo import run_demo
+
+    settings = Settings()
+    raise typer.Exit(run_demo(url, question, issue_token(settings.resolved_jwt_secret(), sub)))
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,174 @@
+"""Where events and read models live: SQLite files in the data directory, or PostgreSQL."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from uuid import UUID
+
+import psycopg
+import sqlalchemy as sa
+from eventsourcing.persistence import Notification
+
+from application.executions import Executions
+from infrastructure.settings import Settings
+from infrastructure.tables import metadata
+
+EVENTS_TABLE = "executions_events"
+SQLITE_EVENTS_TABLE = "stored_events"
+_SCHEMA_LOCK = zlib.crc32(b"agent-ledger:schema")
+
+APPEND_ONLY_DDL = f"""
+CREATE OR REPLACE FUNCTION agent_ledger_refuse_change() RETURNS trigger AS $$
+BEGIN
+  RAISE EXCEPTION 'the event store is append-only: % on % is refused', TG_OP, TG_TABLE_NAME
+    USING ERRCODE = 'insufficient_privilege';
+END
+$$ LANGUAGE plpgsql;
+DROP TRIGGER IF EXISTS agent_ledger_append_only ON {EVENTS_TABLE};
+CREATE TRIGGER agent_ledger_append_only BEFORE UPDATE OR DELETE ON {EVENTS_TABLE}
+  FOR EACH ROW EXECUTE FUNCTION agent_ledger_refuse_change();
+DROP TRIGGER IF EXISTS agent_ledger_no_truncate ON {EVENTS_TABLE};
+CREATE TRIGGER agent_ledger_no_truncate BEFORE TRUNCATE ON {EVENTS_TABLE}
+  FOR EACH STATEMENT EXECUTE FUNCTION agent_ledger_refuse_change();
+"""
+
+
+def postgres_url(settings: Settings) -> sa.URL:
+    assert settings.database_url is not None
+    url = sa.make_url(settings.database_url)
+    return url.set(drivername="postgresql+psycopg")
+
+
+def libpq_dsn(settings: Settings) -> str:
+    """The database URL as libpq takes it (for LISTEN and DDL connections)."""
+    return postgres_url(settings).set(drivername="postgresql").render_as_string(
+        hide_password=False
+    )
+
+
+def event_store_env(settings: Settings, *, create_tables: bool) -> dict[str, str]:
+    """Environment for the eventsourcing library's persistence module."""
+    env = {"CREATE_TABLE": "y" if create_tables else "n"}
+    if settings.uses_postgres:
+        url = postgres_url(settings)
+        env.update(
+            PERSISTENCE_MODULE="eventsourcing.postgres",
+            POSTGRES_DBNAME=url.database or "postgres",
+            POSTGRES_HOST=url.host or "127.0.0.1",
+            POSTGRES_PORT=str(url.port or 5432),
+            POSTGRES_USER=url.username or "postgres",
+            POSTGRES_PASSWORD=url.password or "",
+            POSTGRES_POOL_SIZE=str(settings.db_pool_size),
+            POSTGRES_MAX_OVERFLOW=str(settings.db_max_overflow),
+            POSTGRES_LOCK_TIMEOUT="5",
+        )
+    else:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        env.update(
+            PERSISTENCE_MODULE="eventsourcing.sqlite",
+            SQLITE_DBNAME=str(settings.data_dir / "events.sqlite"),
+            SQLITE_LOCK_TIMEOUT="10",
+        )
+    return env
+
+
+def read_model_engine(settings: Settings) -> sa.Engine:
+    """SQLAlchemy engine for the read side (same database as events in PostgreSQL mode)."""
+    if settings.uses_postgres:
+        return sa.create_engine(
+            postgres_url(settings),
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            pool_pre_ping=True,
+        )
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(
+        f"sqlite:///{settings.data_dir / 'read_model.sqlite'}",
+        connect_args={"timeout": 30, "check_same_thread": False},
+    )
+
+    @sa.event.listens_for(engine, "connect")
+    def _wal(dbapi_connection: object, _record: object) -> None:
+        cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    return engine
+
+
+@contextmanager
+def _schema_lock(settings: Settings) -> Iterator[None]:
+    """Serialise schema creation between processes starting at once (PostgreSQL)."""
+    if not settings.uses_postgres:
+        yield
+        return
+    with psycopg.connect(libpq_dsn(settings), autocommit=True) as connection:
+        connection.execute("SELECT pg_advisory_lock(%s)", (_SCHEMA_LOCK,))
+        try:
+            yield
+        finally:
+            connection.execute("SELECT pg_advisory_unlock(%s)", (_SCHEMA_LOCK,))
+
+
+def initialize_schema(settings: Settings) -> None:
+    """Create every table once; safe when several processes start together."""
+    with _schema_lock(settings):
+        Executions(env=event_store_env(settings, create_tables=True)).close()
+        engine = read_model_engine(settings)
+        try:
+            metadata.create_all(engine)
+        finally:
+            engine.dispose()
+        if settings.uses_postgres:
+            with psycopg.connect(libpq_dsn(settings), autocommit=True) as connection:
+                connection.execute(APPEND_ONLY_DDL.encode())
+
+
+def open_executions(settings: Settings) -> Executions:
+    """The Executions application on the configured store (schema must exist)."""
+    executions = Executions(env=event_store_env(settings, create_tables=False))
+    executions.history_reader = HistoryBySql(executions)
+    return executions
+
+
+class HistoryBySql:
+    """One execution's notifications, read through the index on the originator id."""
+
+    def __init__(self, executions: Executions):
+        self.recorder = executions.recorder
+        self.postgres = hasattr(self.recorder, "datastore") and type(
+            self.recorder
+        ).__module__.startswith("eventsourcing.postgres")
+
+    def __call__(self, execution_id: UUID, after: int, limit: int) -> Sequence[Notification]:
+        datastore = self.recorder.datastore  # type: ignore[attr-defined]
+        if self.postgres:
+            statement = (
+                f"SELECT notification_id, originator_id, originator_version, topic, state "
+                f"FROM {datastore.schema}.{EVENTS_TABLE} WHERE originator_id = %s "
+                f"AND notification_id > %s ORDER BY originator_version LIMIT %s"
+            )
+            params: tuple[object, ...] = (execution_id, after, limit)
+        else:
+            statement = (
+                f"SELECT rowid AS notification_id, originator_id, originator_version, topic, "
+                f"state FROM {SQLITE_EVENTS_TABLE} WHERE originator_id = ? AND rowid > ? "
+                f"ORDER BY originator_version LIMIT ?"
+            )
+            params = (str(execution_id), after, limit)
+        with datastore.transaction(commit=False) as cursor:
+            cursor.execute(statement, params)
+            rows = cursor.fetchall()
+        return [
+            Notification(
+                id=row["notification_id"],
+                originator_id=UUID(str(row["originator_id"])),
+                originator_version=row["originator_version"],
+                topic=row["topic"],
+                state=bytes(row["state"]),
+            )
+            for row in rows
+        ]

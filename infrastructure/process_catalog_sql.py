@@ -1,0 +1,82 @@
+"""The process catalog in SQL: every registered version kept, the latest wins."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from application.processes import RegisteredProcess, UnknownProcessError
+from domain.processes import ProcessDefinition
+from infrastructure.tables import process_definitions as table
+
+
+def _registered(record: Any) -> RegisteredProcess:
+    definition = ProcessDefinition.from_document(record.document)
+    return RegisteredProcess(record.name, record.version, definition, record.content_hash)
+
+
+class SqlProcessCatalog:
+    """Process definitions in the read-model database."""
+
+    def __init__(self, engine: sa.Engine):
+        self.engine = engine
+
+    def register(self, document: Mapping[str, Any]) -> tuple[RegisteredProcess, bool]:
+        definition = ProcessDefinition.from_document(document)
+        digest = definition.content_hash()
+        for _ in range(3):  # a concurrent registration of the same name takes the version
+            with self.engine.begin() as connection:
+                latest = self._latest(connection, definition.name)
+                if latest is not None and latest.content_hash == digest:
+                    return _registered(latest), False
+                version = 1 if latest is None else latest.version + 1
+                try:
+                    connection.execute(
+                        sa.insert(table).values(
+                            name=definition.name,
+                            version=version,
+                            content_hash=digest,
+                            document=definition.to_document(),
+                            registered_at=datetime.now(UTC),
+                        )
+                    )
+                except sa.exc.IntegrityError:
+                    continue
+            return RegisteredProcess(definition.name, version, definition, digest), True
+        raise RuntimeError(f"could not register process {definition.name!r}: too much contention")
+
+    def get(self, name: str, version: int | None = None) -> RegisteredProcess:
+        with self.engine.connect() as connection:
+            if version is None:
+                record = self._latest(connection, name)
+            else:
+                record = connection.execute(
+                    sa.select(table).where(table.c.name == name, table.c.version == version)
+                ).first()
+        if record is None:
+            raise UnknownProcessError(name, version)
+        return _registered(record)
+
+    def list_latest(self) -> list[RegisteredProcess]:
+        latest = (
+            sa.select(table.c.name, sa.func.max(table.c.version).label("version"))
+            .group_by(table.c.name)
+            .subquery()
+        )
+        query = (
+            sa.select(table)
+            .join(latest, sa.and_(table.c.name == latest.c.name,
+                                  table.c.version == latest.c.version))
+            .order_by(table.c.name)
+        )
+        with self.engine.connect() as connection:
+            return [_registered(r) for r in connection.execute(query)]
+
+    @staticmethod
+    def _latest(connection: sa.Connection, name: str) -> Any:
+        return connection.execute(
+            sa.select(table).where(table.c.name == name).order_by(table.c.version.desc()).limit(1)
+        ).first()

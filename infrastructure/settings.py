@@ -1,0 +1,52 @@
+"""Settings from the environment (prefix `AGENT_LEDGER_`)."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of a deployment; defaults run the embedded mode with nothing to set up."""
+
+    model_config = SettingsConfigDict(env_prefix="AGENT_LEDGER_", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None, description="postgresql://user:pass@host:port/db; unset = embedded SQLite"
+    )
+    data_dir: Path = Field(default=Path(".agent-ledger"), description="embedded mode's files")
+    jwt_secret: str | None = Field(default=None, description="HS256 secret for bearer tokens")
+    jwt_audience: str | None = None
+    max_input_bytes: int = Field(default=64 * 1024, description="largest execution input (JSON)")
+    max_request_bytes: int = Field(default=1024 * 1024, description="largest request body")
+    engine_concurrency: int = Field(default=32, description="executions driven at once per worker")
+    poll_interval: float = Field(default=0.5, description="fallback poll of the store, seconds")
+    read_wait_timeout: float = Field(default=5.0, description="longest wait for ?after=, seconds")
+    db_pool_size: int = 5
+    db_max_overflow: int = 10
+
+    @property
+    def uses_postgres(self) -> bool:
+        return bool(self.database_url) and str(self.database_url).startswith(
+            ("postgresql://", "postgres://", "postgresql+psycopg://")
+        )
+
+    def resolved_jwt_secret(self) -> str:
+        """The configured secret, or in embedded mode one generated once and kept on disk."""
+        if self.jwt_secret:
+            return self.jwt_secret
+        path = self.data_dir / "jwt-secret"
+        if path.exists():
+            return path.read_text().strip()
+        if self.uses_postgres:
+            raise RuntimeError(
+                "AGENT_LEDGER_JWT_SECRET must be set when AGENT_LEDGER_DATABASE_URL is PostgreSQL"
+            )
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        secret = secrets.token_urlsafe(48)
+        path.touch(mode=0o600)
+        path.write_text(secret)
+        return secret

@@ -1,0 +1,147 @@
+"""Execution status per user: one row per execution, kept current by its events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import singledispatchmethod
+from typing import Any, Protocol
+from uuid import UUID
+
+from domain.executions import Execution, ExecutionEvent, StepEvent, event_type
+
+
+@dataclass
+class ExecutionStatusRow:
+    """What a dashboard shows of one execution."""
+
+    execution_id: UUID
+    user_id: str
+    process_name: str
+    process_version: int
+    thread_id: str | None
+    started_at: datetime
+    status: str = "pending"
+    current_steps: list[str] = field(default_factory=list)
+    attempts: int = 0
+    retries: int = 0
+    cancellation_requested: bool = False
+    finished_at: datetime | None = None
+    duration_ms: float | None = None
+    last_event: str = "execution_started"
+    last_position: int = 0
+    version: int = 1
+    output: Any = None
+    error: dict[str, Any] | None = None
+
+
+class ExecutionStatusView(Protocol):
+    """Where the projection keeps its rows (SQL in production, a dict in tests)."""
+
+    def get(self, execution_id: UUID) -> ExecutionStatusRow | None: ...
+
+    def put(self, row: ExecutionStatusRow) -> None: ...
+
+
+class ExecutionStatusProjection:
+    """Applies execution events to status rows."""
+
+    name = "execution_status"
+
+    def __init__(self, view: ExecutionStatusView):
+        self.view = view
+
+    def process(self, event: object, position: int) -> None:
+        """Apply one stored event at its position."""
+        if isinstance(event, Execution.ExecutionStarted):
+            row = ExecutionStatusRow(
+                execution_id=event.originator_id,
+                user_id=event.user_id,
+                process_name=event.process_name,
+                process_version=event.process_version,
+                thread_id=event.thread_id,
+                started_at=event.timestamp,
+            )
+        elif isinstance(event, ExecutionEvent):
+            found = self.view.get(event.originator_id)
+            if found is None:
+                return  # its start was not projected: nothing sensible to update
+            row = found
+            self._apply(event, row)
+        else:
+            return
+        row.last_event = event_type(event)
+        row.last_position = position
+        row.version = event.originator_version
+        self.view.put(row)
+
+    @singledispatchmethod
+    def _apply(self, event: ExecutionEvent, row: ExecutionStatusRow) -> None:
+        """Most events change only the bookkeeping columns."""
+
+    @_apply.register
+    def _(self, event: Execution.StepScheduled, row: ExecutionStatusRow) -> None:
+        row.status = "running"
+
+    @_apply.register
+    def _(self, event: Execution.StepStarted, row: ExecutionStatusRow) -> None:
+        row.attempts += 1
+        if event.step_id not in row.current_steps:
+            row.current_steps = [*row.current_steps, event.step_id]
+
+    @_apply.register
+    def _(self, event: Execution.StepRetrying, row: ExecutionStatusRow) -> None:
+        row.retries += 1
+        self._leave_step(event, row)
+
+    @_apply.register(Execution.StepCompleted)
+    @_apply.register(Execution.StepFailed)
+    @_apply.register(Execution.StepSkipped)
+    @_apply.register(Execution.StepCancelled)
+    @_apply.register(Execution.StepTimedOut)
+    def _leave_step(self, event: StepEvent, row: ExecutionStatusRow) -> None:
+        row.current_steps = [s for s in row.current_steps if s != event.step_id]
+
+    @_apply.register
+    def _(self, event: Execution.ExecutionCancellationRequested, row: ExecutionStatusRow) -> None:
+        row.cancellation_requested = True
+
+    @_apply.register
+    def _(self, event: Execution.ExecutionCompleted, row: ExecutionStatusRow) -> None:
+        row.output = event.output
+        self._finish(row, "completed", event.timestamp)
+
+    @_apply.register
+    def _(self, event: Execution.ExecutionFailed, row: ExecutionStatusRow) -> None:
+        row.error = event.error
+        self._finish(row, "failed", event.timestamp)
+
+    @_apply.register
+    def _(self, event: Execution.ExecutionCancelled, row: ExecutionStatusRow) -> None:
+        row.error = {"type": "Cancelled", "message": event.reason, "by": event.by}
+        self._finish(row, "cancelled", event.timestamp)
+
+    @_apply.register
+    def _(self, event: Execution.ExecutionTimedOut, row: ExecutionStatusRow) -> None:
+        row.error = {"type": "ExecutionTimedOut", "timeout_seconds": event.timeout_seconds}
+        self._finish(row, "timed_out", event.timestamp)
+
+    @staticmethod
+    def _finish(row: ExecutionStatusRow, status: str, at: datetime) -> None:
+        row.status = status
+        row.current_steps = []
+        row.finished_at = at
+        row.duration_ms = round((at - row.started_at).total_seconds() * 1000, 3)
+
+
+class InMemoryExecutionStatusView:
+    """Rows in a dict: the projection's twin for unit tests."""
+
+    def __init__(self) -> None:
+        self.rows: dict[UUID, ExecutionStatusRow] = {}
+
+    def get(self, execution_id: UUID) -> ExecutionStatusRow | None:
+        return self.rows.get(execution_id)
+
+    def put(self, row: ExecutionStatusRow) -> None:
+        self.rows[row.execution_id] = row
