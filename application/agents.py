@@ -66,8 +66,9 @@ class UnknownAgentError(AgentError):
     """The step names an agent that is not registered."""
 
     def __init__(self, name: str):
-        super().__init__(f"no agent is registered as {name!r}", error_type="UnknownAgent",
-                         retryable=False)
+        super().__init__(
+            f"no agent is registered as {name!r}", error_type="UnknownAgent", retryable=False
+        )
 
 
 class UnknownToolError(ToolError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -27,8 +28,9 @@ class StepTimeoutError(AgentError):
     """An attempt ran longer than its step's timeout."""
 
     def __init__(self, seconds: float):
-        super().__init__(f"the attempt exceeded its timeout of {seconds:g}s",
-                         error_type="StepTimeout")
+        super().__init__(
+            f"the attempt exceeded its timeout of {seconds:g}s", error_type="StepTimeout"
+        )
 
 
 class Engine:
@@ -136,8 +138,11 @@ class Engine:
             async with asyncio.timeout(definition.config.timeout_seconds):
                 await self._run_steps(session, definition)
         except TimeoutError:
-            await self._record_stop(session, "execution timed out",
-                                    lambda e: e.time_out(definition.config.timeout_seconds or 0))
+            await self._record_stop(
+                session,
+                "execution timed out",
+                lambda e: e.time_out(definition.config.timeout_seconds or 0),
+            )
         except asyncio.CancelledError:
             if execution_id not in self._cancel_requested:
                 raise  # shutdown: leave the execution to be resumed
@@ -150,17 +155,20 @@ class Engine:
             if state.status in (StepStatus.COMPLETED, StepStatus.SKIPPED):
                 continue
             if self._is_dead(session.execution, definition, step):
-                await session.record(lambda e, s=step_id: e.skip_step(s, "branch_not_taken"))
+                await session.record(
+                    partial(Execution.skip_step, step_id=step_id, reason="branch_not_taken")
+                )
                 continue
             status = await self._run_step(session, definition, step)
             if status is StepStatus.FAILED and definition.config.stop_on_failure:
                 error = session.execution.steps[step_id].error or {}
-                await session.record(lambda e, s=step_id, err=error: e.fail({**err, "step_id": s}))
+                await session.record(partial(Execution.fail, error={**error, "step_id": step_id}))
                 return
         failed = [s for s, st in session.execution.steps.items() if st.status is StepStatus.FAILED]
         if failed:
-            await session.record(lambda e: e.fail({"type": "StepsFailed",
-                                                   "message": f"steps failed: {failed}"}))
+            await session.record(
+                lambda e: e.fail({"type": "StepsFailed", "message": f"steps failed: {failed}"})
+            )
             return
         try:
             output = self._process_output(session.execution, definition)
@@ -184,15 +192,19 @@ class Engine:
             attempt = session.execution.steps[step.id].attempt
             if session.execution.steps[step.id].status is not StepStatus.RUNNING:
                 attempt += 1
-                await session.record(lambda e, a=attempt: e.schedule_step(step.id, a),
-                                     lambda e, a=attempt: e.start_step(step.id, a))
+                await session.record(
+                    partial(Execution.schedule_step, step_id=step.id, attempt=attempt),
+                    partial(Execution.start_step, step_id=step.id, attempt=attempt),
+                )
             try:
                 output = await self._attempt(session, definition, step, attempt)
             except (AgentError, DomainError) as error:
                 if not await self._after_failure(session, step, attempt, error):
                     return session.execution.steps[step.id].status
                 continue
-            await session.record(lambda e, a=attempt: e.complete_step(step.id, a, output))
+            await session.record(
+                partial(Execution.complete_step, step_id=step.id, attempt=attempt, output=output)
+            )
             return StepStatus.COMPLETED
 
     async def _after_failure(
@@ -230,8 +242,11 @@ class Engine:
         self, session: ExecutionSession, step: StepDefinition, attempt: int, agent_input: Any
     ) -> Any:
         if isinstance(step.agent, HttpAgent) or step.agent is None:
-            raise AgentError("HTTP agents are not supported by this engine yet",
-                             error_type="UnsupportedAgent", retryable=False)
+            raise AgentError(
+                "HTTP agents are not supported by this engine yet",
+                error_type="UnsupportedAgent",
+                retryable=False,
+            )
         name = step.agent
         await session.record(lambda e: e.start_agent(step.id, attempt, name, agent_input))
         execution = session.execution
@@ -247,8 +262,11 @@ class Engine:
             await session.record(lambda e: e.time_out_step(step.id, attempt, timeout))
             raise StepTimeoutError(timeout) from None
         except Exception as error:
-            failure = error if isinstance(error, AgentError) else AgentError(
-                str(error), error_type=type(error).__name__)
+            failure = (
+                error
+                if isinstance(error, AgentError)
+                else AgentError(str(error), error_type=type(error).__name__)
+            )
             elapsed = _ms(self.clock.monotonic() - started)
             details = error_details(failure)
             await session.record(lambda e: e.fail_agent(step.id, attempt, details, elapsed))
@@ -257,10 +275,11 @@ class Engine:
         await session.record(lambda e: e.complete_agent(step.id, attempt, output, elapsed))
         return output
 
-    async def _wait_timer(self, session: ExecutionSession, step: StepDefinition,
-                          attempt: int) -> Any:
+    async def _wait_timer(
+        self, session: ExecutionSession, step: StepDefinition, attempt: int
+    ) -> Any:
         seconds = step.seconds or 0.0
-        fire_at = (self.clock.now().timestamp() + seconds)
+        fire_at = self.clock.now().timestamp() + seconds
         await session.record(lambda e: e.start_timer(step.id, attempt, seconds, str(fire_at)))
         await self.clock.sleep(seconds)
         await session.record(lambda e: e.fire_timer(step.id, attempt))
@@ -289,23 +308,26 @@ class Engine:
     async def _record_cancellation(self, session: ExecutionSession) -> None:
         execution = await session.reload()
         request = execution.cancellation or {"by": ENGINE_ACTOR, "reason": "cancelled"}
-        await self._record_stop(session, "execution cancelled",
-                                lambda e: e.cancel(request["by"], request["reason"]))
+        await self._record_stop(
+            session, "execution cancelled", lambda e: e.cancel(request["by"], request["reason"])
+        )
 
     async def _record_stop(self, session: ExecutionSession, reason: str, final: Any) -> None:
         execution = await session.reload()
         if execution.status.is_terminal:
             return
-        live = [s for s, st in execution.steps.items()
-                if st.status not in (StepStatus.PENDING,) and not st.status.is_done]
-        commands = [lambda e, s=s: e.cancel_step(s, reason) for s in live]
+        live = [
+            s
+            for s, st in execution.steps.items()
+            if st.status not in (StepStatus.PENDING,) and not st.status.is_done
+        ]
+        commands = [partial(Execution.cancel_step, step_id=s, reason=reason) for s in live]
         await session.record(*commands, final)
 
     # -- flow rules --------------------------------------------------------------------------
 
     @staticmethod
-    def _is_dead(execution: Execution, definition: ProcessDefinition,
-                 step: StepDefinition) -> bool:
+    def _is_dead(execution: Execution, definition: ProcessDefinition, step: StepDefinition) -> bool:
         """A step only reachable through routes not taken is skipped (dead-path elimination)."""
         dependencies = definition.dependencies(step.id)
         if not dependencies:
@@ -317,15 +339,17 @@ class Engine:
                 chosen = (state.output or {}).get("next", [])
                 if _named_by_routes(gateway, step.id) and step.id not in chosen:
                     return True
-        return all(s.status is StepStatus.SKIPPED and s.skip_reason == "branch_not_taken"
-                   for s in states)
+        return all(
+            s.status is StepStatus.SKIPPED and s.skip_reason == "branch_not_taken" for s in states
+        )
 
     @staticmethod
     def _process_output(execution: Execution, definition: ProcessDefinition) -> Any:
         if definition.output is not None:
             return render(definition.output, _scope(execution))
-        return {s: st.output for s, st in execution.steps.items()
-                if st.status is StepStatus.COMPLETED}
+        return {
+            s: st.output for s, st in execution.steps.items() if st.status is StepStatus.COMPLETED
+        }
 
 
 def _named_by_routes(gateway: StepDefinition, step_id: str) -> bool:
@@ -335,8 +359,9 @@ def _named_by_routes(gateway: StepDefinition, step_id: str) -> bool:
 def _scope(execution: Execution) -> dict[str, Any]:
     return {
         "input": execution.input,
-        "steps": {s: {"output": st.output, "status": st.status.value}
-                  for s, st in execution.steps.items()},
+        "steps": {
+            s: {"output": st.output, "status": st.status.value} for s, st in execution.steps.items()
+        },
     }
 
 

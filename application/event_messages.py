@@ -24,7 +24,7 @@ def to_message(logged: LoggedEvent) -> dict[str, Any]:
         "execution_id": str(event.originator_id),
         "version": event.originator_version,
         "type": event_type(event),
-        "timestamp": event.timestamp.isoformat(),
+        "timestamp": event.timestamp.isoformat(),  # type: ignore[attr-defined]
         "user_id": getattr(event, "user_id", None),
         "data": data,
     }

@@ -10,7 +10,7 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import DomainEventProtocol
-from eventsourcing.persistence import Notification, Recording, RecordConflictError
+from eventsourcing.persistence import Notification, RecordConflictError, Recording
 
 from application.processes import RegisteredProcess
 from domain.errors import DomainError
@@ -83,7 +83,7 @@ class Executions(Application[UUID]):
         *,
         user_id: str,
         process: RegisteredProcess,
-        input: dict[str, Any],  # noqa: A002
+        input: dict[str, Any],
         thread_id: str | None = None,
         idempotency_key: str | None = None,
         request_id: str | None = None,
@@ -114,8 +114,9 @@ class Executions(Application[UUID]):
             return existing
         return StartedExecution(execution.id, position, created=True)
 
-    def request_cancellation(self, execution_id: UUID, *, user_id: str | None, by: str,
-                             reason: str) -> int:
+    def request_cancellation(
+        self, execution_id: UUID, *, user_id: str | None, by: str, reason: str
+    ) -> int:
         """Record that cancellation was asked for; the engine then stops the execution."""
         for _ in range(5):
             execution = self.get_execution(execution_id, user_id=user_id)
@@ -191,7 +192,7 @@ class Executions(Application[UUID]):
         user_id: str,
         key: str,
         process: RegisteredProcess,
-        input: dict[str, Any],  # noqa: A002
+        input: dict[str, Any],
         thread_id: str | None,
     ) -> StartedExecution | None:
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -14,7 +14,7 @@ MAX_PAYLOAD_BYTES = 16 * 1024
 """Tool arguments and results larger than this are recorded as a bounded preview."""
 
 
-class ExecutionStatus(str, Enum):
+class ExecutionStatus(StrEnum):
     """Where an execution is in its life."""
 
     PENDING = "pending"
@@ -37,7 +37,7 @@ _TERMINAL_EXECUTION = {
 }
 
 
-class StepStatus(str, Enum):
+class StepStatus(StrEnum):
     """Where one step is in its life."""
 
     PENDING = "pending"

@@ -232,7 +232,7 @@ class Execution(Aggregate):
         process_name: str,
         process_version: int,
         definition: dict[str, Any],
-        input: dict[str, Any],  # noqa: A002 - the event's field name is part of the wire format
+        input: dict[str, Any],
         thread_id: str | None,
         request_id: str | None,
         idempotency_key: str | None,
@@ -261,7 +261,7 @@ class Execution(Aggregate):
         process_version: int,
         definition: dict[str, Any],
         step_ids: list[str],
-        input: dict[str, Any],  # noqa: A002
+        input: dict[str, Any],
         thread_id: str | None = None,
         request_id: str | None = None,
         idempotency_key: str | None = None,
@@ -373,7 +373,7 @@ class Execution(Aggregate):
 
     # -- what happens inside a running attempt -----------------------------------------------
 
-    def start_agent(self, step_id: str, attempt: int, agent: str, input: Any) -> None:  # noqa: A002
+    def start_agent(self, step_id: str, attempt: int, agent: str, input: Any) -> None:
         step = self._running(step_id, attempt, "start its agent")
         if step.agent_started:
             raise StepTransitionError(step, "start its agent twice")
@@ -514,6 +514,6 @@ class Execution(Aggregate):
 
 
 def event_type(event: object) -> str:
-    """The wire name of an event: its class name in snake_case (`AgentStarted` → `agent_started`)."""
+    """The wire name of an event: its class name in snake_case (`AgentStarted`: `agent_started`)."""
     name = type(event).__name__
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")

@@ -205,7 +205,13 @@ def _environment(*, condition: bool) -> _SandboxEnvironment:
     )
     environment.filters = {name: environment.filters[name] for name in sorted(ALLOWED_FILTERS)}
     environment.globals.clear()
+    if condition:
+        environment.tests["none"] = _is_missing
     return environment
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or isinstance(value, Undefined)
 
 
 @lru_cache(maxsize=1024)

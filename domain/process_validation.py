@@ -57,6 +57,8 @@ def validate_document(doc: Mapping[str, Any]) -> None:
         _fail(f"the definition is {size} bytes long; the limit is {MAX_DOCUMENT_BYTES}")
     _check_keys(doc, _DOCUMENT_KEYS, "the definition", None)
     name = doc.get("name")
+    if name is None:
+        _fail("a process definition needs a 'name'")
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         _fail(f"name {name!r} must match {NAME_PATTERN.pattern}")
     if not isinstance(doc.get("description", ""), str | None):
@@ -99,13 +101,12 @@ def _check_json(value: Any, path: str, depth: int) -> None:
     elif isinstance(value, list | tuple):
         for index, item in enumerate(value):
             _check_json(item, f"{path}[{index}]", depth + 1)
-    elif isinstance(value, bool) or value is None:
-        pass
-    elif isinstance(value, int | float):
-        if not math.isfinite(value) or (isinstance(value, int) and abs(value) > 2**63):
-            _fail(f"{where} is not a number JSON can carry: {value:.3g}")
-    else:
+    elif value is not None and not isinstance(value, bool | int | float):
         _fail(f"{where} holds a {type(value).__name__}, which is not JSON")
+    elif isinstance(value, float) and not math.isfinite(value):
+        _fail(f"{where} is not a finite number")
+    elif isinstance(value, int) and abs(value) > 2**63:
+        _fail(f"{where} is an integer too large for JSON")
 
 
 def _check_keys(
@@ -156,7 +157,7 @@ def _check_step(step: Mapping[str, Any], ids: list[str]) -> None:
         if key not in _ANY_STEP_KEY:
             _fail(f"unknown key {key!r} (expected one of: {', '.join(sorted(allowed))})", step_id)
         if key not in allowed and value is not None:
-            _fail(f"{key!r} does not apply to a {step_type} step", step_id)
+            _fail(f"{key!r} does not apply to {step_type} steps", step_id)
     _check_step_list(step.get("depends_on"), "depends_on", step_id, ids, required=False)
     on_error = step.get("on_error")
     if on_error not in (None, "fail", "skip_step"):
@@ -183,11 +184,18 @@ def _check_agent(agent: Any, step_id: str) -> None:
     if isinstance(agent, Mapping):
         _check_keys(agent, frozenset({"url"}), "agent", step_id)
         url = agent.get("url")
-        parts = urlsplit(url) if isinstance(url, str) else None
-        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        if not _is_http_url(url):
             _fail(f"agent url {url!r} must be an http:// or https:// URL", step_id)
     elif not isinstance(agent, str) or not agent.strip() or agent != agent.strip():
         _fail(f"agent must be a non-empty name or {{url: ...}} (got {agent!r})", step_id)
+
+
+def _is_http_url(url: Any) -> bool:
+    try:
+        parts = urlsplit(url) if isinstance(url, str) else None
+    except ValueError:
+        return False
+    return parts is not None and parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def _check_retry(retry: Any, step_id: str) -> None:
@@ -197,11 +205,8 @@ def _check_retry(retry: Any, step_id: str) -> None:
         _fail("retry must be an object", step_id)
     _check_keys(retry, _RETRY_KEYS, "retry", step_id)
     attempts = retry.get("max_attempts")
-    if attempts is not None and (
-        isinstance(attempts, bool)
-        or not isinstance(attempts, int)
-        or not 1 <= attempts <= MAX_ATTEMPTS
-    ):
+    # `type(...) is int` also keeps out booleans, which YAML makes easily.
+    if attempts is not None and (type(attempts) is not int or not 1 <= attempts <= MAX_ATTEMPTS):
         _fail(f"retry.max_attempts must be an integer from 1 to {MAX_ATTEMPTS}", step_id)
     for key, minimum, maximum in (
         ("initial_interval", 0.0, MAX_TIMEOUT_SECONDS),
@@ -225,7 +230,8 @@ def _check_routes(routes: Any, step_id: str, ids: list[str]) -> None:
         if not isinstance(route, Mapping):
             _fail(f"route {number} must be an object", step_id)
         _check_keys(route, _ROUTE_KEYS, f"route {number}", step_id)
-        when, default = route.get("when"), route.get("default") or False
+        when, default = route.get("when"), route.get("default", False)
+        default = False if default is None else default
         if not isinstance(default, bool):
             _fail(f"route {number}: default must be true or false", step_id)
         if (when is None) == (not default):
@@ -257,15 +263,9 @@ def _check_step_list(value: Any, what: str, step_id: str, ids: list[str], requir
 
 
 def _number(
-    mapping: Mapping[str, Any],
-    key: str,
-    what: str,
-    step_id: str | None,
-    *,
-    maximum: float,
-    minimum: float = 0.0,
-    inclusive: bool = False,
-) -> None:
+    mapping: Mapping[str, Any], key: str, what: str, step_id: str | None, *, maximum: float,
+    minimum: float = 0.0, inclusive: bool = False
+) -> None:  # fmt: skip
     value = mapping.get(key)
     if value is None:
         return
@@ -312,8 +312,5 @@ def _check_reads(step: Mapping[str, Any], ancestors: dict[str, frozenset[str]]) 
             if reference == step_id:
                 _fail(f"{what} references the step's own output", step_id)
             if reference not in ancestors[step_id]:
-                _fail(
-                    f"{what} reads step {reference!r}, which it does not wait for "
-                    "(add it to depends_on)",
-                    step_id,
-                )
+                hint = "which it does not wait for (add it to depends_on)"
+                _fail(f"{what} reads step {reference!r}, {hint}", step_id)

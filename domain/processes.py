@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import heapq
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from functools import cached_property
 from typing import Any
 
@@ -16,7 +15,7 @@ from domain.errors import InvalidProcessDefinitionError
 from domain.process_validation import validate_document
 
 
-class StepType(str, Enum):
+class StepType(StrEnum):
     """What a step does: call an agent, choose a branch, or wait."""
 
     AGENT_TASK = "agent_task"
@@ -24,7 +23,7 @@ class StepType(str, Enum):
     TIMER = "timer"
 
 
-class OnError(str, Enum):
+class OnError(StrEnum):
     """What a step's final failure does to the execution."""
 
     FAIL = "fail"
@@ -103,7 +102,7 @@ class StepDefinition:
         if self.type is StepType.AGENT_TASK:
             agent = self.agent
             document["agent"] = {"url": agent.url} if isinstance(agent, HttpAgent) else agent
-            document["input"] = copy.deepcopy(self.input)
+            document["input"] = _json(self.input)
             document["retry"] = self.retry.to_document()
             if self.timeout_seconds is not None:
                 document["timeout_seconds"] = self.timeout_seconds
@@ -139,18 +138,17 @@ class ProcessDefinition:
     def from_document(cls, doc: Mapping[str, Any]) -> ProcessDefinition:
         """Parse and validate a definition document (JSON or YAML, already loaded)."""
         validate_document(doc)
-        config = doc.get("config") or {}
-        output = doc.get("output")
+        config = _get(doc, "config", {})
         return cls(
             name=doc["name"],
-            description=doc.get("description") or "",
+            description=_get(doc, "description", ""),
             config=ProcessConfig(
-                parallel_execution=config.get("parallel_execution", True),
-                stop_on_failure=config.get("stop_on_failure", True),
-                timeout_seconds=_seconds(config.get("timeout_seconds")),
+                parallel_execution=_get(config, "parallel_execution", True),
+                stop_on_failure=_get(config, "stop_on_failure", True),
+                timeout_seconds=_seconds(_get(config, "timeout_seconds")),
             ),
             steps=tuple(_step(step) for step in doc["steps"]),
-            output=copy.deepcopy(output),
+            output=_json(doc.get("output")),
         )
 
     def to_document(self) -> dict[str, Any]:
@@ -168,7 +166,7 @@ class ProcessDefinition:
             "steps": [step.to_document() for step in self.steps],
         }
         if self.output is not None:
-            document["output"] = copy.deepcopy(self.output)
+            document["output"] = _json(self.output)
         return document
 
     def content_hash(self) -> str:
@@ -213,10 +211,10 @@ class ProcessDefinition:
     @cached_property
     def _topological_order(self) -> tuple[str, ...]:
         position = {step.id: index for index, step in enumerate(self.steps)}
-        waiting = {step_id: len(set(ids)) for step_id, ids in self._dependencies.items()}
+        waiting = {step_id: len(ids) for step_id, ids in self._dependencies.items()}
         dependents: dict[str, list[str]] = {step.id: [] for step in self.steps}
         for step_id, ids in self._dependencies.items():
-            for dependency in set(ids):
+            for dependency in ids:
                 dependents[dependency].append(step_id)
         ready = [position[step_id] for step_id, count in waiting.items() if count == 0]
         heapq.heapify(ready)
@@ -237,35 +235,45 @@ def _route_document(route: Route) -> dict[str, Any]:
     return {"when": route.when, "next": list(route.next)}
 
 
+def _get(mapping: Mapping[str, Any], key: str, default: Any = None) -> Any:
+    """Read an optional key; validation lets `null` stand for an absent key."""
+    value = mapping.get(key)
+    return default if value is None else value
+
+
 def _seconds(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
+def _json(value: Any) -> Any:
+    """Copy a JSON template as plain JSON types, so that equal documents compare equal."""
+    return json.loads(json.dumps(value))
+
+
+def _route(doc: Mapping[str, Any]) -> Route:
+    if _get(doc, "default", False):
+        return Route(next=tuple(doc["next"]), default=True)
+    return Route(next=tuple(doc["next"]), when=doc["when"])
+
+
 def _step(doc: Mapping[str, Any]) -> StepDefinition:
-    agent = doc.get("agent")
-    retry = doc.get("retry") or {}
+    agent = _get(doc, "agent")
+    retry = _get(doc, "retry", {})
     return StepDefinition(
         id=doc["id"],
         type=StepType(doc["type"]),
         agent=HttpAgent(agent["url"]) if isinstance(agent, Mapping) else agent,
-        input=copy.deepcopy(doc["input"]) if doc.get("input") is not None else {},
-        depends_on=tuple(doc.get("depends_on") or ()),
-        timeout_seconds=_seconds(doc.get("timeout_seconds")),
+        input=_json(_get(doc, "input", {})),
+        depends_on=tuple(_get(doc, "depends_on", ())),
+        timeout_seconds=_seconds(_get(doc, "timeout_seconds")),
         retry=RetryPolicy(
-            max_attempts=retry.get("max_attempts", 1),
-            initial_interval=float(retry.get("initial_interval", 1.0)),
-            backoff_coefficient=float(retry.get("backoff_coefficient", 2.0)),
-            max_interval=float(retry.get("max_interval", 60.0)),
-            non_retryable_errors=tuple(retry.get("non_retryable_errors") or ()),
+            max_attempts=_get(retry, "max_attempts", 1),
+            initial_interval=float(_get(retry, "initial_interval", 1.0)),
+            backoff_coefficient=float(_get(retry, "backoff_coefficient", 2.0)),
+            max_interval=float(_get(retry, "max_interval", 60.0)),
+            non_retryable_errors=tuple(_get(retry, "non_retryable_errors", ())),
         ),
-        on_error=OnError(doc.get("on_error") or OnError.FAIL.value),
-        routes=tuple(
-            Route(
-                next=tuple(route["next"]),
-                when=route.get("when") if not route.get("default") else None,
-                default=bool(route.get("default")),
-            )
-            for route in doc.get("routes") or ()
-        ),
-        seconds=_seconds(doc.get("seconds")),
+        on_error=OnError(_get(doc, "on_error", OnError.FAIL)),
+        routes=tuple(_route(route) for route in _get(doc, "routes", ())),
+        seconds=_seconds(_get(doc, "seconds")),
     )

@@ -40,8 +40,9 @@ class Caller:
         return None if self.is_auditor else self.user_id
 
 
-def issue_token(secret: str, subject: str, roles: Iterable[str] = ("user",),
-                ttl_seconds: int = 3600) -> str:
+def issue_token(
+    secret: str, subject: str, roles: Iterable[str] = ("user",), ttl_seconds: int = 3600
+) -> str:
     """Sign a token for `subject` with the given roles."""
     chosen = sorted(set(roles))
     unknown = set(chosen) - ROLES
@@ -59,8 +60,9 @@ def authenticate(token: str | None, secret: str) -> Caller:
     if not token:
         raise AuthenticationError("a bearer token is required")
     try:
-        claims = jwt.decode(token, secret, algorithms=["HS256"],
-                            options={"require": ["sub", "exp"]})
+        claims = jwt.decode(
+            token, secret, algorithms=["HS256"], options={"require": ["sub", "exp"]}
+        )
     except jwt.ExpiredSignatureError:
         raise AuthenticationError("the token has expired") from None
     except jwt.InvalidTokenError as error:

@@ -23,8 +23,14 @@ class ChangeFeed:
     is missed, and subscribers see every event once, in position order.
     """
 
-    def __init__(self, executions: Executions, *, poll_interval: float = 0.5,
-                 listen_dsn: str | None = None, channel: str = "executions_events"):
+    def __init__(
+        self,
+        executions: Executions,
+        *,
+        poll_interval: float = 0.5,
+        listen_dsn: str | None = None,
+        channel: str = "executions_events",
+    ):
         self.executions = executions
         self.poll_interval = poll_interval
         self.listen_dsn = listen_dsn
@@ -40,7 +46,8 @@ class ChangeFeed:
         with self._lock:
             self._subscribers.append(subscriber)
 
-    def wake(self, _position: int | None = None) -> None:
+    def wake(self, *_: object) -> None:
+        """Look at the store again soon (any arguments are ignored)."""
         self._wake.set()
 
     def start(self, after: int | None = None) -> None:

@@ -10,8 +10,11 @@ import typer
 from infrastructure.auth import issue_token
 from infrastructure.settings import Settings
 
-app = typer.Typer(help="Agent Ledger: event-sourced execution service for AI agents.",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="Agent Ledger: event-sourced execution service for AI agents.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 
 
 @app.command()
@@ -25,13 +28,20 @@ def serve(
 
     from infrastructure.api.app import create_app
 
-    logging.basicConfig(level=log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     settings = Settings()
     where = "PostgreSQL" if settings.uses_postgres else f"SQLite in {settings.data_dir}"
     typer.echo(f"agent-ledger: serving on http://{host}:{port} (store: {where})", err=True)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level,
-                ws_ping_interval=20, ws_ping_timeout=20)
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level=log_level,
+        ws_ping_interval=20,
+        ws_ping_timeout=20,
+    )
 
 
 @app.command()
@@ -51,10 +61,12 @@ def token(
 
 @app.command()
 def demo(
-    url: Annotated[str, typer.Option(help="base URL of a running server")] =
-    "http://127.0.0.1:8000",
-    question: Annotated[str, typer.Option(help="the question to ask")] =
-    "Where can we cut our LLM spend?",
+    url: Annotated[
+        str, typer.Option(help="base URL of a running server")
+    ] = "http://127.0.0.1:8000",
+    question: Annotated[
+        str, typer.Option(help="the question to ask")
+    ] = "Where can we cut our LLM spend?",
     sub: Annotated[str, typer.Option(help="user to run as")] = "demo-user",
 ) -> None:
     """Run the sample process against a running server, printing its events live."""

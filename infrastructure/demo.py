@@ -9,48 +9,67 @@ import httpx
 from websockets.sync.client import connect
 
 STEP_ICONS = {
-    "execution_started": "▶", "step_started": "•", "agent_started": "  ◆",
-    "agent_thinking": "    …", "tool_executing": "    ⚙", "tool_completed": "    ✓",
-    "tool_failed": "    ✗", "agent_completed": "  ◆", "agent_failed": "  ✗",
-    "step_completed": "•", "step_retrying": "↻", "step_failed": "✗",
-    "execution_completed": "■", "execution_failed": "✗", "execution_cancelled": "■",
+    "execution_started": "▶",
+    "step_started": "•",
+    "agent_started": "  ◆",
+    "agent_thinking": "    …",
+    "tool_executing": "    ⚙",
+    "tool_completed": "    ✓",
+    "tool_failed": "    ✗",
+    "agent_completed": "  ◆",
+    "agent_failed": "  ✗",
+    "step_completed": "•",
+    "step_retrying": "↻",
+    "step_failed": "✗",
+    "execution_completed": "■",
+    "execution_failed": "✗",
+    "execution_cancelled": "■",
 }
-TERMINAL = {"execution_completed", "execution_failed", "execution_cancelled",
-            "execution_timed_out"}
+TERMINAL = {"execution_completed", "execution_failed", "execution_cancelled", "execution_timed_out"}
 
 
 def describe(message: dict[str, Any]) -> str:
     """One readable line per event."""
-    kind, data = message["type"], message["data"]
-    detail = {
-        "execution_started": lambda: f"{data.get('process_name')} v{data.get('process_version')}",
-        "step_started": lambda: f"step {data['step_id']} (attempt {data['attempt']})",
-        "agent_started": lambda: f"agent {data['agent']} started",
-        "agent_thinking": lambda: data["message"],
-        "tool_executing": lambda: f"{data['tool']}({json.dumps(data['args'])[:80]})",
-        "tool_completed": lambda: f"{data['tool']} done in {data['duration_ms']:.1f} ms",
-        "agent_completed": lambda: f"agent finished in {data['duration_ms']:.1f} ms",
-        "step_completed": lambda: f"step {data['step_id']} completed",
-        "step_retrying": lambda: f"step {data['step_id']} retrying: {data['error']}",
-        "execution_failed": lambda: f"failed: {data['error']}",
-    }.get(kind, lambda: "")()
-    icon = STEP_ICONS.get(kind, "  ")
-    return f"{message['position']:>7}  {icon} {kind:<22} {detail}"
+    icon = STEP_ICONS.get(message["type"], "  ")
+    return f"{message['position']:>7}  {icon} {message['type']:<22} {_detail(message)}"
+
+
+def _detail(message: dict[str, Any]) -> str:
+    data = message["data"]
+    match message["type"]:
+        case "execution_started":
+            return f"{data['process_name']} v{data['process_version']}"
+        case "step_scheduled" | "step_started" | "step_completed":
+            return f"step {data['step_id']} (attempt {data['attempt']})"
+        case "agent_started":
+            return f"agent {data['agent']}"
+        case "agent_thinking":
+            return str(data["message"])
+        case "tool_executing":
+            return f"{data['tool']}({json.dumps(data['args'])[:80]})"
+        case "tool_completed" | "agent_completed":
+            return f"{data.get('tool', '')} in {data['duration_ms']:.1f} ms".strip()
+        case "step_retrying":
+            return f"step {data['step_id']} in {data['delay_seconds']}s: {data['error']}"
+        case "execution_failed" | "step_failed" | "agent_failed" | "tool_failed":
+            return str(data["error"])
+        case _:
+            return ""
 
 
 def run_demo(url: str, question: str, token: str) -> int:
     """Returns the exit status: 0 when the execution completed."""
     headers = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
-        response = client.post("/v1/executions", json={
-            "process": "cost_optimization", "input": {"question": question}})
+        response = client.post(
+            "/v1/executions", json={"process": "cost_optimization", "input": {"question": question}}
+        )
         if response.status_code >= 400:
             print(f"could not start: {response.status_code} {response.text}")
             return 1
         started = response.json()
         print(f"execution {started['id']} started; following it live\n")
-        ws_url = url.replace("http", "ws", 1) + \
-            f"/v1/stream?after=0&execution_id={started['id']}"
+        ws_url = url.replace("http", "ws", 1) + f"/v1/stream?after=0&execution_id={started['id']}"
         final: dict[str, Any] = {}
         with connect(ws_url, additional_headers=headers) as websocket:
             for raw in websocket:

@@ -90,7 +90,7 @@ class ExecutionStatusQueries:
             record = connection.execute(query).first()
         return None if record is None else row_from_record(record)
 
-    def list(
+    def list_rows(
         self,
         *,
         user_id: str | None,

@@ -43,9 +43,7 @@ def postgres_url(settings: Settings) -> sa.URL:
 
 def libpq_dsn(settings: Settings) -> str:
     """The database URL as libpq takes it (for LISTEN and DDL connections)."""
-    return postgres_url(settings).set(drivername="postgresql").render_as_string(
-        hide_password=False
-    )
+    return postgres_url(settings).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def event_store_env(settings: Settings, *, create_tables: bool) -> dict[str, str]:
@@ -158,7 +156,7 @@ class HistoryBySql:
                 f"state FROM {SQLITE_EVENTS_TABLE} WHERE originator_id = ? AND rowid > ? "
                 f"ORDER BY originator_version LIMIT ?"
             )
-            params = (str(execution_id), after, limit)
+            params = (execution_id.hex, after, limit)
         with datastore.transaction(commit=False) as cursor:
             cursor.execute(statement, params)
             rows = cursor.fetchall()

@@ -68,8 +68,9 @@ class SqlProcessCatalog:
         )
         query = (
             sa.select(table)
-            .join(latest, sa.and_(table.c.name == latest.c.name,
-                                  table.c.version == latest.c.version))
+            .join(
+                latest, sa.and_(table.c.name == latest.c.name, table.c.version == latest.c.version)
+            )
             .order_by(table.c.name)
         )
         with self.engine.connect() as connection:

@@ -98,7 +98,8 @@ class Projector:
         self._positions: dict[str, int] = {}
         self._thread: threading.Thread | None = None
 
-    def wake(self, _position: int | None = None) -> None:
+    def wake(self, *_: object) -> None:
+        """Look at the store again soon (any arguments are ignored)."""
         self._wake.set()
 
     def run_once(self) -> int:
@@ -136,8 +137,9 @@ class Projector:
         with self._progress:
             return self._positions.get(name, 0)
 
-    def wait_for(self, position: int, timeout: float,
-                 name: str = ExecutionStatusProjection.name) -> bool:
+    def wait_for(
+        self, position: int, timeout: float, name: str = ExecutionStatusProjection.name
+    ) -> bool:
         """Block until the projection has applied `position`; False on timeout."""
         self.wake()
         with self._progress:

@@ -94,12 +94,20 @@ class Runtime:
             poll_interval=settings.poll_interval,
             listen_dsn=libpq_dsn(settings) if settings.uses_postgres else None,
         )
-        runtime = cls(settings, executions, read_engine, catalog,
-                      ExecutionStatusQueries(read_engine), agents, feed)
+        runtime = cls(
+            settings,
+            executions,
+            read_engine,
+            catalog,
+            ExecutionStatusQueries(read_engine),
+            agents,
+            feed,
+        )
         head = executions.last_position()
         if projector:
-            runtime.projector = Projector(executions, read_engine,
-                                          poll_interval=settings.poll_interval)
+            runtime.projector = Projector(
+                executions, read_engine, poll_interval=settings.poll_interval
+            )
             runtime.projector.catch_up()  # so the unfinished executions below are all known
             feed.subscribe(runtime.projector.wake)
             runtime.projector.start()

@@ -51,7 +51,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > settings.max_request_bytes:
             return errors.problem(
-                413, "request-too-large", "Request too large",
+                413,
+                "request-too-large",
+                "Request too large",
                 f"the body is {length} bytes; the limit is {settings.max_request_bytes}",
             )
         return await call_next(request)

@@ -18,9 +18,7 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_caller(
-    request: Request, authorization: Annotated[str | None, Header()] = None
-) -> Caller:
+def get_caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> Caller:
     return authenticate(bearer_token(authorization), request.app.state.jwt_secret)
 
 

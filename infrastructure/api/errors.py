@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from eventsourcing.persistence import RecordConflictError
@@ -28,14 +29,29 @@ class ProblemError(Exception):
     def __init__(self, status: int, kind: str, title: str, detail: str, **extra: Any):
         super().__init__(detail)
         self.status, self.kind, self.title, self.detail, self.extra = (
-            status, kind, title, detail, extra
+            status,
+            kind,
+            title,
+            detail,
+            extra,
         )
 
 
-def problem(status: int, kind: str, title: str, detail: str,
-            headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
-    body = {"type": f"/problems/{kind}", "title": title, "status": status, "detail": detail,
-            **extra}
+def problem(
+    status: int,
+    kind: str,
+    title: str,
+    detail: str,
+    headers: Mapping[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body = {
+        "type": f"/problems/{kind}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        **extra,
+    }
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
@@ -61,8 +77,13 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(AuthenticationError)
     async def _unauthenticated(_: Request, error: AuthenticationError) -> JSONResponse:
-        return problem(401, "unauthenticated", "Authentication required", str(error),
-                       headers={"WWW-Authenticate": 'Bearer realm="agent-ledger"'})
+        return problem(
+            401,
+            "unauthenticated",
+            "Authentication required",
+            str(error),
+            headers={"WWW-Authenticate": 'Bearer realm="agent-ledger"'},
+        )
 
     @app.exception_handler(PermissionDeniedError)
     async def _forbidden(_: Request, error: PermissionDeniedError) -> JSONResponse:
@@ -70,20 +91,32 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, error: RequestValidationError) -> JSONResponse:
-        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type")}
-                  for e in error.errors()]
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type")}
+            for e in error.errors()
+        ]
         if any(e["type"] == "json_invalid" for e in errors):
-            return problem(400, "malformed-json", "Malformed JSON",
-                           "the request body is not valid JSON", errors=errors)
-        return problem(422, "invalid-request", "Invalid request",
-                       "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors),
-                       errors=errors)
+            return problem(
+                400,
+                "malformed-json",
+                "Malformed JSON",
+                "the request body is not valid JSON",
+                errors=errors,
+            )
+        return problem(
+            422,
+            "invalid-request",
+            "Invalid request",
+            "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors),
+            errors=errors,
+        )
 
     @app.exception_handler(HTTPException)
     async def _http(_: Request, error: HTTPException) -> JSONResponse:
         kind = {404: "not-found", 405: "method-not-allowed"}.get(error.status_code, "http-error")
-        return problem(error.status_code, kind, str(error.detail), str(error.detail),
-                       headers=error.headers)
+        return problem(
+            error.status_code, kind, str(error.detail), str(error.detail), headers=error.headers
+        )
 
     for error_type, status, kind, title in _DOMAIN_ERRORS:
         app.add_exception_handler(error_type, _domain_handler(status, kind, title))

@@ -35,59 +35,87 @@ After = Annotated[int | None, Query(ge=0, description="wait until the view has t
 
 @router.post("", status_code=201, response_model=ExecutionCreated)
 def start_execution(
-    body: StartExecution, caller: CallerDep, runtime: RuntimeDep, response: Response,
-    idempotency_key: IdempotencyKey = None, request_id: RequestId = None,
+    body: StartExecution,
+    caller: CallerDep,
+    runtime: RuntimeDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+    request_id: RequestId = None,
 ) -> ExecutionCreated:
     """Start an execution; repeat safely with the same `Idempotency-Key`."""
     _check_input_size(body, runtime.settings.max_input_bytes)
     process = runtime.catalog.get(body.process, body.version)
     started = runtime.executions.start_execution(
-        user_id=caller.user_id, process=process, input=body.input, thread_id=body.thread_id,
-        idempotency_key=idempotency_key, request_id=request_id,
+        user_id=caller.user_id,
+        process=process,
+        input=body.input,
+        thread_id=body.thread_id,
+        idempotency_key=idempotency_key,
+        request_id=request_id,
     )
     response.headers["Location"] = f"/v1/executions/{started.execution_id}"
     if not started.created:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
-    return ExecutionCreated(id=started.execution_id, process=process.name,
-                            version=process.version, position=started.position,
-                            created=started.created)
+    return ExecutionCreated(
+        id=started.execution_id,
+        process=process.name,
+        version=process.version,
+        position=started.position,
+        created=started.created,
+    )
 
 
 @router.get("", response_model=ExecutionPage)
 def list_executions(
-    caller: CallerDep, runtime: RuntimeDep, status: str | None = None,
-    process: str | None = None, thread_id: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50, cursor: str | None = None,
+    caller: CallerDep,
+    runtime: RuntimeDep,
+    status: str | None = None,
+    process: str | None = None,
+    thread_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
     after: After = None,
 ) -> ExecutionPage:
     """The caller's executions, newest first (auditors see everyone's)."""
     _wait_for_view(runtime, after)
-    rows = runtime.statuses.list(user_id=caller.owner_filter, status=status, process=process,
-                                 thread_id=thread_id, limit=limit, before=_decode(cursor))
-    next_cursor = _encode(rows[-1].started_at, rows[-1].execution_id) if len(rows) == limit \
-        else None
+    rows = runtime.statuses.list_rows(
+        user_id=caller.owner_filter,
+        status=status,
+        process=process,
+        thread_id=thread_id,
+        limit=limit,
+        before=_decode(cursor),
+    )
+    next_cursor = (
+        _encode(rows[-1].started_at, rows[-1].execution_id) if len(rows) == limit else None
+    )
     return ExecutionPage(items=[ExecutionView.of(r) for r in rows], next_cursor=next_cursor)
 
 
 @router.get("/{execution_id}", response_model=ExecutionView)
-def get_execution(execution_id: UUID, caller: CallerDep, runtime: RuntimeDep,
-                  after: After = None) -> ExecutionView:
+def get_execution(
+    execution_id: UUID, caller: CallerDep, runtime: RuntimeDep, after: After = None
+) -> ExecutionView:
     """One execution's status; another user's execution does not exist for the caller."""
     _wait_for_view(runtime, after)
     row = runtime.statuses.get(execution_id, caller.owner_filter)
     if row is None and runtime.wait_for_projection(runtime.executions.last_position(), 2.0):
         row = runtime.statuses.get(execution_id, caller.owner_filter)  # it may have been lag
     if row is None:
-        raise ProblemError(404, "not-found", "Execution not found",
-                           f"execution {execution_id} was not found")
+        raise ProblemError(
+            404, "not-found", "Execution not found", f"execution {execution_id} was not found"
+        )
     return ExecutionView.of(row)
 
 
 @router.get("/{execution_id}/events", response_model=EventPage)
 def get_execution_events(
-    execution_id: UUID, caller: CallerDep, runtime: RuntimeDep,
-    after: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    execution_id: UUID,
+    caller: CallerDep,
+    runtime: RuntimeDep,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> EventPage:
     """The execution's full history from the store, in order, paged by position."""
     _check_owner(runtime, execution_id, caller)
@@ -98,14 +126,18 @@ def get_execution_events(
 
 @router.post("/{execution_id}/cancel", status_code=202, response_model=Accepted)
 def cancel_execution(
-    execution_id: UUID, caller: CallerDep, runtime: RuntimeDep,
+    execution_id: UUID,
+    caller: CallerDep,
+    runtime: RuntimeDep,
     body: Annotated[CancelExecution | None, Body()] = None,
 ) -> Accepted:
     """Ask for the execution to stop; the engine records `ExecutionCancelled`."""
     reason = (body or CancelExecution()).reason
     position = runtime.executions.request_cancellation(
-        execution_id, user_id=None if caller.is_admin else caller.user_id,
-        by=caller.user_id, reason=reason,
+        execution_id,
+        user_id=None if caller.is_admin else caller.user_id,
+        by=caller.user_id,
+        reason=reason,
     )
     return Accepted(id=execution_id, position=position)
 
@@ -117,17 +149,26 @@ def _check_owner(runtime: Runtime, execution_id: UUID, caller: Caller) -> None:
 def _check_input_size(body: StartExecution, limit: int) -> None:
     size = len(json.dumps(body.input, separators=(",", ":")).encode())
     if size > limit:
-        raise ProblemError(413, "input-too-large", "Input too large",
-                           f"the input is {size} bytes; the limit is {limit}", limit=limit)
+        raise ProblemError(
+            413,
+            "input-too-large",
+            "Input too large",
+            f"the input is {size} bytes; the limit is {limit}",
+            limit=limit,
+        )
 
 
 def _wait_for_view(runtime: Runtime, after: int | None) -> None:
     if after is None:
         return
     if not runtime.wait_for_projection(after, runtime.settings.read_wait_timeout):
-        raise ProblemError(503, "projection-lagging", "Read model is behind",
-                           f"the status view has not reached position {after} yet; retry",
-                           position=runtime.projection_position())
+        raise ProblemError(
+            503,
+            "projection-lagging",
+            "Read model is behind",
+            f"the status view has not reached position {after} yet; retry",
+            position=runtime.projection_position(),
+        )
 
 
 def _encode(started_at: datetime, execution_id: UUID) -> str:
@@ -143,5 +184,6 @@ def _decode(cursor: str | None) -> tuple[datetime, UUID] | None:
         started, _, execution_id = raw.partition("|")
         return datetime.fromisoformat(started), UUID(execution_id)
     except ValueError:
-        raise ProblemError(400, "invalid-cursor", "Invalid cursor",
-                           "the cursor is not one this API returned") from None
+        raise ProblemError(
+            400, "invalid-cursor", "Invalid cursor", "the cursor is not one this API returned"
+        ) from None

@@ -30,8 +30,10 @@ def readyz(runtime: RuntimeDep) -> JSONResponse:
     except Exception as error:
         body: dict[str, Any] = {"status": "unavailable", "detail": str(error)[:200]}
         return JSONResponse(body, status_code=503)
-    return JSONResponse({
-        "status": "ready",
-        "store_position": head,
-        "projections": {"execution_status": {"position": position, "lag": head - position}},
-    })
+    return JSONResponse(
+        {
+            "status": "ready",
+            "store_position": head,
+            "projections": {"execution_status": {"position": position, "lag": head - position}},
+        }
+    )

@@ -54,8 +54,13 @@ async def stream(
         hub.remove(subscriber)
 
 
-async def _serve(websocket: WebSocket, runtime: Runtime, subscriber: Subscriber,
-                 after: int | None, execution_id: UUID | None) -> None:
+async def _serve(
+    websocket: WebSocket,
+    runtime: Runtime,
+    subscriber: Subscriber,
+    after: int | None,
+    execution_id: UUID | None,
+) -> None:
     receiver = asyncio.create_task(_drain_client(websocket))
     try:
         last = 0
@@ -65,8 +70,11 @@ async def _serve(websocket: WebSocket, runtime: Runtime, subscriber: Subscriber,
             message = await _next(subscriber, receiver)
             if message is None:
                 code = CLOSE_TOO_SLOW if subscriber.overflowed else CLOSE_GOING_AWAY
-                reason = "subscriber too slow; resume with after=" if subscriber.overflowed \
+                reason = (
+                    "subscriber too slow; resume with after="
+                    if subscriber.overflowed
                     else "server shutting down; resume with after="
+                )
                 await websocket.close(code, f"{reason}{last}")
                 return
             if message["position"] <= last:
@@ -79,13 +87,19 @@ async def _serve(websocket: WebSocket, runtime: Runtime, subscriber: Subscriber,
             await receiver
 
 
-async def _catch_up(websocket: WebSocket, runtime: Runtime, subscriber: Subscriber,
-                    after: int, execution_id: UUID | None) -> int:
+async def _catch_up(
+    websocket: WebSocket,
+    runtime: Runtime,
+    subscriber: Subscriber,
+    after: int,
+    execution_id: UUID | None,
+) -> int:
     last = after
     while True:
         if execution_id is not None:
             events = await run_in_threadpool(
-                runtime.executions.get_history, execution_id, after=last, limit=500)
+                runtime.executions.get_history, execution_id, after=last, limit=500
+            )
         else:
             events = await run_in_threadpool(runtime.executions.read_log, after=last, limit=500)
         if not events:
@@ -117,8 +131,9 @@ async def _drain_client(websocket: WebSocket) -> None:
 
 async def _may_read(runtime: Runtime, execution_id: UUID, caller: Caller) -> bool:
     try:
-        await run_in_threadpool(runtime.executions.get_execution, execution_id,
-                                user_id=caller.owner_filter, version=1)
+        await run_in_threadpool(
+            runtime.executions.get_execution, execution_id, user_id=caller.owner_filter, version=1
+        )
     except ExecutionNotFoundError:
         return False
     return True

@@ -1,0 +1,88 @@
+"""Runs the engine over an in-memory store, with a clock whose sleeps return at once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from application.agents import Agent, AgentRegistry
+from application.builtin_agents import register_builtin_agents
+from application.engine import Engine
+from application.executions import Executions
+from application.processes import InMemoryProcessCatalog
+from application.sample_processes import COST_OPTIMIZATION
+from domain.executions import Execution, event_type
+
+
+class InstantClock:
+    """Records every sleep and returns at once, so retry delays cost no time."""
+
+    def __init__(self) -> None:
+        self.slept: list[float] = []
+        self._now = 0.0
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(1_800_000_000 + self._now, UTC)
+
+    def monotonic(self) -> float:
+        return self._now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self._now += seconds
+        await asyncio.sleep(0)
+
+
+class EngineHarness:
+    """An engine, its store and catalog, and helpers to run processes to the end."""
+
+    def __init__(self) -> None:
+        self.executions = Executions(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+        self.catalog = InMemoryProcessCatalog()
+        self.catalog.register(COST_OPTIMIZATION)
+        self.agents = AgentRegistry()
+        register_builtin_agents(self.agents)
+        self.clock = InstantClock()
+        self.engine = Engine(self.executions, self.agents, clock=self.clock)
+
+    def agent(self, name: str, agent: Agent) -> None:
+        self.agents.register_agent(name, agent)
+
+    def process(self, document: Mapping[str, Any]) -> str:
+        registered, _ = self.catalog.register(document)
+        return registered.name
+
+    def start(self, process: str, input: dict[str, Any] | None = None) -> UUID:
+        started = self.executions.start_execution(
+            user_id="user-a", process=self.catalog.get(process), input=input or {}
+        )
+        return started.execution_id
+
+    async def run(self, execution_id: UUID) -> Execution:
+        """Drive one execution to its end, as the engine does when it sees it start."""
+        self.engine.bind(asyncio.get_running_loop())
+        self.engine.submit(execution_id)
+        await asyncio.wait_for(self.engine.wait_idle(), timeout=10)
+        return self.executions.get_execution(execution_id)
+
+    def types(self, execution_id: UUID) -> list[str]:
+        return [event_type(e.event) for e in self.executions.get_history(execution_id)]
+
+    def events(self, execution_id: UUID, kind: str) -> list[Any]:
+        return [
+            e.event
+            for e in self.executions.get_history(execution_id)
+            if event_type(e.event) == kind
+        ]
+
+
+def one_step(agent: str, **step: Any) -> dict[str, Any]:
+    """A process of one agent step, with step options such as retry or timeout."""
+    return {
+        "name": f"only-{agent}",
+        "config": {"parallel_execution": False},
+        "steps": [{"id": "work", "type": "agent_task", "agent": agent, "input": {}, **step}],
+    }
