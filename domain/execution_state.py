@@ -69,6 +69,7 @@ class StepState:
     error: dict[str, Any] | None = None
     skip_reason: str | None = None
     agent_started: bool = False
+    agent_finished: bool = False
     open_tool_calls: dict[str, str] = field(default_factory=dict)
     finished_tool_calls: list[str] = field(default_factory=list)
 
@@ -133,7 +134,9 @@ class CancellationAlreadyRequestedError(ExecutionRuleError):
 
 def execution_id_for(user_id: str, idempotency_key: str) -> UUID:
     """Derive the execution id of an idempotent request: the same key gives the same id."""
-    return uuid5(NAMESPACE_URL, f"agent-ledger:execution:{user_id}:{idempotency_key}")
+    # JSON keeps the pair unambiguous whatever characters the user id or key contain
+    pair = json.dumps([user_id, idempotency_key])
+    return uuid5(NAMESPACE_URL, f"agent-ledger:execution:{pair}")
 
 
 def bounded(value: Any, limit: int = MAX_PAYLOAD_BYTES) -> Any:

@@ -105,7 +105,7 @@ class Execution(Aggregate):
         def apply(self, execution: Execution) -> None:
             step = execution.steps[self.step_id]
             step.status, step.attempt = StepStatus.SCHEDULED, self.attempt
-            step.agent_started, step.open_tool_calls = False, {}
+            step.agent_started, step.agent_finished, step.open_tool_calls = False, False, {}
             execution.status = ExecutionStatus.RUNNING
 
     class StepStarted(StepEvent):
@@ -207,10 +207,16 @@ class Execution(Aggregate):
         output: Any
         duration_ms: float
 
+        def apply(self, execution: Execution) -> None:
+            execution.steps[self.step_id].agent_finished = True
+
     class AgentFailed(StepEvent):
         TOPIC = _topic("AgentFailed")
         error: dict[str, Any]
         duration_ms: float
+
+        def apply(self, execution: Execution) -> None:
+            execution.steps[self.step_id].agent_finished = True
 
     class GatewayEvaluated(StepEvent):
         TOPIC = _topic("GatewayEvaluated")
@@ -478,6 +484,8 @@ class Execution(Aggregate):
     ) -> StepState:
         step = self.step(step_id)
         allowed = allowed if isinstance(allowed, tuple) else (allowed,)
+        if step.status is StepStatus.PENDING:
+            raise StepTransitionError(step, action)
         if attempt != step.attempt:
             raise StaleAttemptError(step, attempt)
         if step.status not in allowed:
@@ -496,6 +504,8 @@ class Execution(Aggregate):
         step = self._running(step_id, attempt, action)
         if not step.agent_started:
             raise StepTransitionError(step, f"{action} before its agent started")
+        if step.agent_finished:
+            raise StepTransitionError(step, f"{action} after its agent finished")
         return step
 
     def _open_call(self, step_id: str, attempt: int, call_id: str) -> str:
