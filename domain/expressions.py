@@ -5,24 +5,16 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import ItemsView, KeysView, Mapping, ValuesView
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, wraps
 from types import GeneratorType
 from typing import Any
 
-from jinja2 import (
-    ChainableUndefined,
-    StrictUndefined,
-    Template,
-    TemplateError,
-    TemplateSyntaxError,
-    Undefined,
-    UndefinedError,
-    nodes,
-)
+from jinja2 import ChainableUndefined, StrictUndefined, Template, Undefined, nodes
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.environment import TemplateExpression
-from jinja2.exceptions import SecurityError
+from jinja2.exceptions import SecurityError, TemplateError, TemplateSyntaxError, UndefinedError
 from jinja2.parser import Parser
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -30,9 +22,9 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from domain.errors import ExpressionError
 
 MAX_RENDERED_CHARS = 64 * 1024
-"""Longest string a template may render to (or an expression may produce)."""
+"""Longest text a template may render or build (`~`, `+`, `*`, `join`); read values pass as is."""
 
-MAX_EXPONENT = 1024
+MAX_INT_BITS = 4096
 
 ALLOWED_FILTERS = frozenset(
     {
@@ -92,14 +84,8 @@ def evaluate_condition(expression: str, scope: Mapping[str, Any]) -> bool:
 
 def check_template(template: Any) -> None:
     """Check that every string of a JSON template parses; evaluate nothing."""
-    if isinstance(template, Mapping):
-        for value in template.values():
-            check_template(value)
-    elif isinstance(template, list | tuple):
-        for value in template:
-            check_template(value)
-    elif isinstance(template, str) and _has_syntax(template):
-        _compile_template(template)
+    for source in _sources(template):
+        _compile_template(source)
 
 
 def check_expression(expression: str) -> None:
@@ -108,26 +94,32 @@ def check_expression(expression: str) -> None:
 
 
 def template_step_references(template: Any) -> frozenset[str]:
-    """Return the step ids a (parseable) JSON template reads as `steps.<id>` or `steps['<id>']`."""
-    if isinstance(template, Mapping):
-        return frozenset().union(*map(template_step_references, template.values()))
-    if isinstance(template, list | tuple):
-        return frozenset().union(*map(template_step_references, template))
-    if isinstance(template, str) and _has_syntax(template):
-        return _step_names(_environment(condition=False).parse(template))
-    return frozenset()
+    """Return the step ids a JSON template reads as `steps.<id>` or `steps['<id>']`."""
+    return frozenset().union(*(_compile_template(s).steps for s in _sources(template)))
 
 
 def condition_step_references(expression: str) -> frozenset[str]:
-    """Return the step ids a (parseable) condition reads as `steps.<id>` or `steps['<id>']`."""
+    """Return the step ids a condition reads as `steps.<id>` or `steps['<id>']`."""
     parser = Parser(_environment(condition=True), expression, state="variable")
     return _step_names(parser.parse_expression())
+
+
+class _BoundedCodeGenerator(CodeGenerator):
+    """Compile `~` through the environment, the one operator the sandbox cannot intercept."""
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:  # noqa: N802 - jinja's name
+        self.write("environment.concat_bounded((")
+        for operand in node.nodes:
+            self.visit(operand, frame)
+            self.write(", ")
+        self.write("))")
 
 
 class _SandboxEnvironment(ImmutableSandboxedEnvironment):
     """The sandbox, tightened: JSON keys before attributes, unsafe access and calls raise."""
 
-    intercepted_binops = frozenset({"*", "**"})
+    intercepted_binops = frozenset({"+", "*", "%", "**"})
+    code_generator_class = _BoundedCodeGenerator
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         # `output.items` must mean the key of a JSON object, never the dict method.
@@ -157,18 +149,42 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
         return super().call(context, obj, *args, **kwargs)
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
-        # Repetition and powers are the cheap ways to exhaust memory or CPU from a template.
-        if operator == "*":
-            for sequence, count in ((left, right), (right, left)):
-                if (
-                    isinstance(sequence, str | list | tuple)
-                    and isinstance(count, int)
-                    and len(sequence) * count > MAX_RENDERED_CHARS
-                ):
-                    raise SecurityError("repetition result is too large")
-        elif isinstance(right, int) and abs(right) > MAX_EXPONENT:
-            raise SecurityError(f"exponent larger than {MAX_EXPONENT}")
-        return super().call_binop(context, operator, left, right)
+        # Repetition, powers and formatting are the cheap ways to exhaust memory from a template.
+        if operator == "%" and isinstance(left, str):
+            raise SecurityError("formatting strings with % is not allowed; use a template")
+        if _too_big(operator, left, right):
+            raise SecurityError(f"the result of {operator!r} would be too large")
+        return _bounded(super().call_binop(context, operator, left, right))
+
+    def concat_bounded(self, values: tuple[Any, ...]) -> str:
+        """Join the operands of `~`, refusing a result longer than the bound."""
+        return str(_bounded("".join(map(str, values))))
+
+
+def _too_big(operator: str, left: Any, right: Any) -> bool:
+    if operator == "*" and isinstance(left, int) and isinstance(right, int):
+        return left.bit_length() + right.bit_length() > MAX_INT_BITS
+    if operator == "*":
+        sequence, count = (left, right) if isinstance(right, int) else (right, left)
+        sized = isinstance(sequence, str | list | tuple) and isinstance(count, int)
+        return sized and len(sequence) * count > MAX_RENDERED_CHARS
+    if operator == "**" and isinstance(left, int) and isinstance(right, int):
+        return left.bit_length() * right > MAX_INT_BITS
+    return False
+
+
+def _bounded(result: Any) -> Any:
+    if isinstance(result, str | list | tuple) and len(result) > MAX_RENDERED_CHARS:
+        raise SecurityError(f"the result would be too large (over {MAX_RENDERED_CHARS} characters)")
+    return result
+
+
+def _bounded_filter(function: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(function)  # also copies jinja's pass_context-style marker
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        return _bounded(function(*args, **kwargs))
+
+    return bounded
 
 
 class _MissingValue(ChainableUndefined):
@@ -194,6 +210,7 @@ class _CompiledTemplate:
 
     template: Template
     expression: TemplateExpression | None
+    steps: frozenset[str]
 
 
 @lru_cache(maxsize=2)
@@ -204,6 +221,7 @@ def _environment(*, condition: bool) -> _SandboxEnvironment:
         finalize=_finalize,
     )
     environment.filters = {name: environment.filters[name] for name in sorted(ALLOWED_FILTERS)}
+    environment.filters["join"] = _bounded_filter(environment.filters["join"])
     environment.globals.clear()
     if condition:
         environment.tests["none"] = _is_missing
@@ -222,12 +240,12 @@ def _compile_template(source: str) -> _CompiledTemplate:
         for node in tree.find_all(_UNSUPPORTED_TAGS):
             tag = type(node).__name__.lower()
             raise ExpressionError(f"unsupported tag {tag!r} in {source!r} (line {node.lineno})")
-        template = environment.from_string(tree)
+        template, steps = environment.from_string(tree), _step_names(tree)
         match = _SINGLE_EXPRESSION.match(source)
         if match is None or not _is_single_output(tree):
-            return _CompiledTemplate(template, None)
-        inner = match["expression"]
-        return _CompiledTemplate(template, environment.compile_expression(inner, False))
+            return _CompiledTemplate(template, None, steps)
+        expression = environment.compile_expression(match["expression"], False)
+        return _CompiledTemplate(template, expression, steps)
     except TemplateSyntaxError as error:
         raise ExpressionError(f"invalid template {source!r}: {_describe(error)}") from None
 
@@ -254,13 +272,10 @@ def _is_single_output(tree: nodes.Template) -> bool:
 
 
 def _step_names(tree: nodes.Node) -> frozenset[str]:
-    names: set[str] = set()
-    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
-        if isinstance(node, nodes.Getattr) and _is_steps(node.node):
-            names.add(node.attr)
-        elif isinstance(node, nodes.Getitem) and _is_steps(node.node):
-            key = node.arg.value if isinstance(node.arg, nodes.Const) else None
-            names.update([key] if isinstance(key, str) else [])
+    names = {node.attr for node in tree.find_all(nodes.Getattr) if _is_steps(node.node)}
+    for node in tree.find_all(nodes.Getitem):
+        if _is_steps(node.node) and isinstance(node.arg, nodes.Const):
+            names.update([node.arg.value] if isinstance(node.arg.value, str) else [])
     return frozenset(names)
 
 
@@ -292,20 +307,16 @@ def _to_json(value: Any) -> Any:
         str(value)  # a strict undefined raises its own message naming what is missing
         raise ExpressionError("the expression is undefined")
     if isinstance(value, str):
-        if len(value) > MAX_RENDERED_CHARS:
-            raise ExpressionError(f"value exceeds {MAX_RENDERED_CHARS} characters")
-        return str(value)
-    if value is None or isinstance(value, bool | int):
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ExpressionError(f"{value} is not a JSON number")
+        return str(value)  # a plain str, not jinja's Markup
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ExpressionError(f"{value} is not a JSON number")
+    if value is None or isinstance(value, bool | int | float):
         return value
     if isinstance(value, Mapping):
         if not all(isinstance(key, str) for key in value):
             raise ExpressionError("JSON object keys must be strings")
         return {key: _to_json(item) for key, item in value.items()}
-    if isinstance(value, list | tuple | GeneratorType | KeysView | ValuesView | ItemsView):
+    if isinstance(value, list | tuple | GeneratorType):
         return [_to_json(item) for item in value]
     raise ExpressionError(f"a {type(value).__name__} is not a JSON value")
 
@@ -314,9 +325,18 @@ def _has_syntax(text: str) -> bool:
     return any(marker in text for marker in _TEMPLATE_SYNTAX)
 
 
+def _sources(template: Any) -> Iterator[str]:
+    """Yield the strings of a JSON template that hold template syntax."""
+    if isinstance(template, Mapping):
+        template = list(template.values())
+    if isinstance(template, list | tuple):
+        for item in template:
+            yield from _sources(item)
+    elif isinstance(template, str) and _has_syntax(template):
+        yield template
+
+
 def _describe(error: Exception) -> str:
-    if isinstance(error, TemplateSyntaxError) and error.lineno > 1:
-        return f"{error.message} (line {error.lineno})"
     if isinstance(error, TemplateError):
         return error.message or type(error).__name__
     return f"{type(error).__name__}: {error}"

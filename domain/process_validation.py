@@ -86,27 +86,32 @@ def _fail(problem: str, step_id: str | None = None) -> NoReturn:
     raise InvalidProcessDefinitionError(problem, step_id)
 
 
-def _check_json(value: Any, path: str, depth: int) -> None:
-    where = path or "the definition"
+def _check_json(value: Any, path: str, depth: int, step_id: str | None = None) -> None:
+    """Check JSON types and sizes; inside a step, name the step and a path relative to it."""
+    where = path or ("the step" if step_id else "the definition")
     if depth > MAX_NESTING:
-        _fail(f"{where} is nested more than {MAX_NESTING} levels deep")
-    if isinstance(value, str):
-        if len(value) > MAX_STRING_CHARS:
-            _fail(f"{where} is {len(value)} characters long; the limit is {MAX_STRING_CHARS}")
+        _fail(f"{where} is nested more than {MAX_NESTING} levels deep", step_id)
+    if isinstance(value, str) and len(value) > MAX_STRING_CHARS:
+        _fail(f"{where} is {len(value)} characters long; the limit is {MAX_STRING_CHARS}", step_id)
     elif isinstance(value, Mapping):
         for key, item in value.items():
             if not isinstance(key, str) or len(key) > MAX_STRING_CHARS:
-                _fail(f"{where} has a key that is not a string of reasonable length: {key!r:.40}")
-            _check_json(item, f"{path}.{key}" if path else key, depth + 1)
+                _fail(f"{where} has a key that is not a short string: {key!r:.40}", step_id)
+            _check_json(item, f"{path}.{key}" if path else key, depth + 1, step_id)
     elif isinstance(value, list | tuple):
         for index, item in enumerate(value):
-            _check_json(item, f"{path}[{index}]", depth + 1)
-    elif value is not None and not isinstance(value, bool | int | float):
-        _fail(f"{where} holds a {type(value).__name__}, which is not JSON")
+            is_step = path == "steps" and step_id is None and isinstance(item, Mapping)
+            item_id = item.get("id") if is_step else None
+            if isinstance(item_id, str):
+                _check_json(item, "", depth + 1, item_id)
+            else:
+                _check_json(item, f"{path}[{index}]", depth + 1, step_id)
+    elif value is not None and not isinstance(value, str | bool | int | float):
+        _fail(f"{where} holds a {type(value).__name__}, which is not JSON", step_id)
     elif isinstance(value, float) and not math.isfinite(value):
-        _fail(f"{where} is not a finite number")
+        _fail(f"{where} is not a finite number", step_id)
     elif isinstance(value, int) and abs(value) > 2**63:
-        _fail(f"{where} is an integer too large for JSON")
+        _fail(f"{where} is an integer too large for JSON", step_id)
 
 
 def _check_keys(
@@ -158,7 +163,7 @@ def _check_step(step: Mapping[str, Any], ids: list[str]) -> None:
             _fail(f"unknown key {key!r} (expected one of: {', '.join(sorted(allowed))})", step_id)
         if key not in allowed and value is not None:
             _fail(f"{key!r} does not apply to {step_type} steps", step_id)
-    _check_step_list(step.get("depends_on"), "depends_on", step_id, ids, required=False)
+    _check_step_list(step.get("depends_on"), "depends_on", step_id, ids)
     on_error = step.get("on_error")
     if on_error not in (None, "fail", "skip_step"):
         _fail(f"on_error must be 'fail' or 'skip_step' (got {on_error!r})", step_id)
@@ -245,13 +250,16 @@ def _check_routes(routes: Any, step_id: str, ids: list[str]) -> None:
                 check_expression(when)
             except ExpressionError as error:
                 _fail(f"route {number}: {error}", step_id)
-        _check_step_list(route.get("next"), f"route {number}", step_id, ids, required=True)
+        targets = route.get("next")
+        if not isinstance(targets, list) or not targets:
+            _fail(f"route {number} needs 'next': a non-empty list of step ids", step_id)
+        _check_step_list(targets, f"route {number}", step_id, ids)
 
 
-def _check_step_list(value: Any, what: str, step_id: str, ids: list[str], required: bool) -> None:
-    if value is None and not required:
+def _check_step_list(value: Any, what: str, step_id: str, ids: list[str]) -> None:
+    if value is None:
         return
-    if not isinstance(value, list) or (required and not value):
+    if not isinstance(value, list):
         _fail(f"{what} must be a list of step ids", step_id)
     for index, name in enumerate(value):
         if name not in ids:
