@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from projections.execution_status import ExecutionStatusRow
 
@@ -30,6 +31,16 @@ class StartExecution(BaseModel):
     version: int | None = Field(default=None, ge=1)
     input: dict[str, Any] = Field(default_factory=dict)
     thread_id: str | None = Field(default=None, min_length=1, max_length=200)
+
+    @field_validator("input")
+    @classmethod
+    def _strict_json(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """Python's parser accepts NaN and Infinity; JSON (RFC 8259) does not."""
+        try:
+            json.dumps(value, allow_nan=False)
+        except ValueError:
+            raise ValueError("NaN and Infinity are not JSON numbers") from None
+        return value
 
 
 class CancelExecution(BaseModel):
@@ -111,7 +122,7 @@ class EventMessage(BaseModel):
     execution_id: UUID
     version: int
     type: str
-    timestamp: datetime
+    timestamp: str = Field(description="ISO 8601, UTC; the same text the live tail sends")
     user_id: str | None
     data: dict[str, Any]
 
