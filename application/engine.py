@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
+from datetime import timedelta
 from functools import partial
 from typing import Any
 from uuid import UUID
@@ -215,7 +216,8 @@ class Engine:
         retryable = getattr(error, "retryable", False)
         if retryable and step.retry.allows_another_attempt(attempt, details["type"]):
             delay = step.retry.delay_after(attempt)
-            await session.record(lambda e: e.retry_step(step.id, attempt, details, delay))
+            retry_at = self.clock.now() + timedelta(seconds=delay)
+            await session.record(lambda e: e.retry_step(step.id, attempt, details, delay, retry_at))
             await self.clock.sleep(delay)
             return True
         if step.on_error is OnError.SKIP_STEP:
@@ -279,8 +281,8 @@ class Engine:
         self, session: ExecutionSession, step: StepDefinition, attempt: int
     ) -> Any:
         seconds = step.seconds or 0.0
-        fire_at = self.clock.now().timestamp() + seconds
-        await session.record(lambda e: e.start_timer(step.id, attempt, seconds, str(fire_at)))
+        fire_at = self.clock.now() + timedelta(seconds=seconds)
+        await session.record(lambda e: e.start_timer(step.id, attempt, seconds, fire_at))
         await self.clock.sleep(seconds)
         await session.record(lambda e: e.fire_timer(step.id, attempt))
         return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -13,6 +13,7 @@ from eventsourcing.persistence import RecordConflictError
 from application.agents import JSON, AgentRegistry, AgentRun, ToolError
 from application.clock import Clock
 from application.executions import Executions
+from application.work import Fence, Finish, WorkChange
 from domain.executions import Execution
 
 Command = Callable[[Execution], None]
@@ -28,16 +29,20 @@ class ExecutionSession:
     the aggregate's rules decide on the newest state, never last-writer-wins.
     """
 
-    def __init__(self, executions: Executions, execution: Execution):
+    def __init__(self, executions: Executions, execution: Execution, owner: str | None = None):
         self.executions = executions
         self.execution = execution
+        self.owner = owner
         self._stale = False
+        self._writing = asyncio.Lock()
         self.position = 0
 
     @classmethod
-    async def load(cls, executions: Executions, execution_id: UUID) -> ExecutionSession:
+    async def load(
+        cls, executions: Executions, execution_id: UUID, owner: str | None = None
+    ) -> ExecutionSession:
         execution = await asyncio.to_thread(executions.get_execution, execution_id)
-        return cls(executions, execution)
+        return cls(executions, execution, owner)
 
     @property
     def id(self) -> UUID:
@@ -48,27 +53,39 @@ class ExecutionSession:
         self._stale = False
         return self.execution
 
-    async def record(self, *commands: Command) -> None:
-        """Apply the commands and save their events in one write."""
-        for _ in range(MAX_CONFLICT_RETRIES):
-            if self._stale:
-                await self.reload()
-            for command in commands:
+    async def record(self, *commands: Command, work: Sequence[WorkChange] = ()) -> None:
+        """Apply the commands and save their events in one write, fenced by the lease."""
+        async with self._writing:
+            for _ in range(MAX_CONFLICT_RETRIES):
+                if self._stale:
+                    await self.reload()
+                for command in commands:
+                    try:
+                        command(self.execution)
+                    except BaseException:
+                        self._stale = True  # drop whatever earlier commands left pending
+                        raise
+                self._stale = True  # until the save is known to have happened
                 try:
-                    command(self.execution)
-                except BaseException:
-                    self._stale = True  # drop whatever earlier commands left pending
-                    raise
-            self._stale = True  # until the save is known to have happened
-            try:
-                self.position = await asyncio.to_thread(
-                    self.executions.save_and_position, self.execution
-                )
-            except RecordConflictError:
-                continue
-            self._stale = False
-            return
+                    self.position = await asyncio.to_thread(
+                        self.executions.save_and_position,
+                        self.execution,
+                        work=self._work(work),
+                    )
+                except RecordConflictError:
+                    continue
+                self._stale = False
+                return
         raise RecordConflictError(f"execution {self.id} kept changing under the engine")
+
+    def _work(self, extra: Sequence[WorkChange]) -> list[WorkChange]:
+        changes: list[WorkChange] = []
+        if self.owner is not None:
+            changes.append(Fence(self.id, self.owner))
+        changes.extend(extra)
+        if self.execution.status.is_terminal:
+            changes.append(Finish(self.id))
+        return changes
 
 
 class EngineAgentContext:
@@ -104,7 +121,7 @@ class EngineAgentContext:
         try:
             function = self._registry.tool(tool)
             result = await asyncio.to_thread(function, **args)
-            json.dumps(result)
+            json.dumps(result, allow_nan=False)
         except Exception as error:
             failure = error if isinstance(error, ToolError) else ToolError(f"{error}")
             details = {"type": type(error).__name__, "message": str(error)}

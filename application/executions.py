@@ -13,6 +13,7 @@ from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Notification, RecordConflictError, Recording
 
 from application.processes import RegisteredProcess
+from application.work import Enqueue, Wake, WorkChange
 from domain.errors import DomainError
 from domain.execution_state import CancellationAlreadyRequestedError, execution_id_for
 from domain.executions import Execution
@@ -105,7 +106,7 @@ class Executions(Application[UUID]):
             idempotency_key=idempotency_key,
         )
         try:
-            position = self.save_and_position(execution)
+            position = self.save_and_position(execution, work=[Enqueue(execution.id, user_id)])
         except RecordConflictError:
             assert idempotency_key is not None  # random ids do not collide
             existing = self._replay(user_id, idempotency_key, process, input, thread_id)
@@ -125,14 +126,14 @@ class Executions(Application[UUID]):
             except CancellationAlreadyRequestedError:
                 return self.last_position()
             try:
-                return self.save_and_position(execution)
+                return self.save_and_position(execution, work=[Wake(execution_id, cancel=True)])
             except RecordConflictError:
                 continue  # the engine wrote meanwhile: decide again on the newer state
         raise RecordConflictError(f"execution {execution_id} kept changing; try again")
 
-    def save_and_position(self, *aggregates: Execution) -> int:
-        """Save and return the position of the last event written."""
-        recordings = self.save(*aggregates)
+    def save_and_position(self, *aggregates: Execution, work: Sequence[WorkChange] = ()) -> int:
+        """Save, with the work queue changes that follow, and return the last event's position."""
+        recordings = self.save(*aggregates, work=list(work))
         return recordings[-1].notification.id if recordings else self.last_position()
 
     # -- queries -------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -68,6 +69,8 @@ class StepState:
     output: Any = None
     error: dict[str, Any] | None = None
     skip_reason: str | None = None
+    due_at: datetime | None = None
+    timer_fired: bool = False
     agent_started: bool = False
     agent_finished: bool = False
     open_tool_calls: dict[str, str] = field(default_factory=dict)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -106,6 +107,7 @@ class Execution(Aggregate):
             step = execution.steps[self.step_id]
             step.status, step.attempt = StepStatus.SCHEDULED, self.attempt
             step.agent_started, step.agent_finished, step.open_tool_calls = False, False, {}
+            step.due_at, step.timer_fired = None, False
             execution.status = ExecutionStatus.RUNNING
 
     class StepStarted(StepEvent):
@@ -134,10 +136,11 @@ class Execution(Aggregate):
         TOPIC = _topic("StepRetrying")
         error: dict[str, Any]
         delay_seconds: float
+        retry_at: datetime
 
         def apply(self, execution: Execution) -> None:
             step = execution.steps[self.step_id]
-            step.status, step.error = StepStatus.RETRYING, self.error
+            step.status, step.error, step.due_at = StepStatus.RETRYING, self.error, self.retry_at
 
     class StepSkipped(StepEvent):
         TOPIC = _topic("StepSkipped")
@@ -227,10 +230,22 @@ class Execution(Aggregate):
     class TimerStarted(StepEvent):
         TOPIC = _topic("TimerStarted")
         seconds: float
-        fire_at: str
+        fire_at: datetime
+
+        def apply(self, execution: Execution) -> None:
+            execution.steps[self.step_id].due_at = self.fire_at
 
     class TimerFired(StepEvent):
         TOPIC = _topic("TimerFired")
+
+        def apply(self, execution: Execution) -> None:
+            step = execution.steps[self.step_id]
+            step.due_at, step.timer_fired = None, True
+
+    class ExecutionTakenOver(ExecutionEvent):
+        TOPIC = _topic("ExecutionTakenOver")
+        previous_worker: str
+        worker: str
 
     def __init__(
         self,
@@ -319,6 +334,10 @@ class Execution(Aggregate):
     def time_out(self, timeout_seconds: float) -> None:
         self.trigger_event(self.ExecutionTimedOut, timeout_seconds=timeout_seconds)
 
+    def take_over(self, previous_worker: str, worker: str) -> None:
+        """Record that `worker` continues what `previous_worker` held when its lease expired."""
+        self.trigger_event(self.ExecutionTakenOver, previous_worker=previous_worker, worker=worker)
+
     # -- step lifecycle ---------------------------------------------------------------------
 
     def step(self, step_id: str) -> StepState:
@@ -348,7 +367,12 @@ class Execution(Aggregate):
         self.trigger_event(self.StepFailed, step_id=step_id, attempt=attempt, error=error)
 
     def retry_step(
-        self, step_id: str, attempt: int, error: dict[str, Any], delay_seconds: float
+        self,
+        step_id: str,
+        attempt: int,
+        error: dict[str, Any],
+        delay_seconds: float,
+        retry_at: datetime,
     ) -> None:
         self._current(step_id, attempt, (StepStatus.RUNNING, StepStatus.TIMED_OUT), "retry")
         self.trigger_event(
@@ -357,6 +381,7 @@ class Execution(Aggregate):
             attempt=attempt,
             error=error,
             delay_seconds=delay_seconds,
+            retry_at=retry_at,
         )
 
     def time_out_step(self, step_id: str, attempt: int, timeout_seconds: float) -> None:
@@ -463,14 +488,16 @@ class Execution(Aggregate):
             reason=reason,
         )
 
-    def start_timer(self, step_id: str, attempt: int, seconds: float, fire_at: str) -> None:
+    def start_timer(self, step_id: str, attempt: int, seconds: float, fire_at: datetime) -> None:
         self._running(step_id, attempt, "start a timer")
         self.trigger_event(
             self.TimerStarted, step_id=step_id, attempt=attempt, seconds=seconds, fire_at=fire_at
         )
 
     def fire_timer(self, step_id: str, attempt: int) -> None:
-        self._running(step_id, attempt, "fire a timer")
+        step = self._running(step_id, attempt, "fire a timer")
+        if step.due_at is None:
+            raise StepTransitionError(step, "fire a timer that was not started")
         self.trigger_event(self.TimerFired, step_id=step_id, attempt=attempt)
 
     # -- rules shared by the commands above ------------------------------------------------------

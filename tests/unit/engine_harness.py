@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from application.agents import Agent, AgentRegistry
 from application.builtin_agents import register_builtin_agents
-from application.engine import Engine
 from application.executions import Executions
 from application.processes import InMemoryProcessCatalog
 from application.sample_processes import COST_OPTIMIZATION
+from application.step_runner import StepRunner
+from application.work_memory import IN_MEMORY_ENV, InMemoryWorkQueue, InMemoryWorkRecorder
+from application.worker import Worker
 from domain.executions import Execution, event_type
 
 
@@ -23,9 +25,10 @@ class InstantClock:
     def __init__(self) -> None:
         self.slept: list[float] = []
         self._now = 0.0
+        self._start = datetime.now(UTC)
 
     def now(self) -> datetime:
-        return datetime.fromtimestamp(1_800_000_000 + self._now, UTC)
+        return self._start + timedelta(seconds=self._now)
 
     def monotonic(self) -> float:
         return self._now
@@ -40,13 +43,19 @@ class EngineHarness:
     """An engine, its store and catalog, and helpers to run processes to the end."""
 
     def __init__(self) -> None:
-        self.executions = Executions(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+        self.executions = Executions(env=IN_MEMORY_ENV)
         self.catalog = InMemoryProcessCatalog()
         self.catalog.register(COST_OPTIMIZATION)
         self.agents = AgentRegistry()
         register_builtin_agents(self.agents)
         self.clock = InstantClock()
-        self.engine = Engine(self.executions, self.agents, clock=self.clock)
+        assert isinstance(self.executions.recorder, InMemoryWorkRecorder)
+        self.executions.recorder.now = lambda: self.clock.now().timestamp()
+        self.queue = InMemoryWorkQueue(self.executions.recorder, now=self.executions.recorder.now)
+        self.runner = StepRunner(self.agents, self.clock)
+        self.worker = Worker(
+            self.executions, self.queue, self.runner, clock=self.clock, name="worker-1"
+        )
 
     def agent(self, name: str, agent: Agent) -> None:
         self.agents.register_agent(name, agent)
@@ -62,10 +71,8 @@ class EngineHarness:
         return started.execution_id
 
     async def run(self, execution_id: UUID) -> Execution:
-        """Drive one execution to its end, as the engine does when it sees it start."""
-        self.engine.bind(asyncio.get_running_loop())
-        self.engine.submit(execution_id)
-        await asyncio.wait_for(self.engine.wait_idle(), timeout=10)
+        """Let the worker drain the queue, then return the execution as it ended."""
+        await self.worker.drain(timeout=10)
         return self.executions.get_execution(execution_id)
 
     def types(self, execution_id: UUID) -> list[str]:

@@ -151,8 +151,7 @@ def test_cancelling_a_running_execution_stops_its_agent_and_records_who_cancelle
     execution_id = harness.start(harness.process(one_step("slow")))
 
     async def scenario() -> None:
-        harness.engine.bind(asyncio.get_running_loop())
-        harness.engine.submit(execution_id)
+        draining = asyncio.create_task(harness.worker.drain(timeout=5))
         await asyncio.wait_for(started.wait(), 5)
         await asyncio.to_thread(
             harness.executions.request_cancellation,
@@ -161,8 +160,8 @@ def test_cancelling_a_running_execution_stops_its_agent_and_records_who_cancelle
             by="user-a",
             reason="changed my mind",
         )
-        harness.engine.cancel(execution_id)
-        await asyncio.wait_for(harness.engine.wait_idle(), 5)
+        harness.worker.cancel(execution_id)  # as the change feed does on seeing the request
+        await draining
 
     asyncio.run(scenario())
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -27,6 +28,8 @@ from domain.execution_state import (
     bounded,
 )
 from domain.executions import Execution, StepEvent, event_type
+
+LATER = datetime(2030, 1, 1, tzinfo=UTC)
 
 Command = Callable[[Execution], None]
 
@@ -96,7 +99,7 @@ def timed_out_execution() -> Execution:
 def retried_execution() -> Execution:
     """Attempt 1 of triage timed out and was retried; attempt 2 now runs with its agent."""
     execution = timed_out_execution()
-    execution.retry_step(STEP, 1, {"type": "StepTimeout"}, 0.5)
+    execution.retry_step(STEP, 1, {"type": "StepTimeout"}, 0.5, LATER)
     execution.schedule_step(STEP, 2)
     execution.start_step(STEP, 2)
     execution.start_agent(STEP, 2, "triage", {"question": "q"})
@@ -204,7 +207,7 @@ def full_path(user_id: str = USER) -> Execution:
     execution.start_tool(STEP, 1, "call-2", "lookup", {"month": "2025-02"})
     execution.fail_tool(STEP, 1, "call-2", {"type": "ToolError"}, 3.0)
     execution.fail_agent(STEP, 1, ERROR, 20.0)
-    execution.retry_step(STEP, 1, ERROR, 0.5)
+    execution.retry_step(STEP, 1, ERROR, 0.5, LATER)
     execution.schedule_step(STEP, 2)
     execution.start_step(STEP, 2)
     execution.start_agent(STEP, 2, "triage", {"question": "q"})
@@ -213,7 +216,7 @@ def full_path(user_id: str = USER) -> Execution:
     execution.schedule_step(OTHER_STEP, 1)
     execution.start_step(OTHER_STEP, 1)
     execution.evaluate_gateway(OTHER_STEP, 1, 0, ["summary"], "condition true")
-    execution.start_timer(OTHER_STEP, 1, 2.0, "2025-01-01T00:00:02+00:00")
+    execution.start_timer(OTHER_STEP, 1, 2.0, LATER)
     execution.fire_timer(OTHER_STEP, 1)
     execution.time_out_step(OTHER_STEP, 1, 5.0)
     execution.fail_step(OTHER_STEP, 1, {"type": "StepTimeout"})
@@ -322,7 +325,7 @@ FOLLOW_UPS: dict[str, Command] = {
     "schedule a step": lambda e: e.schedule_step(OTHER_STEP, 1),
     "complete the running step": lambda e: e.complete_step(STEP, 1, {"late": True}),
     "fail the running step": lambda e: e.fail_step(STEP, 1, ERROR),
-    "retry the running step": lambda e: e.retry_step(STEP, 1, ERROR, 1.0),
+    "retry the running step": lambda e: e.retry_step(STEP, 1, ERROR, 1.0, LATER),
     "skip a step": lambda e: e.skip_step(OTHER_STEP, "error"),
     "cancel the running step": lambda e: e.cancel_step(STEP, "stop"),
     "think": lambda e: e.record_thinking(STEP, 1, "still here"),
@@ -415,7 +418,7 @@ STEP_COMMANDS_ON: dict[str, Callable[[str], Command]] = {
     "start_step": lambda s: lambda e: e.start_step(s, 1),
     "complete_step": lambda s: lambda e: e.complete_step(s, 1, {}),
     "fail_step": lambda s: lambda e: e.fail_step(s, 1, ERROR),
-    "retry_step": lambda s: lambda e: e.retry_step(s, 1, ERROR, 1.0),
+    "retry_step": lambda s: lambda e: e.retry_step(s, 1, ERROR, 1.0, LATER),
     "time_out_step": lambda s: lambda e: e.time_out_step(s, 1, 5.0),
     "skip_step": lambda s: lambda e: e.skip_step(s, "error"),
     "cancel_step": lambda s: lambda e: e.cancel_step(s, "stop"),
@@ -427,7 +430,7 @@ STEP_COMMANDS_ON: dict[str, Callable[[str], Command]] = {
     "complete_agent": lambda s: lambda e: e.complete_agent(s, 1, {}, 1.0),
     "fail_agent": lambda s: lambda e: e.fail_agent(s, 1, ERROR, 1.0),
     "evaluate_gateway": lambda s: lambda e: e.evaluate_gateway(s, 1, 0, [], "why"),
-    "start_timer": lambda s: lambda e: e.start_timer(s, 1, 1.0, "later"),
+    "start_timer": lambda s: lambda e: e.start_timer(s, 1, 1.0, LATER),
     "fire_timer": lambda s: lambda e: e.fire_timer(s, 1),
 }
 
@@ -444,7 +447,7 @@ def test_a_step_the_process_does_not_have_is_refused(command_on: Callable[[str],
         lambda e: e.start_step(OTHER_STEP, 0),
         lambda e: e.complete_step(OTHER_STEP, 1, {}),
         lambda e: e.time_out_step(OTHER_STEP, 1, 5.0),
-        lambda e: e.retry_step(OTHER_STEP, 0, ERROR, 1.0),
+        lambda e: e.retry_step(OTHER_STEP, 0, ERROR, 1.0, LATER),
     ],
     ids=["start attempt 1", "start attempt 0", "complete", "time out", "retry"],
 )
@@ -460,7 +463,7 @@ def test_a_step_that_was_never_scheduled_cannot_start_or_finish(command: Command
         lambda e: e.fail_step(STEP, 1, ERROR),
         lambda e: e.start_agent(STEP, 1, "triage", {}),
         lambda e: e.evaluate_gateway(STEP, 1, 0, [], "why"),
-        lambda e: e.start_timer(STEP, 1, 1.0, "later"),
+        lambda e: e.start_timer(STEP, 1, 1.0, LATER),
     ],
     ids=["complete", "time out", "fail", "start agent", "evaluate gateway", "start timer"],
 )
@@ -520,7 +523,7 @@ def test_a_pending_step_can_be_skipped_at_attempt_zero() -> None:
 def test_a_retry_records_the_failed_attempt_its_error_and_the_delay() -> None:
     execution = agent_execution()
 
-    execution.retry_step(STEP, 1, ERROR, 2.5)
+    execution.retry_step(STEP, 1, ERROR, 2.5, LATER)
 
     event = execution.pending_events[-1]
     assert isinstance(event, Execution.StepRetrying)
@@ -542,7 +545,7 @@ def test_the_next_attempt_starts_afresh_without_the_previous_agent_or_tool_calls
 def retrying_execution() -> Execution:
     """Attempt 1 of triage failed and the step waits for attempt 2."""
     execution = agent_execution()
-    execution.retry_step(STEP, 1, ERROR, 1.0)
+    execution.retry_step(STEP, 1, ERROR, 1.0, LATER)
     return execution
 
 
@@ -551,7 +554,7 @@ def twice_retried_execution() -> Execution:
     execution = retrying_execution()
     execution.schedule_step(STEP, 2)
     execution.start_step(STEP, 2)
-    execution.retry_step(STEP, 2, ERROR, 2.0)
+    execution.retry_step(STEP, 2, ERROR, 2.0, LATER)
     return execution
 
 
@@ -591,8 +594,8 @@ def test_a_later_attempt_can_be_scheduled_after_a_retry(attempt: int) -> None:
 
 
 def test_a_step_that_is_not_running_cannot_be_retried() -> None:
-    assert_refused(retrying_execution(), lambda e: e.retry_step(STEP, 1, ERROR, 1.0))
-    assert_refused(started_execution(), lambda e: e.retry_step(STEP, 0, ERROR, 1.0))
+    assert_refused(retrying_execution(), lambda e: e.retry_step(STEP, 1, ERROR, 1.0, LATER))
+    assert_refused(started_execution(), lambda e: e.retry_step(STEP, 0, ERROR, 1.0, LATER))
 
 
 # -- late results ------------------------------------------------------------------------------
@@ -608,7 +611,7 @@ LATE_RESULTS: dict[str, Command] = {
     "complete_agent": lambda e: e.complete_agent(STEP, 1, {"late": True}, 9.0),
     "fail_agent": lambda e: e.fail_agent(STEP, 1, ERROR, 9.0),
     "evaluate_gateway": lambda e: e.evaluate_gateway(STEP, 1, 0, [], "late"),
-    "start_timer": lambda e: e.start_timer(STEP, 1, 1.0, "later"),
+    "start_timer": lambda e: e.start_timer(STEP, 1, 1.0, LATER),
     "fire_timer": lambda e: e.fire_timer(STEP, 1),
 }
 
@@ -616,7 +619,7 @@ LATE_RESULTS: dict[str, Command] = {
 LATE_VERDICTS: dict[str, Command] = {
     "start_step": lambda e: e.start_step(STEP, 1),
     "fail_step": lambda e: e.fail_step(STEP, 1, ERROR),
-    "retry_step": lambda e: e.retry_step(STEP, 1, ERROR, 1.0),
+    "retry_step": lambda e: e.retry_step(STEP, 1, ERROR, 1.0, LATER),
 }
 
 
@@ -641,7 +644,7 @@ def test_a_late_result_from_a_retried_attempt_is_rejected_before_the_next_one_is
     late: Command,
 ) -> None:
     execution = tool_call_execution()
-    execution.retry_step(STEP, 1, ERROR, 1.0)
+    execution.retry_step(STEP, 1, ERROR, 1.0, LATER)
 
     assert_refused(execution, late, StaleAttemptError)
 
@@ -667,7 +670,7 @@ def test_the_current_attempt_still_finishes_after_a_late_result_was_rejected() -
     ("verdict", "status"),
     [
         (lambda e: e.fail_step(STEP, 1, {"type": "StepTimeout"}), StepStatus.FAILED),
-        (lambda e: e.retry_step(STEP, 1, {"type": "StepTimeout"}, 1.0), StepStatus.RETRYING),
+        (lambda e: e.retry_step(STEP, 1, {"type": "StepTimeout"}, 1.0, LATER), StepStatus.RETRYING),
         (lambda e: e.skip_step(STEP, "error"), StepStatus.SKIPPED),
         (lambda e: e.cancel_step(STEP, "stop"), StepStatus.CANCELLED),
     ],
@@ -899,12 +902,12 @@ def test_a_gateway_records_the_route_taken_and_why() -> None:
 def test_a_timer_records_when_it_fires() -> None:
     execution = running_execution()
 
-    execution.start_timer(STEP, 1, 2.0, "2025-01-01T00:00:02+00:00")
+    execution.start_timer(STEP, 1, 2.0, LATER)
     execution.fire_timer(STEP, 1)
 
     started, fired = execution.pending_events[-2:]
     assert isinstance(started, Execution.TimerStarted)
-    assert (started.seconds, started.fire_at) == (2.0, "2025-01-01T00:00:02+00:00")
+    assert (started.seconds, started.fire_at) == (2.0, LATER)
     assert isinstance(fired, Execution.TimerFired)
 
 

@@ -15,6 +15,8 @@ from projections.execution_status import (
     InMemoryExecutionStatusView,
 )
 
+LATER = datetime(2030, 1, 1, tzinfo=UTC)
+
 Command = Callable[[Execution], None]
 
 STEP = "triage"
@@ -161,7 +163,7 @@ def test_parallel_steps_are_listed_in_the_order_they_started_until_each_leaves(
     [
         lambda e: e.complete_step(STEP, 1, {}),
         lambda e: e.fail_step(STEP, 1, ERROR),
-        lambda e: e.retry_step(STEP, 1, ERROR, 1.0),
+        lambda e: e.retry_step(STEP, 1, ERROR, 1.0, LATER),
         lambda e: e.skip_step(STEP, "error"),
         lambda e: e.cancel_step(STEP, "stop"),
         lambda e: e.time_out_step(STEP, 1, 5.0),
@@ -186,10 +188,10 @@ def test_every_attempt_and_every_retry_is_counted(projected: Projected) -> None:
     run_step(execution, STEP, 1)
     execution.start_agent(STEP, 1, "triage", {})
     execution.fail_agent(STEP, 1, ERROR, 3.0)
-    execution.retry_step(STEP, 1, ERROR, 0.5)
+    execution.retry_step(STEP, 1, ERROR, 0.5, LATER)
     run_step(execution, STEP, 2)
     execution.time_out_step(STEP, 2, 5.0)
-    execution.retry_step(STEP, 2, {"type": "StepTimeout"}, 1.0)
+    execution.retry_step(STEP, 2, {"type": "StepTimeout"}, 1.0, LATER)
     projected.feed(execution)
     row = projected.row(execution)
     assert (row.attempts, row.retries, row.current_steps) == (2, 2, [])

@@ -1,0 +1,254 @@
+"""Drives one execution while its worker holds the lease: decide, act, record, repeat."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+
+from application.clock import Clock
+from application.execution_session import ExecutionSession
+from application.step_runner import StepRunner, WorkerLostError, scope_of
+from application.work import Reschedule
+from domain.errors import ExpressionError
+from domain.execution_state import StepStatus
+from domain.executions import Execution
+from domain.expressions import render
+from domain.flow import decide
+from domain.processes import ProcessDefinition, StepType
+
+LOCAL_WAIT = timedelta(seconds=5)
+"""Waits shorter than this are slept in the worker; longer ones let the lease go."""
+
+
+_STUCK = {"type": "NothingToRun", "message": "no step can run and none is running or waiting"}
+
+
+class ExecutionDriver:
+    """Runs the steps of one execution to a terminal state, or until it must wait long."""
+
+    def __init__(
+        self,
+        session: ExecutionSession,
+        runner: StepRunner,
+        clock: Clock,
+        *,
+        taken_over_from: str | None = None,
+    ):
+        self.session = session
+        self.runner = runner
+        self.clock = clock
+        self.taken_over_from = taken_over_from
+        self.definition = ProcessDefinition.from_document(session.execution.definition)
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.cancel_requested = False
+
+    @property
+    def execution(self) -> Execution:
+        return self.session.execution
+
+    async def run(self) -> None:
+        """Drive until terminal, or until the next thing to do is far enough away to let go."""
+        if self.execution.status.is_terminal:
+            return
+        await self._recover()
+        try:
+            async with asyncio.timeout_at(self._deadline()):
+                await self._loop()
+        except TimeoutError:
+            await self._stop(
+                partial(
+                    Execution.time_out, timeout_seconds=self.definition.config.timeout_seconds or 0
+                ),
+                "execution timed out",
+            )
+        except asyncio.CancelledError:
+            if not self.cancel_requested:
+                await self._abandon()
+                raise  # shutdown or a lost lease: the next holder carries on
+            await self.record_cancellation()
+
+    async def _loop(self) -> None:
+        while True:
+            if self.execution.cancellation_requested:
+                await self.record_cancellation()
+                return
+            now = self.clock.now()
+            decision = decide(self.execution, self.definition, now, set(self.tasks))
+            if decision.failed and self.definition.config.stop_on_failure:
+                await self._stop_after_failure(decision.failed[0])
+                return
+            if decision.skip or decision.fire_timers:
+                await self.session.record(
+                    *self._skips_and_timers(decision.skip, decision.fire_timers)
+                )
+                continue
+            if decision.start:
+                await self._start(decision.start)
+                continue
+            if not self.tasks:
+                if decision.finished:
+                    await self._finish()
+                    return
+                if decision.wake_at is None:
+                    await self._stop(partial(Execution.fail, error=_STUCK), "nothing can run")
+                    return
+                if decision.wake_at is not None and decision.wake_at - now > LOCAL_WAIT:
+                    await self.session.record(
+                        work=[Reschedule(self.execution.id, decision.wake_at, release=True)]
+                    )
+                    return
+            await self._wait(decision.wake_at, now)
+
+    async def _wait(self, wake_at: datetime | None, now: datetime) -> None:
+        """Until a running attempt ends or the next due time comes."""
+        timeout = None if wake_at is None else max(0.0, (wake_at - now).total_seconds())
+        if not self.tasks:
+            await self.clock.sleep(timeout or 0.0)
+            return
+        done, _ = await asyncio.wait(
+            set(self.tasks.values()), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        for step_id, task in list(self.tasks.items()):
+            if task in done:
+                del self.tasks[step_id]
+                task.result()  # a lost lease or a broken store stops the driver
+
+    def _skips_and_timers(self, skip: list[tuple[str, str]], fire: list[str]) -> list[Any]:
+        commands: list[Any] = [partial(Execution.skip_step, step_id=s, reason=r) for s, r in skip]
+        for step_id in fire:
+            attempt = self.execution.steps[step_id].attempt
+            commands += [
+                partial(Execution.fire_timer, step_id=step_id, attempt=attempt),
+                partial(Execution.complete_step, step_id=step_id, attempt=attempt, output=None),
+            ]
+        return commands
+
+    async def _start(self, step_ids: list[str]) -> None:
+        """Open the next attempt of each step in one write, then run the agents."""
+        commands: list[Any] = []
+        attempts = {}
+        broken_gateways: list[tuple[str, ExpressionError]] = []
+        for step_id in step_ids:
+            step = self.definition.step(step_id)
+            attempts[step_id] = self.execution.steps[step_id].attempt + 1
+            commands += self.runner.begin(self.session, step, attempts[step_id])
+            if step.type is StepType.GATEWAY:  # decided in the same write as its start
+                try:
+                    commands += self.runner.gateway_commands(
+                        self.execution, step, attempts[step_id]
+                    )
+                except ExpressionError as problem:
+                    broken_gateways.append((step_id, problem))
+        await self.session.record(*commands)
+        for step_id, broken in broken_gateways:
+            await self.runner.after_failure(
+                self.session, self.definition.step(step_id), attempts[step_id], broken
+            )
+        for step_id in step_ids:
+            step = self.definition.step(step_id)
+            if step.type is StepType.AGENT_TASK:
+                self.tasks[step_id] = asyncio.create_task(
+                    self.runner.run_agent(self.session, step, attempts[step_id])
+                )
+
+    async def _recover(self) -> None:
+        """Attempts that a previous holder left running are lost: retry or fail them."""
+        lost = [
+            s
+            for s, st in self.execution.steps.items()
+            if st.status in (StepStatus.SCHEDULED, StepStatus.TIMED_OUT)
+            or (st.status is StepStatus.RUNNING and st.due_at is None and not st.timer_fired)
+        ]
+        if self.taken_over_from is not None:
+            await self.session.record(
+                partial(
+                    Execution.take_over,
+                    previous_worker=self.taken_over_from,
+                    worker=self.session.owner or "engine",
+                )
+            )
+        for step_id in lost:
+            state = self.execution.steps[step_id]
+            if state.status is StepStatus.SCHEDULED:
+                await self.session.record(
+                    partial(Execution.start_step, step_id=step_id, attempt=state.attempt)
+                )
+            await self.runner.after_failure(
+                self.session, self.definition.step(step_id), state.attempt, WorkerLostError()
+            )
+
+    async def _finish(self) -> None:
+        failed = [s for s, st in self.execution.steps.items() if st.status is StepStatus.FAILED]
+        if failed:
+            error = dict(self.execution.steps[failed[0]].error or {})
+            await self.session.record(
+                partial(Execution.fail, error={**error, "step_id": failed[0]})
+            )
+            return
+        try:
+            output = self._output()
+        except ExpressionError as error:
+            await self.session.record(
+                partial(Execution.fail, error={"type": "ExpressionError", "message": str(error)})
+            )
+            return
+        await self.session.record(partial(Execution.complete, output=output))
+
+    def _output(self) -> Any:
+        if self.definition.output is not None:
+            return render(self.definition.output, scope_of(self.execution))
+        return {
+            s: st.output
+            for s, st in self.execution.steps.items()
+            if st.status is StepStatus.COMPLETED
+        }
+
+    async def _stop_after_failure(self, step_id: str) -> None:
+        error = dict(self.execution.steps[step_id].error or {})
+        await self._stop(
+            partial(Execution.fail, error={**error, "step_id": step_id}), f"step {step_id} failed"
+        )
+
+    async def record_cancellation(self) -> None:
+        """Stop everything and record who cancelled the execution and why."""
+        execution = await self.session.reload()
+        request = execution.cancellation or {"by": "engine", "reason": "cancelled"}
+        await self._stop(
+            partial(Execution.cancel, by=request["by"], reason=request["reason"]),
+            "execution cancelled",
+        )
+
+    async def _stop(self, final: Any, reason: str) -> None:
+        """Stop every running attempt, record them cancelled, then the final event."""
+        await self._abandon()
+        execution = await self.session.reload()
+        if execution.status.is_terminal:
+            return
+        live = [
+            s
+            for s, st in execution.steps.items()
+            if st.status is not StepStatus.PENDING and not st.status.is_done
+        ]
+        await self.session.record(
+            *[partial(Execution.cancel_step, step_id=s, reason=reason) for s in live], final
+        )
+
+    async def _abandon(self) -> None:
+        tasks = list(self.tasks.values())
+        self.tasks.clear()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def _deadline(self) -> float | None:
+        timeout = self.definition.config.timeout_seconds
+        if timeout is None:
+            return None
+        started = self.execution.created_on
+        remaining = (started + timedelta(seconds=timeout) - self.clock.now()).total_seconds()
+        return asyncio.get_running_loop().time() + remaining

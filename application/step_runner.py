@@ -1,0 +1,252 @@
+"""Runs one attempt of one step and records how it ended."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
+from functools import partial
+from typing import Any, Protocol
+from uuid import UUID
+
+from application.agents import JSON, AgentContext, AgentError, AgentRegistry, AgentRun
+from application.clock import Clock
+from application.execution_session import EngineAgentContext, ExecutionSession, error_details
+from domain.errors import ExpressionError
+from domain.execution_state import StepStatus
+from domain.executions import Execution
+from domain.expressions import evaluate_condition, render
+from domain.processes import HttpAgent, OnError, StepDefinition, StepType
+
+
+class HttpAgentCaller(Protocol):
+    """Calls an agent that lives behind a URL (an adapter in infrastructure)."""
+
+    async def __call__(self, agent: HttpAgent, context: AgentContext, input: JSON) -> JSON: ...
+
+
+LOST_ATTEMPT_ALLOWANCE = 3
+
+ThreadHistory = Callable[[str, str, UUID], Sequence[Mapping[str, Any]]]
+"""(user_id, thread_id, execution_id) → earlier executions of the thread, oldest first."""
+
+
+class StepTimeoutError(AgentError):
+    """An attempt ran longer than its step's timeout."""
+
+    def __init__(self, seconds: float):
+        super().__init__(
+            f"the attempt exceeded its timeout of {seconds:g}s", error_type="StepTimeout"
+        )
+
+
+class WorkerLostError(AgentError):
+    """The worker running an attempt stopped before the attempt ended."""
+
+    def __init__(self) -> None:
+        super().__init__("the worker running this attempt stopped", error_type="WorkerLost")
+
+
+def scope_of(execution: Execution) -> dict[str, Any]:
+    """What templates and conditions can see: the input and every step's output."""
+    return {
+        "input": execution.input,
+        "steps": {
+            s: {"output": st.output, "status": st.status.value} for s, st in execution.steps.items()
+        },
+    }
+
+
+class StepRunner:
+    """Runs attempts: agents (built-in or HTTP), gateways and timers."""
+
+    def __init__(
+        self,
+        agents: AgentRegistry,
+        clock: Clock,
+        http_agents: HttpAgentCaller | None = None,
+        thread_history: ThreadHistory | None = None,
+    ):
+        self.agents = agents
+        self.clock = clock
+        self.http_agents = http_agents
+        self.thread_history = thread_history
+
+    def begin(self, session: ExecutionSession, step: StepDefinition, attempt: int) -> list[Any]:
+        """Commands that open an attempt; gateways and timers do their work right here."""
+        commands: list[Any] = [
+            partial(Execution.schedule_step, step_id=step.id, attempt=attempt),
+            partial(Execution.start_step, step_id=step.id, attempt=attempt),
+        ]
+        if step.type is StepType.TIMER:
+            seconds = step.seconds or 0.0
+            fire_at = self.clock.now() + timedelta(seconds=seconds)
+            commands.append(
+                partial(
+                    Execution.start_timer,
+                    step_id=step.id,
+                    attempt=attempt,
+                    seconds=seconds,
+                    fire_at=fire_at,
+                )
+            )
+        return commands
+
+    def gateway_commands(
+        self, execution: Execution, step: StepDefinition, attempt: int
+    ) -> list[Any]:
+        """Evaluate an exclusive gateway: the first true condition wins, else the default."""
+        chosen: int | None = None
+        reason = "no route matched and there is no default"
+        scope = scope_of(execution)
+        for index, route in enumerate(step.routes):
+            if route.default:
+                chosen, reason = index, "no condition matched: default route"
+                break
+            if route.when is not None and evaluate_condition(route.when, scope):
+                chosen, reason = index, f"condition true: {route.when}"
+                break
+        next_steps = list(step.routes[chosen].next) if chosen is not None else []
+        return [
+            partial(
+                Execution.evaluate_gateway,
+                step_id=step.id,
+                attempt=attempt,
+                route=chosen,
+                next_steps=next_steps,
+                reason=reason,
+            ),
+            partial(
+                Execution.complete_step,
+                step_id=step.id,
+                attempt=attempt,
+                output={"route": chosen, "next": next_steps},
+            ),
+        ]
+
+    async def run_agent(
+        self, session: ExecutionSession, step: StepDefinition, attempt: int
+    ) -> None:
+        """Run an agent attempt to its end, recording its result or its failure."""
+        try:
+            agent_input = render(step.input, scope_of(session.execution))
+        except ExpressionError as error:
+            await self.after_failure(session, step, attempt, error)
+            return
+        name = step.agent.url if isinstance(step.agent, HttpAgent) else str(step.agent)
+        await session.record(
+            partial(
+                Execution.start_agent,
+                step_id=step.id,
+                attempt=attempt,
+                agent=name,
+                input=agent_input,
+            )
+        )
+        context = EngineAgentContext(
+            session, await self._run_of(session, step, attempt), self.agents, self.clock
+        )
+        started = self.clock.monotonic()
+        try:
+            async with asyncio.timeout(step.timeout_seconds):
+                output = await self._call(step, context, agent_input)
+            json.dumps(output, allow_nan=False)  # JSON only: no NaN, no objects
+        except TimeoutError:
+            timeout = step.timeout_seconds or 0.0
+            await session.record(
+                partial(
+                    Execution.time_out_step,
+                    step_id=step.id,
+                    attempt=attempt,
+                    timeout_seconds=timeout,
+                )
+            )
+            await self.after_failure(session, step, attempt, StepTimeoutError(timeout))
+            return
+        except Exception as error:
+            failure = (
+                error
+                if isinstance(error, AgentError)
+                else AgentError(str(error), error_type=type(error).__name__)
+            )
+            await session.record(
+                partial(
+                    Execution.fail_agent,
+                    step_id=step.id,
+                    attempt=attempt,
+                    error=error_details(failure),
+                    duration_ms=self._elapsed(started),
+                )
+            )
+            await self.after_failure(session, step, attempt, failure)
+            return
+        await session.record(
+            partial(
+                Execution.complete_agent,
+                step_id=step.id,
+                attempt=attempt,
+                output=output,
+                duration_ms=self._elapsed(started),
+            ),
+            partial(Execution.complete_step, step_id=step.id, attempt=attempt, output=output),
+        )
+
+    async def after_failure(
+        self, session: ExecutionSession, step: StepDefinition, attempt: int, error: Exception
+    ) -> None:
+        """Record a failed attempt: another attempt later, a skip, or the step's failure."""
+        details = error_details(error, attempt=attempt)
+        retryable = getattr(error, "retryable", False)
+        # an attempt lost with its worker does not use up the step's own attempts
+        allowance = LOST_ATTEMPT_ALLOWANCE if isinstance(error, WorkerLostError) else 0
+        if retryable and step.retry.allows_another_attempt(attempt - allowance, details["type"]):
+            delay = step.retry.delay_after(attempt)
+            retry_at = self.clock.now() + timedelta(seconds=delay)
+            await session.record(
+                partial(
+                    Execution.retry_step,
+                    step_id=step.id,
+                    attempt=attempt,
+                    error=details,
+                    delay_seconds=delay,
+                    retry_at=retry_at,
+                )
+            )
+        elif step.on_error is OnError.SKIP_STEP:
+            await session.record(partial(Execution.skip_step, step_id=step.id, reason="error"))
+        else:
+            state = session.execution.steps[step.id]
+            if state.status in (StepStatus.RUNNING, StepStatus.TIMED_OUT):
+                await session.record(
+                    partial(Execution.fail_step, step_id=step.id, attempt=attempt, error=details)
+                )
+
+    async def _call(self, step: StepDefinition, context: AgentContext, agent_input: Any) -> Any:
+        if isinstance(step.agent, HttpAgent):
+            if self.http_agents is None:
+                raise AgentError(
+                    "HTTP agents are not enabled in this worker",
+                    error_type="UnsupportedAgent",
+                    retryable=False,
+                )
+            return await self.http_agents(step.agent, context, agent_input)
+        return await self.agents.agent(str(step.agent))(context, agent_input)
+
+    async def _run_of(
+        self, session: ExecutionSession, step: StepDefinition, attempt: int
+    ) -> AgentRun:
+        execution = session.execution
+        history: tuple[Mapping[str, Any], ...] = ()
+        if execution.thread_id is not None and self.thread_history is not None:
+            history = tuple(
+                await asyncio.to_thread(
+                    self.thread_history, execution.user_id, execution.thread_id, execution.id
+                )
+            )
+        return AgentRun(
+            execution.user_id, execution.id, step.id, attempt, execution.thread_id, history
+        )
+
+    def _elapsed(self, started: float) -> float:
+        return round((self.clock.monotonic() - started) * 1000, 3)

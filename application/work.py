@@ -1,0 +1,97 @@
+"""The work queue port: which executions need a worker, and who holds each one.
+
+Every change to the queue that follows from an execution's events is written in the
+same transaction as those events (`Executions.save(..., work=[...])`), so the queue
+never disagrees with the store: an execution is queued exactly when it starts, a
+worker that lost its lease cannot write, and a finished execution leaves the queue.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+from uuid import UUID
+
+
+class LeaseLostError(Exception):
+    """The worker no longer holds the execution's lease: another worker took it over."""
+
+    def __init__(self, execution_id: UUID | None = None):
+        super().__init__(f"the lease on execution {execution_id} was lost")
+        self.execution_id = execution_id
+
+
+@dataclass(frozen=True)
+class Enqueue:
+    """A new execution waits for a worker (and for a slot among its user's executions)."""
+
+    execution_id: UUID
+    user_id: str
+
+
+@dataclass(frozen=True)
+class Fence:
+    """Refuse the whole write unless `owner` still holds the execution's lease."""
+
+    execution_id: UUID
+    owner: str
+
+
+@dataclass(frozen=True)
+class Reschedule:
+    """Nothing to do before `ready_at` (a timer or a retry delay); optionally let go."""
+
+    execution_id: UUID
+    ready_at: datetime
+    release: bool
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The execution reached a terminal state: it leaves the queue."""
+
+    execution_id: UUID
+
+
+@dataclass(frozen=True)
+class Wake:
+    """Something happened from outside (a cancellation request): look at it now."""
+
+    execution_id: UUID
+    cancel: bool = False
+
+
+WorkChange = Enqueue | Fence | Reschedule | Finish | Wake
+
+
+@dataclass(frozen=True)
+class Claim:
+    """An execution this worker now holds; `taken_over_from` names a lost previous holder."""
+
+    execution_id: UUID
+    taken_over_from: str | None
+
+
+@dataclass(frozen=True)
+class Renewal:
+    """What renewing leases found: those still held, and which of them should be cancelled."""
+
+    held: frozenset[UUID]
+    cancel_requested: frozenset[UUID]
+
+
+class WorkQueue(Protocol):
+    """Claims, renews and releases leases on queued executions."""
+
+    def claim(self, owner: str, limit: int, lease_seconds: float) -> list[Claim]:
+        """Admit waiting executions within the per-user limit, then lease up to `limit`."""
+
+    def renew(self, owner: str, execution_ids: list[UUID], lease_seconds: float) -> Renewal:
+        """Extend the leases `owner` holds on these executions."""
+
+    def release(self, owner: str, execution_ids: list[UUID]) -> None:
+        """Give leases back so another worker may continue at once."""
+
+    def next_ready_at(self) -> datetime | None:
+        """The earliest time any queued execution becomes ready (for sleeping workers)."""

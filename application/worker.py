@@ -1,0 +1,203 @@
+"""A worker: claims executions from the work queue, drives them, keeps their leases alive."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Iterable
+from uuid import UUID
+
+from application.clock import Clock, SystemClock
+from application.driver import ExecutionDriver
+from application.execution_session import ExecutionSession
+from application.executions import Executions, LoggedEvent
+from application.step_runner import StepRunner
+from application.work import Claim, LeaseLostError, WorkQueue
+from domain.executions import Execution
+
+log = logging.getLogger(__name__)
+
+
+def worker_name() -> str:
+    """A name that tells operators which host and process held a lease."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Worker:
+    """Claims queued executions up to its capacity and drives each on this event loop.
+
+    Many workers may share one store: claims skip rows another worker has locked, a
+    lease that is not renewed expires and another worker takes the execution over,
+    and every write is fenced by the lease, so a worker that lost one cannot write.
+    """
+
+    def __init__(
+        self,
+        executions: Executions,
+        queue: WorkQueue,
+        runner: StepRunner,
+        *,
+        clock: Clock | None = None,
+        name: str | None = None,
+        capacity: int = 32,
+        lease_seconds: float = 30.0,
+        poll_interval: float = 1.0,
+    ):
+        self.executions = executions
+        self.queue = queue
+        self.runner = runner
+        self.clock = clock or SystemClock()
+        self.name = name or worker_name()
+        self.capacity = capacity
+        self.lease_seconds = lease_seconds
+        self.poll_interval = poll_interval
+        self.tasks: dict[UUID, asyncio.Task[None]] = {}
+        self._drivers: dict[UUID, ExecutionDriver] = {}
+        self._cancel_on_load: set[UUID] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._stopping = False
+
+    # -- signals from other threads ------------------------------------------------------------
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Attach to the event loop that `run()` runs on."""
+        self._loop = loop
+
+    def on_events(self, events: Iterable[LoggedEvent]) -> None:
+        """Thread-safe: new executions and cancellation requests wake the worker."""
+        if self._loop is None:
+            return
+        for logged in events:
+            event = logged.event
+            if isinstance(event, Execution.ExecutionCancellationRequested):
+                self._loop.call_soon_threadsafe(self.cancel, event.originator_id)
+            elif isinstance(event, Execution.ExecutionStarted):
+                self._loop.call_soon_threadsafe(self.wake)
+
+    def wake(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    def cancel(self, execution_id: UUID) -> None:
+        """Stop a held execution, recording its cancellation; otherwise look for it."""
+        task = self.tasks.get(execution_id)
+        if task is None:
+            self.wake()
+            return
+        driver = self._drivers.get(execution_id)
+        if driver is None:
+            self._cancel_on_load.add(execution_id)  # still loading: it cancels itself
+            return
+        driver.cancel_requested = True
+        task.cancel()
+
+    # -- the claim loop --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Claim and drive executions until `shutdown()`."""
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        renewer = asyncio.create_task(self._renew_forever())
+        try:
+            while not self._stopping:
+                self._wake.clear()
+                claimed = await self.claim_once()
+                if claimed and len(self.tasks) < self.capacity:
+                    continue  # there may be more waiting
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+        finally:
+            renewer.cancel()
+
+    async def claim_once(self) -> int:
+        free = self.capacity - len(self.tasks)
+        if free <= 0 or self._stopping:
+            return 0
+        claims = await asyncio.to_thread(self.queue.claim, self.name, free, self.lease_seconds)
+        for claim in claims:
+            self._start(claim)
+        return len(claims)
+
+    def _start(self, claim: Claim) -> None:
+        if claim.execution_id in self.tasks:
+            return
+        task = asyncio.create_task(self._drive(claim))
+        self.tasks[claim.execution_id] = task
+        task.add_done_callback(lambda _: self._finished(claim.execution_id))
+
+    async def _drive(self, claim: Claim) -> None:
+        try:
+            session = await ExecutionSession.load(self.executions, claim.execution_id, self.name)
+            driver = ExecutionDriver(
+                session, self.runner, self.clock, taken_over_from=claim.taken_over_from
+            )
+            self._drivers[claim.execution_id] = driver
+            if claim.execution_id in self._cancel_on_load:
+                driver.cancel_requested = True
+                await driver.record_cancellation()
+                return
+            await driver.run()
+        except LeaseLostError:
+            log.info("lost the lease on %s; another worker continues it", claim.execution_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("driving execution %s failed; releasing it", claim.execution_id)
+            await asyncio.to_thread(self.queue.release, self.name, [claim.execution_id])
+
+    def _finished(self, execution_id: UUID) -> None:
+        self.tasks.pop(execution_id, None)
+        self._drivers.pop(execution_id, None)
+        self._cancel_on_load.discard(execution_id)
+        self.wake()
+
+    async def _renew_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            try:
+                await self.renew_once()
+            except Exception:
+                log.exception("renewing leases failed")
+
+    async def renew_once(self) -> None:
+        held = list(self.tasks)
+        renewal = await asyncio.to_thread(self.queue.renew, self.name, held, self.lease_seconds)
+        for execution_id in held:
+            if execution_id not in renewal.held:
+                task = self.tasks.get(execution_id)
+                if task is not None:
+                    task.cancel()  # lost: stop quietly, the new holder carries on
+            elif execution_id in renewal.cancel_requested:
+                self.cancel(execution_id)
+
+    async def drain(self, timeout: float = 30.0) -> None:
+        """Claim and drive until nothing is held or ready (tests and one-shot runs)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            await self.claim_once()
+            if not self.tasks:
+                ready_at = await asyncio.to_thread(self.queue.next_ready_at)
+                if ready_at is None:
+                    return
+                await self.clock.sleep(max(0.0, (ready_at - self.clock.now()).total_seconds()))
+                continue
+            await asyncio.wait(set(self.tasks.values()), return_when=asyncio.FIRST_COMPLETED)
+        raise TimeoutError("the work queue did not drain in time")
+
+    async def shutdown(self) -> None:
+        """Stop claiming, stop driving (without recording anything) and give leases back."""
+        self._stopping = True
+        self.wake()
+        held = list(self.tasks)
+        tasks = list(self.tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if held:
+            await asyncio.to_thread(self.queue.release, self.name, held)

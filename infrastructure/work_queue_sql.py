@@ -1,0 +1,266 @@
+"""The work queue in the event store's own database, changed in the events' transaction.
+
+The recorders below extend the eventsourcing library's: when `Executions.save()` is
+given `work=[...]`, those changes run inside the same transaction as the insert of the
+events, so a lost lease (`Fence`) rolls the events back too. Times are epoch seconds
+from the workers' clocks (hosts are expected to keep NTP time, as for any lease).
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import PersistenceError, StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.sqlite import SQLiteApplicationRecorder
+from psycopg.sql import SQL
+
+from application.work import (
+    Claim,
+    Enqueue,
+    Fence,
+    Finish,
+    LeaseLostError,
+    Renewal,
+    Reschedule,
+    Wake,
+    WorkChange,
+)
+
+WORK_TABLE = "execution_work"
+LEASE_LOST = "agent-ledger: lease lost"
+_ADMISSION_LOCK = zlib.crc32(b"agent-ledger:admission")
+
+_COLUMNS = """(
+  execution_id {uuid} PRIMARY KEY,
+  user_id TEXT NOT NULL,
+  seq {serial},
+  admitted BOOLEAN NOT NULL DEFAULT FALSE,
+  ready_at DOUBLE PRECISION NOT NULL,
+  lease_owner TEXT,
+  lease_expires_at DOUBLE PRECISION,
+  cancel_requested BOOLEAN NOT NULL DEFAULT FALSE
+)"""
+
+POSTGRES_DDL = [
+    f"CREATE TABLE IF NOT EXISTS {WORK_TABLE} " + _COLUMNS.format(uuid="uuid", serial="BIGSERIAL"),
+    f"CREATE INDEX IF NOT EXISTS {WORK_TABLE}_ready ON {WORK_TABLE} (ready_at, seq)",
+    f"CREATE INDEX IF NOT EXISTS {WORK_TABLE}_user ON {WORK_TABLE} (user_id, admitted)",
+    f"""CREATE OR REPLACE FUNCTION agent_ledger_check_lease(id uuid, owner text)
+    RETURNS void AS $$
+    BEGIN
+      IF NOT EXISTS (SELECT 1 FROM {WORK_TABLE} WHERE execution_id = id AND lease_owner = owner)
+      THEN RAISE EXCEPTION '{LEASE_LOST} on %', id;
+      END IF;
+    END $$ LANGUAGE plpgsql""",
+]
+
+SQLITE_DDL = [
+    f"CREATE TABLE IF NOT EXISTS {WORK_TABLE} " + _COLUMNS.format(uuid="TEXT", serial="INTEGER"),
+    f"CREATE INDEX IF NOT EXISTS {WORK_TABLE}_ready ON {WORK_TABLE} (ready_at, seq)",
+    f"CREATE INDEX IF NOT EXISTS {WORK_TABLE}_user ON {WORK_TABLE} (user_id, admitted)",
+]
+
+_ADMIT = f"""
+UPDATE {WORK_TABLE} SET admitted = TRUE WHERE execution_id IN (
+  SELECT execution_id FROM (
+    SELECT q.execution_id, q.seq,
+           row_number() OVER (PARTITION BY q.user_id ORDER BY q.seq) AS place,
+           COALESCE(r.running, 0) AS running
+    FROM {WORK_TABLE} q
+    LEFT JOIN (SELECT user_id, count(*) AS running FROM {WORK_TABLE}
+               WHERE admitted GROUP BY user_id) r ON r.user_id = q.user_id
+    WHERE NOT q.admitted AND NOT q.cancel_requested
+  ) c
+  WHERE c.place + c.running <= {{p}}
+  ORDER BY c.place, c.seq LIMIT {{p}}
+)"""
+
+_PICK = f"""
+SELECT execution_id, lease_owner FROM {WORK_TABLE}
+WHERE (admitted OR cancel_requested) AND ready_at <= {{p}}
+  AND (lease_owner IS NULL OR lease_expires_at < {{p}})
+ORDER BY ready_at, seq LIMIT {{p}}"""
+
+
+def _epoch(moment: datetime) -> float:
+    return moment.timestamp()
+
+
+def from_epoch(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+class PostgresWorkRecorder(PostgresApplicationRecorder):
+    """The library's PostgreSQL recorder, plus work-queue changes in the same transaction."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sql_create_statements.extend(SQL(s).format() for s in POSTGRES_DDL)
+
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        try:
+            ids: Sequence[int] | None = super().insert_events(stored_events, **kwargs)
+        except PersistenceError as error:
+            if LEASE_LOST in str(error):
+                raise LeaseLostError() from error
+            raise
+        return ids
+
+    def _insert_events(
+        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        now = time.time()
+        for change in kwargs.get("work", ()):
+            statement, params = _postgres_change(change, now)
+            curs.execute(statement, params, prepare=True)
+        super()._insert_events(curs, stored_events, **kwargs)
+
+
+def _postgres_change(change: WorkChange, now: float) -> tuple[str, tuple[Any, ...]]:
+    match change:
+        case Enqueue(execution_id, user_id):
+            return (
+                f"INSERT INTO {WORK_TABLE} (execution_id, user_id, ready_at) VALUES (%s, %s, %s) "
+                "ON CONFLICT (execution_id) DO NOTHING",
+                (execution_id, user_id, now),
+            )
+        case Fence(execution_id, owner):
+            return "SELECT agent_ledger_check_lease(%s, %s)", (execution_id, owner)
+        case Reschedule(execution_id, ready_at, release):
+            return _reschedule("%s", release), (_epoch(ready_at), execution_id)
+        case Finish(execution_id):
+            return f"DELETE FROM {WORK_TABLE} WHERE execution_id = %s", (execution_id,)
+        case Wake(execution_id, cancel):
+            return _wake("%s"), (now, cancel, execution_id)
+    raise TypeError(f"unknown work change {change!r}")
+
+
+def _reschedule(p: str, release: bool) -> str:
+    let_go = ", lease_owner = NULL, lease_expires_at = NULL" if release else ""
+    return f"UPDATE {WORK_TABLE} SET ready_at = {p}{let_go} WHERE execution_id = {p}"
+
+
+def _wake(p: str) -> str:
+    return (
+        f"UPDATE {WORK_TABLE} SET ready_at = LEAST(ready_at, {p}), "
+        f"cancel_requested = cancel_requested OR {p} WHERE execution_id = {p}"
+    )
+
+
+class SQLiteWorkRecorder(SQLiteApplicationRecorder):
+    """The library's SQLite recorder, plus work-queue changes in the same transaction."""
+
+    def construct_create_table_statements(self) -> list[str]:
+        return [*super().construct_create_table_statements(), *SQLITE_DDL]
+
+    def _insert_events(
+        self, c: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        now = time.time()
+        for change in kwargs.get("work", ()):
+            match change:
+                case Enqueue(execution_id, user_id):
+                    c.execute(
+                        f"INSERT OR IGNORE INTO {WORK_TABLE} (execution_id, user_id, ready_at) "
+                        "VALUES (?, ?, ?)",
+                        (execution_id.hex, user_id, now),
+                    )
+                case Fence(execution_id, owner):
+                    c.execute(
+                        f"SELECT 1 FROM {WORK_TABLE} WHERE execution_id = ? AND lease_owner = ?",
+                        (execution_id.hex, owner),
+                    )
+                    if c.fetchone() is None:
+                        raise LeaseLostError(execution_id)
+                case Reschedule(execution_id, ready_at, release):
+                    c.execute(_reschedule("?", release), (_epoch(ready_at), execution_id.hex))
+                case Finish(execution_id):
+                    c.execute(
+                        f"DELETE FROM {WORK_TABLE} WHERE execution_id = ?", (execution_id.hex,)
+                    )
+                case Wake(execution_id, cancel):
+                    c.execute(_wake("?").replace("LEAST", "MIN"), (now, cancel, execution_id.hex))
+        return super()._insert_events(c, stored_events, **kwargs)
+
+
+class SqlWorkQueue:
+    """Claims, renews and releases leases (PostgreSQL: SKIP LOCKED; SQLite: one writer)."""
+
+    def __init__(self, recorder: PostgresWorkRecorder | SQLiteWorkRecorder, per_user_limit: int):
+        self.recorder = recorder
+        self.per_user_limit = per_user_limit
+        self.postgres = isinstance(recorder, PostgresWorkRecorder)
+        self.p = "%s" if self.postgres else "?"
+
+    def _id(self, execution_id: UUID) -> Any:
+        return execution_id if self.postgres else execution_id.hex
+
+    def _uuid(self, value: Any) -> UUID:
+        return value if isinstance(value, UUID) else UUID(str(value))
+
+    def claim(self, owner: str, limit: int, lease_seconds: float) -> list[Claim]:
+        if limit <= 0:
+            return []
+        now = time.time()
+        p = self.p
+        pick = _PICK.format(p=p) + (" FOR UPDATE SKIP LOCKED" if self.postgres else "")
+        with self.recorder.datastore.transaction(commit=True) as cursor:
+            if self.postgres:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_ADMISSION_LOCK,))
+            cursor.execute(_ADMIT.format(p=p), (self.per_user_limit, limit))
+            cursor.execute(pick, (now, now, limit))
+            picked = [(row["execution_id"], row["lease_owner"]) for row in cursor.fetchall()]
+            claims = []
+            for execution_id, previous in picked:
+                cursor.execute(
+                    f"UPDATE {WORK_TABLE} SET lease_owner = {p}, lease_expires_at = {p} "
+                    f"WHERE execution_id = {p}",
+                    (owner, now + lease_seconds, execution_id),
+                )
+                taken_over = previous if previous not in (None, owner) else None
+                claims.append(Claim(self._uuid(execution_id), taken_over))
+        return claims
+
+    def renew(self, owner: str, execution_ids: list[UUID], lease_seconds: float) -> Renewal:
+        held: set[UUID] = set()
+        cancel: set[UUID] = set()
+        if not execution_ids:
+            return Renewal(frozenset(), frozenset())
+        p = self.p
+        with self.recorder.datastore.transaction(commit=True) as cursor:
+            for execution_id in execution_ids:
+                cursor.execute(
+                    f"UPDATE {WORK_TABLE} SET lease_expires_at = {p} "
+                    f"WHERE execution_id = {p} AND lease_owner = {p} RETURNING cancel_requested",
+                    (time.time() + lease_seconds, self._id(execution_id), owner),
+                )
+                row = cursor.fetchone()
+                if row is not None:
+                    held.add(execution_id)
+                    if row["cancel_requested"]:
+                        cancel.add(execution_id)
+        return Renewal(frozenset(held), frozenset(cancel))
+
+    def release(self, owner: str, execution_ids: list[UUID]) -> None:
+        p = self.p
+        with self.recorder.datastore.transaction(commit=True) as cursor:
+            for execution_id in execution_ids:
+                cursor.execute(
+                    f"UPDATE {WORK_TABLE} SET lease_owner = NULL, lease_expires_at = NULL "
+                    f"WHERE execution_id = {p} AND lease_owner = {p}",
+                    (self._id(execution_id), owner),
+                )
+
+    def next_ready_at(self) -> datetime | None:
+        with self.recorder.datastore.transaction(commit=False) as cursor:
+            cursor.execute(f"SELECT min(ready_at) AS ready FROM {WORK_TABLE}")
+            row = cursor.fetchone()
+        return None if row is None or row["ready"] is None else from_epoch(row["ready"])
