@@ -39,6 +39,16 @@ class AgentContext(Protocol):
         """
 
 
+class RemoteAgentContext(AgentContext, Protocol):
+    """An agent context that also records tool calls made outside this process."""
+
+    async def report_tool_started(self, call_id: str, tool: str, args: JSON) -> None: ...
+
+    async def report_tool_finished(
+        self, call_id: str, result: JSON = None, error: str | None = None
+    ) -> None: ...
+
+
 Agent = Callable[[AgentContext, JSON], Awaitable[JSON]]
 """A built-in agent: given its context and the step input, returns its output."""
 

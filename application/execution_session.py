@@ -103,6 +103,7 @@ class EngineAgentContext:
         self._registry = registry
         self._clock = clock
         self._calls = 0
+        self._remote_calls: dict[str, float] = {}
 
     @property
     def run(self) -> AgentRun:
@@ -135,6 +136,29 @@ class EngineAgentContext:
             lambda e: e.complete_tool(step_id, attempt, call_id, result, elapsed)
         )
         return result
+
+    async def report_tool_started(self, call_id: str, tool: str, args: JSON) -> None:
+        """Record a tool call an agent made elsewhere (an HTTP agent's own tools)."""
+        step_id, attempt = self._run.step_id, self._run.attempt
+        self._remote_calls[call_id] = self._clock.monotonic()
+        await self._session.record(lambda e: e.start_tool(step_id, attempt, call_id, tool, args))
+
+    async def report_tool_finished(
+        self, call_id: str, result: JSON = None, error: str | None = None
+    ) -> None:
+        """Record the end of a tool call reported with `report_tool_started`."""
+        step_id, attempt = self._run.step_id, self._run.attempt
+        started = self._remote_calls.pop(call_id, self._clock.monotonic())
+        elapsed = _ms(self._clock.monotonic() - started)
+        if error is None:
+            await self._session.record(
+                lambda e: e.complete_tool(step_id, attempt, call_id, result, elapsed)
+            )
+        else:
+            details = {"type": "ToolError", "message": error}
+            await self._session.record(
+                lambda e: e.fail_tool(step_id, attempt, call_id, details, elapsed)
+            )
 
 
 def _ms(seconds: float) -> float:

@@ -10,7 +10,13 @@ from functools import partial
 from typing import Any, Protocol
 from uuid import UUID
 
-from application.agents import JSON, AgentContext, AgentError, AgentRegistry, AgentRun
+from application.agents import (
+    JSON,
+    AgentError,
+    AgentRegistry,
+    AgentRun,
+    RemoteAgentContext,
+)
 from application.clock import Clock
 from application.execution_session import EngineAgentContext, ExecutionSession, error_details
 from domain.errors import ExpressionError
@@ -23,7 +29,9 @@ from domain.processes import HttpAgent, OnError, StepDefinition, StepType
 class HttpAgentCaller(Protocol):
     """Calls an agent that lives behind a URL (an adapter in infrastructure)."""
 
-    async def __call__(self, agent: HttpAgent, context: AgentContext, input: JSON) -> JSON: ...
+    async def __call__(
+        self, agent: HttpAgent, context: RemoteAgentContext, input: JSON
+    ) -> JSON: ...
 
 
 LOST_ATTEMPT_ALLOWANCE = 3
@@ -222,7 +230,9 @@ class StepRunner:
                     partial(Execution.fail_step, step_id=step.id, attempt=attempt, error=details)
                 )
 
-    async def _call(self, step: StepDefinition, context: AgentContext, agent_input: Any) -> Any:
+    async def _call(
+        self, step: StepDefinition, context: EngineAgentContext, agent_input: Any
+    ) -> Any:
         if isinstance(step.agent, HttpAgent):
             if self.http_agents is None:
                 raise AgentError(

@@ -190,10 +190,13 @@ class Worker:
             await asyncio.wait(set(self.tasks.values()), return_when=asyncio.FIRST_COMPLETED)
         raise TimeoutError("the work queue did not drain in time")
 
-    async def shutdown(self) -> None:
-        """Stop claiming, stop driving (without recording anything) and give leases back."""
+    async def shutdown(self, grace: float = 0.0) -> None:
+        """Stop claiming, let running executions finish for up to `grace` seconds, then stop
+        driving the rest (recording nothing) and give their leases back."""
         self._stopping = True
         self.wake()
+        if self.tasks and grace > 0:
+            await asyncio.wait(set(self.tasks.values()), timeout=grace)
         held = list(self.tasks)
         tasks = list(self.tasks.values())
         for task in tasks:

@@ -10,6 +10,7 @@ from uuid import UUID
 import psycopg
 import sqlalchemy as sa
 from eventsourcing.persistence import Notification
+from eventsourcing.postgres import PostgresApplicationRecorder
 
 from application.executions import Executions
 from infrastructure.settings import Settings
@@ -61,6 +62,7 @@ def event_store_env(settings: Settings, *, create_tables: bool) -> dict[str, str
             POSTGRES_POOL_SIZE=str(settings.db_pool_size),
             POSTGRES_MAX_OVERFLOW=str(settings.db_max_overflow),
             POSTGRES_LOCK_TIMEOUT="5",
+            APPLICATION_RECORDER_TOPIC="infrastructure.work_queue_sql:PostgresWorkRecorder",
         )
     else:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -68,6 +70,7 @@ def event_store_env(settings: Settings, *, create_tables: bool) -> dict[str, str
             PERSISTENCE_MODULE="eventsourcing.sqlite",
             SQLITE_DBNAME=str(settings.data_dir / "events.sqlite"),
             SQLITE_LOCK_TIMEOUT="10",
+            APPLICATION_RECORDER_TOPIC="infrastructure.work_queue_sql:SQLiteWorkRecorder",
         )
     return env
 
@@ -137,9 +140,7 @@ class HistoryBySql:
 
     def __init__(self, executions: Executions):
         self.recorder = executions.recorder
-        self.postgres = hasattr(self.recorder, "datastore") and type(
-            self.recorder
-        ).__module__.startswith("eventsourcing.postgres")
+        self.postgres = isinstance(self.recorder, PostgresApplicationRecorder)
 
     def __call__(self, execution_id: UUID, after: int, limit: int) -> Sequence[Notification]:
         datastore = self.recorder.datastore  # type: ignore[attr-defined]

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from dataclasses import dataclass, field
-from uuid import UUID
 
 import sqlalchemy as sa
 
 from application.agents import AgentRegistry
 from application.builtin_agents import register_builtin_agents
-from application.engine import Engine
+from application.clock import SystemClock
 from application.executions import Executions
 from application.sample_processes import COST_OPTIMIZATION, ECHO
+from application.step_runner import StepRunner
+from application.worker import Worker
 from infrastructure.change_feed import ChangeFeed
 from infrastructure.execution_status_sql import ExecutionStatusQueries
+from infrastructure.http_agents import HttpAgentClient
 from infrastructure.persistence import (
     initialize_schema,
     libpq_dsn,
@@ -26,41 +27,14 @@ from infrastructure.persistence import (
 from infrastructure.process_catalog_sql import SqlProcessCatalog
 from infrastructure.projector import Projector, tracked_position
 from infrastructure.settings import Settings
+from infrastructure.thread_history import ThreadHistoryFromViews
+from infrastructure.work_queue_sql import SqlWorkQueue
+from infrastructure.worker_thread import WorkerThread
 from projections.execution_status import ExecutionStatusProjection
 
 log = logging.getLogger(__name__)
 
 SAMPLE_PROCESSES = (COST_OPTIMIZATION, ECHO)
-
-
-class EngineThread:
-    """Runs the engine on its own event loop, away from the API's."""
-
-    def __init__(self, engine: Engine):
-        self.engine = engine
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
-
-    def start(self, resume: list[UUID]) -> None:
-        self.engine.bind(self.loop)
-        for execution_id in resume:
-            self.loop.call_soon_threadsafe(self.engine.submit, execution_id)
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if not self._thread.is_alive():
-            return
-        future = asyncio.run_coroutine_threadsafe(self.engine.shutdown(), self.loop)
-        try:
-            future.result(timeout)
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
-        self.loop.close()
 
 
 @dataclass
@@ -75,7 +49,7 @@ class Runtime:
     agents: AgentRegistry
     feed: ChangeFeed
     projector: Projector | None = None
-    engine_thread: EngineThread | None = None
+    worker_thread: WorkerThread | None = None
     _stopped: bool = field(default=False, repr=False)
 
     @classmethod
@@ -108,15 +82,13 @@ class Runtime:
             runtime.projector = Projector(
                 executions, read_engine, poll_interval=settings.poll_interval
             )
-            runtime.projector.catch_up()  # so the unfinished executions below are all known
+            runtime.projector.catch_up()
             feed.subscribe(runtime.projector.wake)
             runtime.projector.start()
         if engine:
-            runtime.engine_thread = EngineThread(
-                Engine(executions, agents, max_concurrent=settings.engine_concurrency)
-            )
-            feed.subscribe(runtime.engine_thread.engine.on_events)
-            runtime.engine_thread.start(resume=runtime.statuses.unfinished_ids())
+            runtime.worker_thread = WorkerThread(runtime.build_worker(), settings.shutdown_grace)
+            feed.subscribe(runtime.worker_thread.worker.on_events)
+            runtime.worker_thread.start()
         feed.start(after=head)
         return runtime
 
@@ -124,13 +96,33 @@ class Runtime:
         if self._stopped:
             return
         self._stopped = True
-        if self.engine_thread is not None:
-            self.engine_thread.stop()
+        if self.worker_thread is not None:
+            self.worker_thread.stop()
         self.feed.stop()
         if self.projector is not None:
             self.projector.stop()
         self.executions.close()
         self.read_engine.dispose()
+
+    def build_worker(self) -> Worker:
+        """A worker over this process's store, agents and read model."""
+        clock = SystemClock()
+        runner = StepRunner(
+            self.agents,
+            clock,
+            http_agents=HttpAgentClient(),
+            thread_history=ThreadHistoryFromViews(self.statuses, self.executions),
+        )
+        queue = SqlWorkQueue(self.executions.recorder, self.settings.per_user_limit)  # type: ignore[arg-type]
+        return Worker(
+            self.executions,
+            queue,
+            runner,
+            clock=clock,
+            capacity=self.settings.engine_concurrency,
+            lease_seconds=self.settings.lease_seconds,
+            poll_interval=max(self.settings.poll_interval, 0.2),
+        )
 
     def projection_position(self) -> int:
         if self.projector is not None:

@@ -23,8 +23,15 @@ class Settings(BaseSettings):
     max_input_bytes: int = Field(default=64 * 1024, description="largest execution input (JSON)")
     max_request_bytes: int = Field(default=1024 * 1024, description="largest request body")
     engine_concurrency: int = Field(default=32, description="executions driven at once per worker")
+    per_user_limit: int = Field(default=3, description="executions one user runs at once")
+    lease_seconds: float = Field(default=30.0, description="a worker's hold on an execution")
+    shutdown_grace: float = Field(default=5.0, description="seconds a stopping worker drains")
     poll_interval: float = Field(default=0.5, description="fallback poll of the store, seconds")
     read_wait_timeout: float = Field(default=5.0, description="longest wait for ?after=, seconds")
+    tail_heartbeat_interval: float = Field(default=15.0, description="idle tail heartbeat, s")
+    tail_queue_size: int = Field(default=5000, description="events buffered per tail subscriber")
+    tail_max_per_user: int = Field(default=20, description="open tail subscriptions per user")
+    revocation_check_interval: float = Field(default=5.0, description="revocation re-read, s")
     db_pool_size: int = 5
     db_max_overflow: int = 10
 

@@ -453,13 +453,6 @@ def test_an_execution_interrupted_by_a_restart_retries_the_attempt_and_completes
     assert view["output"] == {"wait": {"released": True}}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a graceful stop (Runtime.stop / SIGTERM) cancels running agents instead of "
-    "draining them (SPEC §11), and the resumed engine counts the interrupted attempt as a "
-    "WorkerLost failure: a step without a retry policy fails because the service restarted",
-)
 def test_a_restart_does_not_fail_a_running_step_that_has_no_retries(
     own_settings: Settings, sleepy: SleepyAgent, monkeypatch: pytest.MonkeyPatch
 ) -> None:
