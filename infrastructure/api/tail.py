@@ -3,65 +3,185 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+import json
+from collections import defaultdict, deque
+from dataclasses import dataclass
+from enum import IntEnum
 from typing import Any
 
 from application.event_messages import to_message
 from application.executions import LoggedEvent
+from application.tail_filter import TailFilter
 
-Message = dict[str, Any]
+
+class CloseCode(IntEnum):
+    """Why the server ended a subscription (WebSocket close codes; SSE `close` messages)."""
+
+    SERVICE_RESTART = 1012  # the server is stopping: reconnect and resume
+    BAD_REQUEST = 4400
+    UNAUTHENTICATED = 4401  # no, bad or expired token: get a new one, then resume
+    FORBIDDEN = 4403  # token revoked, or asked for what the caller may not see
+    NOT_FOUND = 4404
+    TOO_SLOW = 4408  # fell behind: resume from the last position received
+    TOO_MANY = 4429  # this user has too many open subscriptions
 
 
-@dataclass(eq=False)
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A message encoded once for every subscriber that receives it."""
+
+    position: int
+    message: dict[str, Any]
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """The subscription is over, with a close code and a reason."""
+
+    code: CloseCode
+    reason: str
+
+
+class TooManySubscriptionsError(Exception):
+    """The user already holds as many open subscriptions as allowed."""
+
+
 class Subscriber:
-    """One live connection: what it may see, and what is waiting to be sent to it."""
+    """One open subscription: what it selects, whose it is, and what waits to be sent."""
 
-    user_id: str | None  # None: every user's events (auditors)
-    execution_id: str | None
-    max_queue: int
-    queue: asyncio.Queue[Message | None] = field(default_factory=asyncio.Queue)
-    overflowed: bool = False
+    __slots__ = ("_ready", "ended", "issued_at", "max_queue", "pending", "selection", "subject")
 
-    def accepts(self, message: Message) -> bool:
-        return (self.user_id is None or message["user_id"] == self.user_id) and (
-            self.execution_id is None or message["execution_id"] == self.execution_id
-        )
+    def __init__(self, subject: str, issued_at: float, selection: TailFilter, max_queue: int):
+        self.subject = subject
+        self.issued_at = issued_at
+        self.selection = selection
+        self.max_queue = max_queue
+        self.pending: deque[Outgoing] = deque()
+        self.ended: Ended | None = None
+        self._ready = asyncio.Event()
+
+    def push(self, item: Outgoing) -> bool:
+        """Queue an event; False (and ended) if the queue is full."""
+        if len(self.pending) >= self.max_queue:
+            self.end(CloseCode.TOO_SLOW, "subscriber too slow")
+            return False
+        self.pending.append(item)
+        self._ready.set()
+        return True
+
+    def end(self, code: CloseCode, reason: str) -> None:
+        if self.ended is None:
+            self.ended = Ended(code, reason)
+        self._ready.set()
+
+    async def next(self, timeout: float) -> Outgoing | Ended | None:
+        """The next queued event, the end, or None when idle for `timeout` seconds."""
+        if not self.pending and self.ended is None:
+            self._ready.clear()
+            try:
+                await asyncio.wait_for(self._ready.wait(), timeout)
+            except TimeoutError:
+                return None
+        if self.ended is not None:
+            return self.ended
+        return self.pending.popleft()
 
 
 class TailHub:
-    """Receives batches from the change feed's thread and queues them on the API's loop."""
+    """Receives batches from the change feed's thread and queues them on the API's loop.
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, max_queue: int = 10_000):
+    Subscribers are kept by the user they follow, so an event costs work only for its own
+    user's subscribers and the every-user ones (auditors), however many are connected.
+    """
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, max_queue: int = 5000, max_per_user: int = 20
+    ):
         self.loop = loop
         self.max_queue = max_queue
-        self.subscribers: set[Subscriber] = set()
+        self.max_per_user = max_per_user
+        self.position = 0  # every event up to here has been queued to its subscribers
+        self._by_user: dict[str | None, set[Subscriber]] = defaultdict(set)
+        self._per_subject: dict[str, int] = defaultdict(int)
+        self._revoked: dict[str, float] = {}
 
     def publish(self, events: list[LoggedEvent]) -> None:
-        """Called on the change feed's thread."""
-        messages = [to_message(e) for e in events]
-        self.loop.call_soon_threadsafe(self._fan_out, messages)
+        """Called on the change feed's thread: encode once, then fan out on the loop."""
+        batch = []
+        for logged in events:
+            message = to_message(logged)
+            batch.append(Outgoing(logged.position, message, json.dumps(message)))
+        self.loop.call_soon_threadsafe(self._fan_out, batch)
 
-    def add(self, user_id: str | None, execution_id: str | None) -> Subscriber:
-        subscriber = Subscriber(user_id, execution_id, self.max_queue)
-        self.subscribers.add(subscriber)
+    def add(self, subject: str, issued_at: float, selection: TailFilter) -> Subscriber:
+        """Register a subscription; it receives every event fanned out from now on."""
+        if self._per_subject[subject] >= self.max_per_user:
+            raise TooManySubscriptionsError(
+                f"{subject!r} already has {self.max_per_user} open subscriptions"
+            )
+        subscriber = Subscriber(subject, issued_at, selection, self.max_queue)
+        self._per_subject[subject] += 1
+        self._by_user[selection.user_id].add(subscriber)
         return subscriber
 
     def remove(self, subscriber: Subscriber) -> None:
-        self.subscribers.discard(subscriber)
+        followers = self._by_user.get(subscriber.selection.user_id)
+        if followers is None or subscriber not in followers:
+            return
+        followers.discard(subscriber)
+        if not followers:
+            del self._by_user[subscriber.selection.user_id]
+        self._per_subject[subscriber.subject] -= 1
+        if self._per_subject[subscriber.subject] <= 0:
+            del self._per_subject[subscriber.subject]
 
-    def close_all(self) -> None:
-        for subscriber in self.subscribers:
-            subscriber.queue.put_nowait(None)
-        self.subscribers.clear()
+    def renew(self, subscriber: Subscriber) -> Subscriber:
+        """A fresh registration in place of one that overflowed (used during catch-up)."""
+        self.remove(subscriber)
+        renewed = Subscriber(
+            subscriber.subject, subscriber.issued_at, subscriber.selection, self.max_queue
+        )
+        self._per_subject[renewed.subject] += 1
+        self._by_user[renewed.selection.user_id].add(renewed)
+        return renewed
 
-    def _fan_out(self, messages: list[Message]) -> None:
-        for subscriber in list(self.subscribers):
-            for message in messages:
-                if not subscriber.accepts(message):
-                    continue
-                if subscriber.queue.qsize() >= subscriber.max_queue:
-                    subscriber.overflowed = True  # closed rather than buffered without bound
-                    subscriber.queue.put_nowait(None)
-                    self.subscribers.discard(subscriber)
-                    break
-                subscriber.queue.put_nowait(message)
+    @property
+    def count(self) -> int:
+        return sum(len(s) for s in self._by_user.values())
+
+    @property
+    def revoked(self) -> dict[str, float]:
+        return dict(self._revoked)
+
+    def is_revoked(self, subject: str, issued_at: float) -> bool:
+        revoked_at = self._revoked.get(subject)
+        return revoked_at is not None and issued_at <= revoked_at
+
+    def apply_revocations(self, revocations: dict[str, float]) -> None:
+        """End every subscription whose token was issued at or before its subject's revocation."""
+        self._revoked = dict(revocations)
+        for followers in list(self._by_user.values()):
+            for subscriber in list(followers):
+                if self.is_revoked(subscriber.subject, subscriber.issued_at):
+                    subscriber.end(CloseCode.FORBIDDEN, "token revoked")
+                    self.remove(subscriber)
+
+    def close_all(self, code: CloseCode = CloseCode.SERVICE_RESTART) -> None:
+        """End every subscription (server shutdown: clients reconnect and resume)."""
+        for followers in list(self._by_user.values()):
+            for subscriber in list(followers):
+                subscriber.end(code, "server shutting down")
+                self.remove(subscriber)
+
+    def _fan_out(self, batch: list[Outgoing]) -> None:
+        everyone = self._by_user.get(None, set())
+        for item in batch:
+            user_id = item.message["user_id"]
+            own = self._by_user.get(user_id, ()) if user_id is not None else ()
+            for followers in (own, everyone):
+                for subscriber in list(followers):
+                    if subscriber.selection.accepts(item.message) and not subscriber.push(item):
+                        self.remove(subscriber)
+        if batch:
+            self.position = max(self.position, batch[-1].position)

@@ -4,136 +4,53 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
-from uuid import UUID
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
-from fastapi.concurrency import run_in_threadpool
 
-from application.event_messages import to_message
-from application.executions import ExecutionNotFoundError
-from infrastructure.api.tail import Subscriber, TailHub
-from infrastructure.auth import AuthenticationError, Caller, authenticate, bearer_token
-from infrastructure.runtime import Runtime
+from infrastructure.api.tail import CloseCode, Ended
+from infrastructure.api.tail_session import TailRefusedError, TailRequest, TailService, TailSession
+from infrastructure.auth import AuthenticationError, bearer_token
 
 router = APIRouter(tags=["stream"])
 
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001  # server shutting down: reconnect with after=<last position>
-CLOSE_UNAUTHENTICATED = 4401
-CLOSE_NOT_FOUND = 4404
-CLOSE_TOO_SLOW = 4408  # the subscriber fell behind: reconnect with after=<last position>
+_GONE = (WebSocketDisconnect, RuntimeError, OSError)  # the client went away mid-send
 
 
 @router.websocket("/v1/stream")
-async def stream(
-    websocket: WebSocket,
-    after: int | None = None,
-    execution_id: UUID | None = None,
-    access_token: str | None = None,
-) -> None:
-    """Events of the caller's executions (or one execution), after a position, then live."""
-    runtime: Runtime = websocket.app.state.runtime
-    hub: TailHub = websocket.app.state.tail_hub
+async def stream(websocket: WebSocket) -> None:
+    """Events of the caller (or one execution, or every user for auditors), then live."""
+    service: TailService = websocket.app.state.tail
     await websocket.accept()
     try:
-        token = bearer_token(websocket.headers.get("authorization")) or access_token
-        caller = authenticate(token, websocket.app.state.jwt_secret)
+        token = bearer_token(websocket.headers.get("authorization"))
+        request = TailRequest.parse(websocket.query_params)
+        session = await service.open(token or websocket.query_params.get("access_token"), request)
     except AuthenticationError as error:
-        await websocket.close(CLOSE_UNAUTHENTICATED, str(error)[:120])
+        await websocket.close(CloseCode.UNAUTHENTICATED, str(error)[:120])
         return
-    if execution_id is not None and not await _may_read(runtime, execution_id, caller):
-        await websocket.close(CLOSE_NOT_FOUND, "execution not found")
+    except TailRefusedError as refused:
+        await websocket.close(refused.code, refused.detail[:120])
         return
-    subscriber = hub.add(caller.owner_filter, str(execution_id) if execution_id else None)
+    watcher = asyncio.create_task(_watch_client(websocket, session))
     try:
-        await _serve(websocket, runtime, subscriber, after, execution_id)
-    except WebSocketDisconnect:
+        async for frame in session.frames():
+            if isinstance(frame, Ended):
+                await websocket.close(frame.code, frame.reason[:120])
+                return
+            await websocket.send_text(frame.text)
+    except _GONE:
         pass
     finally:
-        hub.remove(subscriber)
+        session.close()
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError, *_GONE):
+            await watcher
 
 
-async def _serve(
-    websocket: WebSocket,
-    runtime: Runtime,
-    subscriber: Subscriber,
-    after: int | None,
-    execution_id: UUID | None,
-) -> None:
-    receiver = asyncio.create_task(_drain_client(websocket))
-    try:
-        last = 0
-        if after is not None:  # the live queue is already filling: catch up, then dedupe
-            last = await _catch_up(websocket, runtime, subscriber, after, execution_id)
-        while True:
-            message = await _next(subscriber, receiver)
-            if message is None:
-                code = CLOSE_TOO_SLOW if subscriber.overflowed else CLOSE_GOING_AWAY
-                reason = (
-                    "subscriber too slow; resume with after="
-                    if subscriber.overflowed
-                    else "server shutting down; resume with after="
-                )
-                await websocket.close(code, f"{reason}{last}")
-                return
-            if message["position"] <= last:
-                continue
-            await websocket.send_json(message)
-            last = message["position"]
-    finally:
-        receiver.cancel()
-        with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect):
-            await receiver
-
-
-async def _catch_up(
-    websocket: WebSocket,
-    runtime: Runtime,
-    subscriber: Subscriber,
-    after: int,
-    execution_id: UUID | None,
-) -> int:
-    last = after
-    while True:
-        if execution_id is not None:
-            events = await run_in_threadpool(
-                runtime.executions.get_history, execution_id, after=last, limit=500
-            )
-        else:
-            events = await run_in_threadpool(runtime.executions.read_log, after=last, limit=500)
-        if not events:
-            return last
-        for logged in events:
-            message = to_message(logged)
-            if subscriber.accepts(message):
-                await websocket.send_json(message)
-            last = logged.position
-
-
-async def _next(subscriber: Subscriber, receiver: asyncio.Task[None]) -> dict[str, Any] | None:
-    getter = asyncio.ensure_future(subscriber.queue.get())
-    done, _ = await asyncio.wait({getter, receiver}, return_when=asyncio.FIRST_COMPLETED)
-    if getter in done:
-        return getter.result()
-    getter.cancel()
-    receiver.result()  # re-raises the client's disconnect
-    raise WebSocketDisconnect(CLOSE_NORMAL)
-
-
-async def _drain_client(websocket: WebSocket) -> None:
-    """Read (and ignore) what the client sends, so a disconnect is noticed at once."""
+async def _watch_client(websocket: WebSocket, session: TailSession) -> None:
+    """Read (and ignore) what the client sends, so that a disconnect ends the session at once."""
     while True:
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
-            raise WebSocketDisconnect(message.get("code", CLOSE_NORMAL))
-
-
-async def _may_read(runtime: Runtime, execution_id: UUID, caller: Caller) -> bool:
-    try:
-        await run_in_threadpool(
-            runtime.executions.get_execution, execution_id, user_id=caller.owner_filter, version=1
-        )
-    except ExecutionNotFoundError:
-        return False
-    return True
+            session.stop(CloseCode.SERVICE_RESTART, "client left")
+            return

@@ -1,0 +1,37 @@
+"""Token revocation: admins void a subject's tokens, which ends their open subscriptions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+
+from infrastructure.api.dependencies import CallerDep
+from infrastructure.api.tail_session import TailService
+from infrastructure.auth import PermissionDeniedError
+
+router = APIRouter(prefix="/v1/auth", tags=["auth"])
+
+
+class RevocationRequest(BaseModel):
+    """Whose tokens to void."""
+
+    sub: str = Field(min_length=1, max_length=200, description="the subject (user id)")
+
+
+class Revocation(BaseModel):
+    """Tokens of `sub` issued at or before `revoked_at` are no longer honoured."""
+
+    sub: str
+    revoked_at: datetime
+
+
+@router.post("/revocations", status_code=201)
+async def revoke(body: RevocationRequest, caller: CallerDep, request: Request) -> Revocation:
+    """Revoke every token of a subject issued up to now (admin only)."""
+    if not caller.is_admin:
+        raise PermissionDeniedError("only admins may revoke tokens")
+    service: TailService = request.app.state.tail
+    revoked_at = await service.revoke(body.sub)
+    return Revocation(sub=body.sub, revoked_at=datetime.fromtimestamp(revoked_at, UTC))
