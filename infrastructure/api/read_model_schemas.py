@@ -1,0 +1,160 @@
+"""Response bodies of the read-model endpoints: execution steps and metrics."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from infrastructure.api.schemas import ExecutionView
+from projections.metric_figures import Figures, NameFigures
+from projections.step_status import StepStatusRow
+
+
+class StepView(BaseModel):
+    """One step of an execution, from the step status projection."""
+
+    id: str
+    status: str = Field(
+        description="pending, scheduled, running, retrying, timed_out, completed, failed, "
+        "skipped or cancelled"
+    )
+    attempt: int
+    retries: int
+    agent: str | None
+    started_at: datetime | None = Field(description="first start of the step")
+    finished_at: datetime | None
+    duration_ms: float | None = Field(description="from its first start to its end")
+    error: dict[str, Any] | None
+    skip_reason: str | None
+    last_event: str
+    last_position: int
+
+    @classmethod
+    def of(cls, row: StepStatusRow) -> StepView:
+        return cls(
+            id=row.step_id,
+            status=row.status,
+            attempt=row.attempt,
+            retries=row.retries,
+            agent=row.agent,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+            duration_ms=row.duration_ms,
+            error=row.error,
+            skip_reason=row.skip_reason,
+            last_event=row.last_event,
+            last_position=row.last_position,
+        )
+
+
+class ExecutionDetail(ExecutionView):
+    """An execution's status with its steps in the process's order."""
+
+    steps: list[StepView]
+
+
+class DurationPercentiles(BaseModel):
+    p50: float | None
+    p95: float | None
+    p99: float | None
+
+
+class FigureSet(BaseModel):
+    """Counts and durations of runs (durations: successes, failures and timeouts)."""
+
+    runs: int
+    successes: int
+    failures: int
+    timeouts: int
+    cancelled: int
+    running: int
+    retries: int
+    sla_breaches: int = Field(description="finished runs slower than the SLA target")
+    duration_ms: DurationPercentiles
+
+    @classmethod
+    def of(cls, figures: Figures) -> FigureSet:
+        return cls(
+            runs=figures.runs,
+            successes=figures.successes,
+            failures=figures.failures,
+            timeouts=figures.timeouts,
+            cancelled=figures.cancelled,
+            running=figures.running,
+            retries=figures.retries,
+            sla_breaches=figures.sla_breaches,
+            duration_ms=DurationPercentiles(
+                p50=figures.p50_ms, p95=figures.p95_ms, p99=figures.p99_ms
+            ),
+        )
+
+
+class MinuteFigures(FigureSet):
+    minute: datetime = Field(description="start of the minute (UTC) the runs started in")
+
+
+class NamedMetrics(BaseModel):
+    """Totals of one agent, tool or process, and its per-minute series."""
+
+    name: str
+    sla_target_ms: float | None
+    totals: FigureSet
+    series: list[MinuteFigures] = Field(description="minutes with runs, oldest first")
+
+    @classmethod
+    def of(cls, named: NameFigures) -> NamedMetrics:
+        return cls(
+            name=named.name,
+            sla_target_ms=named.sla_target_ms,
+            totals=FigureSet.of(named.totals),
+            series=[
+                MinuteFigures(minute=m, **FigureSet.of(f).model_dump()) for m, f in named.series
+            ],
+        )
+
+
+_FIGURES_EXAMPLE: dict[str, Any] = {
+    "runs": 120,
+    "successes": 110,
+    "failures": 6,
+    "timeouts": 3,
+    "cancelled": 1,
+    "running": 0,
+    "retries": 8,
+    "sla_breaches": 4,
+    "duration_ms": {"p50": 812.4, "p95": 4410.0, "p99": 5230.7},
+}
+
+
+class MetricsPage(BaseModel):
+    """Figures per name over a time range (runs that started in [from, to))."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "kind": "agent",
+                    "from": "2025-06-01T12:00:00Z",
+                    "to": "2025-06-01T13:00:00Z",
+                    "position": 52311,
+                    "items": [
+                        {
+                            "name": "triage",
+                            "sla_target_ms": 5000.0,
+                            "totals": _FIGURES_EXAMPLE,
+                            "series": [{"minute": "2025-06-01T12:00:00Z", **_FIGURES_EXAMPLE}],
+                        }
+                    ],
+                }
+            ]
+        },
+        populate_by_name=True,
+    )
+
+    kind: str
+    start: datetime | None = Field(alias="from")
+    end: datetime | None = Field(alias="to")
+    position: int = Field(description="store position the figures include")
+    items: list[NamedMetrics]

@@ -1,0 +1,129 @@
+"""Dashboard metrics per agent, tool and process, from the metrics projection."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from infrastructure.api.dependencies import CallerDep, RuntimeDep
+from infrastructure.api.errors import ProblemError
+from infrastructure.api.read_model_schemas import MetricsPage, NamedMetrics
+from infrastructure.auth import Caller
+from infrastructure.metrics_sql import MetricsQueries
+from infrastructure.runtime import Runtime
+from projections.metric_figures import SlaTargets
+from projections.metrics import AGENT, PROCESS, TOOL, MetricsProjection
+
+router = APIRouter(prefix="/v1/metrics", tags=["metrics"])
+
+From = Annotated[
+    datetime | None,
+    Query(alias="from", description="runs started at or after this instant (ISO 8601)"),
+]
+To = Annotated[
+    datetime | None, Query(alias="to", description="runs started before this instant (ISO 8601)")
+]
+Name = Annotated[str | None, Query(max_length=200, description="only this name")]
+Series = Annotated[bool, Query(description="add per-minute figures")]
+UserFilter = Annotated[
+    str | None, Query(max_length=200, description="auditors and admins: one user's runs only")
+]
+After = Annotated[int | None, Query(ge=0, description="wait until the metrics have this position")]
+
+
+@router.get("/agents", response_model=MetricsPage, response_model_by_alias=True)
+def agent_metrics(
+    caller: CallerDep,
+    runtime: RuntimeDep,
+    start: From = None,
+    end: To = None,
+    name: Name = None,
+    series: Series = True,
+    user_id: UserFilter = None,
+    after: After = None,
+) -> MetricsPage:
+    """Runs of each agent (one per attempt): outcomes, retries, durations, SLA breaches."""
+    targets = SlaTargets({k: v * 1000 for k, v in runtime.settings.sla_agent_seconds.items()})
+    return _page(AGENT, targets, caller, runtime, start, end, name, series, user_id, after)
+
+
+@router.get("/tools", response_model=MetricsPage, response_model_by_alias=True)
+def tool_metrics(
+    caller: CallerDep,
+    runtime: RuntimeDep,
+    start: From = None,
+    end: To = None,
+    name: Name = None,
+    series: Series = True,
+    user_id: UserFilter = None,
+    after: After = None,
+) -> MetricsPage:
+    """Calls of each tool: outcomes, retries of their step, durations, SLA breaches."""
+    targets = SlaTargets({k: v * 1000 for k, v in runtime.settings.sla_tool_seconds.items()})
+    return _page(TOOL, targets, caller, runtime, start, end, name, series, user_id, after)
+
+
+@router.get("/processes", response_model=MetricsPage, response_model_by_alias=True)
+def process_metrics(
+    caller: CallerDep,
+    runtime: RuntimeDep,
+    start: From = None,
+    end: To = None,
+    name: Name = None,
+    series: Series = True,
+    user_id: UserFilter = None,
+    after: After = None,
+) -> MetricsPage:
+    """Executions of each process: outcomes, step retries, durations, whole-workflow SLA."""
+    targets = SlaTargets(default=runtime.settings.sla_workflow_seconds * 1000)
+    return _page(PROCESS, targets, caller, runtime, start, end, name, series, user_id, after)
+
+
+def _page(
+    kind: str,
+    targets: SlaTargets,
+    caller: Caller,
+    runtime: Runtime,
+    start: datetime | None,
+    end: datetime | None,
+    name: str | None,
+    series: bool,
+    user_id: str | None,
+    after: int | None,
+) -> MetricsPage:
+    if start is not None and end is not None and end <= start:
+        raise ProblemError(
+            422, "invalid-range", "Invalid time range", "`to` must be later than `from`"
+        )
+    for instant in (start, end):
+        if instant is not None and instant.tzinfo is None:
+            raise ProblemError(
+                422,
+                "invalid-range",
+                "Invalid time range",
+                "`from` and `to` need a time zone (e.g. 2025-06-01T12:00:00Z)",
+            )
+    if after is not None and not runtime.wait_for_projection(
+        after, runtime.settings.read_wait_timeout, MetricsProjection.name
+    ):
+        raise ProblemError(
+            503,
+            "projection-lagging",
+            "Read model is behind",
+            f"the metrics have not reached position {after} yet; retry",
+            position=runtime.projection_position(MetricsProjection.name),
+        )
+    owner = caller.owner_filter if caller.owner_filter is not None else user_id
+    position = runtime.projection_position(MetricsProjection.name)
+    items = MetricsQueries(runtime.read_engine).figures(
+        kind, targets, user_id=owner, start=start, end=end, name=name, series=series
+    )
+    return MetricsPage(
+        kind=kind,
+        start=start,
+        end=end,
+        position=position,
+        items=[NamedMetrics.of(i) for i in items],
+    )

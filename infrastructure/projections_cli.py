@@ -1,0 +1,58 @@
+"""`agent-ledger projections ...`: rebuild a projection without stopping the API."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from infrastructure.rebuild import Rebuild, RebuildError, RebuildProgress
+from infrastructure.settings import Settings
+
+projections_app = typer.Typer(
+    help="Read models: rebuild from the event store.", no_args_is_help=True
+)
+
+
+def _print_progress(progress: RebuildProgress) -> None:
+    share = 100 * progress.position / progress.head if progress.head else 100.0
+    left = (progress.head - progress.position) / progress.rate if progress.rate else 0.0
+    if progress.switched:
+        typer.echo(
+            f"{progress.name} v{progress.version}: switched at position {progress.position}; "
+            f"{progress.events} events in {progress.seconds:.1f}s ({progress.rate:,.0f} events/s)",
+            err=True,
+        )
+        return
+    typer.echo(
+        f"{progress.name} v{progress.version}: {progress.position}/{progress.head} "
+        f"({share:.1f}%), {progress.rate:,.0f} events/s, about {left:.0f}s left",
+        err=True,
+    )
+
+
+@projections_app.command()
+def rebuild(
+    name: Annotated[str, typer.Argument(help="execution_status or metrics")],
+    batch_size: Annotated[int, typer.Option(help="events per transaction")] = 5000,
+    grace: Annotated[
+        float | None, typer.Option(help="seconds to keep the old tables after the switch")
+    ] = None,
+) -> None:
+    """Rebuild NAME into fresh tables while the API reads the old ones, then switch."""
+    from infrastructure.persistence import initialize_schema, open_executions, read_model_engine
+
+    settings = Settings()
+    initialize_schema(settings)
+    executions = open_executions(settings)
+    engine = read_model_engine(settings)
+    try:
+        job = Rebuild(executions, engine, name, batch_size=batch_size, report=_print_progress)
+        final = job.run(settings.rebuild_grace_seconds if grace is None else grace)
+    except RebuildError as error:
+        typer.echo(f"agent-ledger: {error}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        executions.close()
+        engine.dispose()
+    typer.echo(f"rebuilt {final.name}: version {final.version} at position {final.position}")
