@@ -33,6 +33,7 @@ class ExecutionSession:
         self.executions = executions
         self.execution = execution
         self.owner = owner
+        self._attribute()
         self._stale = False
         self._writing = asyncio.Lock()
         self.position = 0
@@ -50,8 +51,14 @@ class ExecutionSession:
 
     async def reload(self) -> Execution:
         self.execution = await asyncio.to_thread(self.executions.get_execution, self.id)
+        self._attribute()
         self._stale = False
         return self.execution
+
+    def _attribute(self) -> None:
+        """Events the engine records are caused by this worker, correlated to the start request."""
+        correlation = self.execution.request_id or str(self.execution.id)
+        self.execution.act_as(f"worker:{self.owner or 'engine'}", correlation)
 
     async def record(self, *commands: Command, work: Sequence[WorkChange] = ()) -> None:
         """Apply the commands and save their events in one write, fenced by the lease."""

@@ -19,6 +19,8 @@ from domain.execution_state import CancellationAlreadyRequestedError, execution_
 from domain.executions import Execution
 
 MAX_PAGE = 1000
+SNAPSHOT_INTERVAL = 100
+"""Every this many events a snapshot is stored, so a long execution loads quickly."""
 
 
 class ExecutionNotFoundError(DomainError):
@@ -70,6 +72,7 @@ class Executions(Application[UUID]):
     """Starts, cancels and reads executions; every change is an event in the store."""
 
     name = "Executions"
+    snapshotting_intervals = {Execution: SNAPSHOT_INTERVAL}
 
     def __init__(self, env: dict[str, str] | None = None) -> None:
         super().__init__(env)
@@ -88,6 +91,8 @@ class Executions(Application[UUID]):
         thread_id: str | None = None,
         idempotency_key: str | None = None,
         request_id: str | None = None,
+        caused_by: str | None = None,
+        correlation_id: str | None = None,
     ) -> StartedExecution:
         """Record `ExecutionStarted`; with an idempotency key, a repeated request starts nothing."""
         if idempotency_key is not None:
@@ -104,6 +109,8 @@ class Executions(Application[UUID]):
             thread_id=thread_id,
             request_id=request_id,
             idempotency_key=idempotency_key,
+            caused_by=caused_by or f"user:{user_id}",
+            correlation_id=correlation_id or request_id,
         )
         try:
             position = self.save_and_position(execution, work=[Enqueue(execution.id, user_id)])
@@ -116,12 +123,20 @@ class Executions(Application[UUID]):
         return StartedExecution(execution.id, position, created=True)
 
     def request_cancellation(
-        self, execution_id: UUID, *, user_id: str | None, by: str, reason: str
+        self,
+        execution_id: UUID,
+        *,
+        user_id: str | None,
+        by: str,
+        reason: str,
+        caused_by: str | None = None,
+        correlation_id: str | None = None,
     ) -> int:
         """Record that cancellation was asked for; the engine then stops the execution."""
         for _ in range(5):
             execution = self.get_execution(execution_id, user_id=user_id)
             try:
+                execution.act_as(caused_by or f"user:{by}", correlation_id)
                 execution.request_cancellation(by=by, reason=reason)
             except CancellationAlreadyRequestedError:
                 return self.last_position()

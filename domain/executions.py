@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate, CanMutateAggregate
+from eventsourcing.domain import Snapshot as BaseSnapshot
+from eventsourcing.utils import get_topic
 
 from domain.execution_state import (
     AttemptOrderError,
@@ -22,12 +25,25 @@ from domain.execution_state import (
     bounded,
     execution_id_for,
 )
+from domain.hash_chain import GENESIS, recorded_hash
+
+SYSTEM = "system"
+"""Who caused an event when no command said otherwise."""
 
 
 class ExecutionEvent(Aggregate.Event):
-    """Every event of an execution says whose execution it is."""
+    """Every event of an execution says whose it is, who caused it, and links the hash chain."""
 
     user_id: str
+    caused_by: str
+    correlation_id: str | None
+    previous_hash: str
+    hash: str
+
+    def mutate(self, aggregate: Any) -> Any:
+        execution: Any = super().mutate(aggregate)
+        execution.chain_head = self.__dict__.get("hash", "")  # events from before the chain
+        return execution
 
 
 class StepEvent(ExecutionEvent):
@@ -60,6 +76,38 @@ class Execution(Aggregate):
         request_id: str | None
         idempotency_key: str | None
         step_ids: list[str]
+        caused_by: str
+        correlation_id: str | None
+        previous_hash: str
+        hash: str
+
+        def mutate(self, aggregate: Any) -> Any:
+            execution: Any = super().mutate(aggregate)
+            execution.chain_head = self.__dict__.get("hash", "")
+            return execution
+
+    class Snapshot(BaseSnapshot):
+        """A snapshot whose state is plain JSON: steps as dicts, statuses as strings."""
+
+        TOPIC = _topic("Snapshot")
+
+        @classmethod
+        def take(cls, aggregate: Any) -> Any:
+            snapshot = super().take(aggregate)
+            state = dict(snapshot.state)
+            state.pop("_acting", None)  # who acts now is not state
+            state["steps"] = {k: asdict(v) for k, v in state["steps"].items()}
+            object.__setattr__(snapshot, "state", state)
+            return snapshot
+
+        def mutate(self, _: None) -> Any:
+            execution: Any = super().mutate(_)
+            execution.status = ExecutionStatus(execution.status)
+            execution.steps = {
+                k: StepState(**{**v, "status": StepStatus(v["status"])})
+                for k, v in execution.steps.items()
+            }
+            return execution
 
     class ExecutionCompleted(ExecutionEvent):
         TOPIC = _topic("ExecutionCompleted")
@@ -272,6 +320,13 @@ class Execution(Aggregate):
         self.output: Any = None
         self.error: dict[str, Any] | None = None
         self.cancellation: dict[str, str] | None = None
+        self.chain_head = GENESIS
+
+    _acting: tuple[str, str | None] | None = None
+
+    def act_as(self, caused_by: str, correlation_id: str | None = None) -> None:
+        """Attribute the events this copy triggers from now on (who acts is not state)."""
+        self._acting = (caused_by, correlation_id)
 
     @classmethod
     def start(
@@ -286,14 +341,18 @@ class Execution(Aggregate):
         thread_id: str | None = None,
         request_id: str | None = None,
         idempotency_key: str | None = None,
+        caused_by: str = SYSTEM,
+        correlation_id: str | None = None,
     ) -> Execution:
         """Start an execution; an idempotency key makes its id a function of user and key."""
         execution_id = (
             execution_id_for(user_id, idempotency_key) if idempotency_key is not None else uuid4()
         )
-        return cls._create(
-            cls.ExecutionStarted,
-            id=execution_id,
+        fields = dict(
+            originator_topic=get_topic(cls),
+            originator_id=execution_id,
+            originator_version=cls.INITIAL_VERSION,
+            timestamp=cls.ExecutionStarted.create_timestamp(),
             user_id=user_id,
             process_name=process_name,
             process_version=process_version,
@@ -303,13 +362,32 @@ class Execution(Aggregate):
             request_id=request_id,
             idempotency_key=idempotency_key,
             step_ids=list(step_ids),
+            caused_by=caused_by,
+            correlation_id=correlation_id,
+            previous_hash=GENESIS,
         )
+        fields["hash"] = recorded_hash(get_topic(cls.ExecutionStarted), fields)
+        del fields["originator_topic"], fields["originator_version"], fields["originator_id"]
+        return cls._create(cls.ExecutionStarted, id=execution_id, **fields)
 
     def trigger_event(self, event_class: type[CanMutateAggregate[UUID]], **kwargs: Any) -> None:
-        """Refuse every event once the execution has finished; stamp the owner on the rest."""
+        """Refuse every event once the execution has finished; stamp owner, cause and chain."""
         if self.status.is_terminal:
             raise ExecutionFinishedError(self.id, self.status)
-        super().trigger_event(event_class, user_id=self.user_id, **kwargs)
+        caused_by, correlation_id = self._acting or (SYSTEM, None)
+        fields = dict(
+            kwargs,
+            originator_id=self.id,
+            originator_version=self.version + 1,
+            timestamp=event_class.create_timestamp(),
+            user_id=self.user_id,
+            caused_by=caused_by,
+            correlation_id=correlation_id,
+            previous_hash=self.chain_head,
+        )
+        fields["hash"] = recorded_hash(get_topic(event_class), fields)
+        del fields["originator_id"], fields["originator_version"]
+        super().trigger_event(event_class, **fields)
 
     # -- execution-level commands ---------------------------------------------------------
 

@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 
+from infrastructure.audit_cli import audit_app
 from infrastructure.auth import issue_token
+from infrastructure.projections_cli import projections_app
 from infrastructure.settings import Settings
 
 app = typer.Typer(
@@ -45,6 +47,32 @@ def serve(
 
 
 @app.command()
+def worker(
+    log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
+) -> None:
+    """Run only the engine: claim executions from the shared store and drive them."""
+    from infrastructure.roles import run_until_signalled
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    run_until_signalled(Settings(), engine=True, projector=False)
+
+
+@app.command()
+def projector(
+    log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
+) -> None:
+    """Run only the projections; several may run, one is active per projection."""
+    from infrastructure.roles import run_until_signalled
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    run_until_signalled(Settings(), engine=False, projector=True)
+
+
+@app.command()
 def token(
     sub: Annotated[str, typer.Option(help="the user id (JWT subject)")],
     roles: Annotated[str, typer.Option(help="comma-separated: user,auditor,admin")] = "user",
@@ -74,6 +102,10 @@ def demo(
 
     settings = Settings()
     raise typer.Exit(run_demo(url, question, issue_token(settings.resolved_jwt_secret(), sub)))
+
+
+app.add_typer(audit_app, name="audit")
+app.add_typer(projections_app, name="projections")
 
 
 def main() -> None:

@@ -2,78 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import sqlalchemy as sa
 
-from infrastructure.tables import execution_status
-from projections.execution_status import ExecutionStatusRow
+from infrastructure.projection_tables import active_tables
+from infrastructure.row_batch import aware
+from projections.execution_status import ExecutionStatusProjection, ExecutionStatusRow
+from projections.step_status import StepStatusRow
 
-_COLUMNS = [c.name for c in execution_status.columns]
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes: they were written in UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
+_NAME = ExecutionStatusProjection.name
 
 
 def row_from_record(record: Any) -> ExecutionStatusRow:
-    values = dict(record._mapping)
-    values["started_at"] = _aware(values["started_at"])
-    values["finished_at"] = _aware(values["finished_at"])
-    return ExecutionStatusRow(**values)
-
-
-class SqlExecutionStatusView:
-    """Status rows read and written in one transaction; writes are flushed in one go."""
-
-    def __init__(self, connection: sa.Connection):
-        self.connection = connection
-        self._rows: dict[UUID, ExecutionStatusRow] = {}
-        self._new: set[UUID] = set()
-        self._dirty: set[UUID] = set()
-
-    def get(self, execution_id: UUID) -> ExecutionStatusRow | None:
-        if execution_id in self._rows:
-            return self._rows[execution_id]
-        record = self.connection.execute(
-            sa.select(execution_status).where(execution_status.c.execution_id == execution_id)
-        ).first()
-        if record is None:
-            return None
-        row = row_from_record(record)
-        self._rows[execution_id] = row
-        return row
-
-    def put(self, row: ExecutionStatusRow) -> None:
-        if row.execution_id not in self._rows:
-            self._new.add(row.execution_id)
-        self._rows[row.execution_id] = row
-        self._dirty.add(row.execution_id)
-
-    def flush(self) -> None:
-        """Write every changed row: inserts in one statement, updates in another."""
-        inserts = [asdict(self._rows[i]) for i in self._dirty if i in self._new]
-        updates = [asdict(self._rows[i]) for i in self._dirty if i not in self._new]
-        if inserts:
-            self.connection.execute(sa.insert(execution_status), inserts)
-        if updates:
-            table = execution_status
-            statement = (
-                sa.update(table)
-                .where(table.c.execution_id == sa.bindparam("b_execution_id"))
-                .values({c: sa.bindparam(f"b_{c}") for c in _COLUMNS if c != "execution_id"})
-            )
-            self.connection.execute(
-                statement, [{f"b_{k}": v for k, v in row.items()} for row in updates]
-            )
-        self._new.clear()
-        self._dirty.clear()
+    return ExecutionStatusRow(**{k: aware(v) for k, v in record._mapping.items()})
 
 
 class ExecutionStatusQueries:
@@ -83,12 +27,23 @@ class ExecutionStatusQueries:
         self.engine = engine
 
     def get(self, execution_id: UUID, user_id: str | None) -> ExecutionStatusRow | None:
-        query = sa.select(execution_status).where(execution_status.c.execution_id == execution_id)
-        if user_id is not None:
-            query = query.where(execution_status.c.user_id == user_id)
         with self.engine.connect() as connection:
+            t = active_tables(connection, _NAME)["execution_status"]
+            query = sa.select(t).where(t.c.execution_id == execution_id)
+            if user_id is not None:
+                query = query.where(t.c.user_id == user_id)
             record = connection.execute(query).first()
         return None if record is None else row_from_record(record)
+
+    def steps(self, execution_id: UUID) -> list[StepStatusRow]:
+        """The execution's steps in the process's order."""
+        with self.engine.connect() as connection:
+            t = active_tables(connection, _NAME)["step_status"]
+            query = sa.select(t).where(t.c.execution_id == execution_id).order_by(t.c.ordinal)
+            return [
+                StepStatusRow(**{k: aware(v) for k, v in r._mapping.items()})
+                for r in connection.execute(query)
+            ]
 
     def list_rows(
         self,
@@ -99,9 +54,29 @@ class ExecutionStatusQueries:
         thread_id: str | None = None,
         limit: int = 50,
         before: tuple[datetime, UUID] | None = None,
+        started_from: datetime | None = None,
+        started_to: datetime | None = None,
     ) -> list[ExecutionStatusRow]:
         """Newest first; `before` is the (started_at, id) of the last row of the previous page."""
-        t = execution_status
+        with self.engine.connect() as connection:
+            t = active_tables(connection, _NAME)["execution_status"]
+            query = self._list_query(t, user_id, status, process, thread_id, limit, before)
+            if started_from is not None:
+                query = query.where(t.c.started_at >= started_from)
+            if started_to is not None:
+                query = query.where(t.c.started_at < started_to)
+            return [row_from_record(r) for r in connection.execute(query)]
+
+    @staticmethod
+    def _list_query(
+        t: sa.Table,
+        user_id: str | None,
+        status: str | None,
+        process: str | None,
+        thread_id: str | None,
+        limit: int,
+        before: tuple[datetime, UUID] | None,
+    ) -> sa.Select[Any]:
         query = sa.select(t).order_by(t.c.started_at.desc(), t.c.execution_id.desc()).limit(limit)
         for column, value in (
             (t.c.user_id, user_id),
@@ -119,16 +94,15 @@ class ExecutionStatusQueries:
                     sa.and_(t.c.started_at == started, t.c.execution_id < execution_id),
                 )
             )
-        with self.engine.connect() as connection:
-            return [row_from_record(r) for r in connection.execute(query)]
+        return query
 
     def unfinished_ids(self) -> list[UUID]:
         """Executions not yet in a terminal state, oldest first."""
-        t = execution_status
-        query = (
-            sa.select(t.c.execution_id)
-            .where(t.c.status.in_(("pending", "running")))
-            .order_by(t.c.started_at)
-        )
         with self.engine.connect() as connection:
+            t = active_tables(connection, _NAME)["execution_status"]
+            query = (
+                sa.select(t.c.execution_id)
+                .where(t.c.status.in_(("pending", "running")))
+                .order_by(t.c.started_at)
+            )
             return [r[0] for r in connection.execute(query)]

@@ -13,6 +13,7 @@ from eventsourcing.persistence import Notification
 from eventsourcing.postgres import PostgresApplicationRecorder
 
 from application.executions import Executions
+from infrastructure.audit_sql import AUDIT_APPEND_ONLY_DDL
 from infrastructure.settings import Settings
 from infrastructure.tables import metadata
 
@@ -72,6 +73,8 @@ def event_store_env(settings: Settings, *, create_tables: bool) -> dict[str, str
             SQLITE_LOCK_TIMEOUT="10",
             APPLICATION_RECORDER_TOPIC="infrastructure.work_queue_sql:SQLiteWorkRecorder",
         )
+    if settings.cipher_key:
+        env.update(CIPHER_TOPIC="eventsourcing.cipher:AESCipher", CIPHER_KEY=settings.cipher_key)
     return env
 
 
@@ -126,6 +129,7 @@ def initialize_schema(settings: Settings) -> None:
         if settings.uses_postgres:
             with psycopg.connect(libpq_dsn(settings), autocommit=True) as connection:
                 connection.execute(APPEND_ONLY_DDL.encode())
+                connection.execute(AUDIT_APPEND_ONLY_DDL.encode())
 
 
 def open_executions(settings: Settings) -> Executions:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Protocol
@@ -11,9 +12,15 @@ from typing import Protocol
 import sqlalchemy as sa
 
 from application.executions import Executions, LoggedEvent
-from infrastructure.execution_status_sql import SqlExecutionStatusView
+from infrastructure.event_index_sql import EventIndexBatch
+from infrastructure.metrics_batch import MetricsBatch
+from infrastructure.projection_lock import ProjectionLocks
+from infrastructure.projection_tables import TableSet, active_tables
+from infrastructure.status_batch import ExecutionStatusBatch
 from infrastructure.tables import projection_tracking
+from projections.event_index import EventIndexProjection
 from projections.execution_status import ExecutionStatusProjection
+from projections.metrics import MetricsProjection
 
 log = logging.getLogger(__name__)
 
@@ -30,21 +37,20 @@ class BatchProjection(Protocol):
     def flush(self) -> None: ...
 
 
-class _ExecutionStatusBatch:
-    def __init__(self, connection: sa.Connection):
-        self.view = SqlExecutionStatusView(connection)
-        self.projection = ExecutionStatusProjection(self.view)
-
-    def process(self, event: object, position: int) -> None:
-        self.projection.process(event, position)
-
-    def flush(self) -> None:
-        self.view.flush()
-
-
+# projections with one table set, rebuilt in place
 PROJECTIONS: dict[str, Callable[[sa.Connection], BatchProjection]] = {
-    ExecutionStatusProjection.name: _ExecutionStatusBatch,
+    EventIndexProjection.name: EventIndexBatch,
 }
+
+# projections with versioned table sets, rebuilt side by side (`projections rebuild NAME`)
+VERSIONED_PROJECTIONS: dict[str, Callable[[sa.Connection, TableSet], BatchProjection]] = {
+    ExecutionStatusProjection.name: ExecutionStatusBatch,
+    MetricsProjection.name: MetricsBatch,
+}
+
+
+def all_projection_names() -> tuple[str, ...]:
+    return (*VERSIONED_PROJECTIONS, *PROJECTIONS)
 
 
 def tracked_position(connection: sa.Connection, name: str) -> int:
@@ -52,6 +58,13 @@ def tracked_position(connection: sa.Connection, name: str) -> int:
         sa.select(projection_tracking.c.position).where(projection_tracking.c.name == name)
     ).scalar()
     return int(position or 0)
+
+
+def active_position(connection: sa.Connection, name: str) -> int:
+    """How far the version of `name` that queries read has got."""
+    if name in VERSIONED_PROJECTIONS:
+        return tracked_position(connection, active_tables(connection, name).tracking_name)
+    return tracked_position(connection, name)
 
 
 def advance_tracking(connection: sa.Connection, name: str, old: int, new: int) -> None:
@@ -75,27 +88,48 @@ def advance_tracking(connection: sa.Connection, name: str, old: int, new: int) -
         raise TrackingConflictError(f"projection {name!r} moved past {old} elsewhere")
 
 
+def apply_events(
+    connection: sa.Connection, name: str, tables: TableSet | None, events: list[LoggedEvent]
+) -> None:
+    """Apply `events` to a projection's tables (the caller moves the tracking row)."""
+    batch = (
+        VERSIONED_PROJECTIONS[name](connection, tables)
+        if tables is not None
+        else PROJECTIONS[name](connection)
+    )
+    for logged in events:
+        batch.process(logged.event, logged.position)
+    batch.flush()
+
+
 class Projector:
-    """Follows the store and keeps every projection's tables current, exactly once."""
+    """Follows the store and keeps every projection's tables current, exactly once.
+
+    With `locks`, it runs only the projections whose lock it holds and stands by for the
+    others (reading their positions), taking over when the holder dies.
+    """
 
     def __init__(
         self,
         executions: Executions,
         engine: sa.Engine,
         *,
-        names: tuple[str, ...] = tuple(PROJECTIONS),
+        names: tuple[str, ...] | None = None,
         batch_size: int = 500,
         poll_interval: float = 0.5,
+        locks: ProjectionLocks | None = None,
     ):
         self.executions = executions
         self.engine = engine
-        self.names = names
+        self.names = names if names is not None else all_projection_names()
         self.batch_size = batch_size
         self.poll_interval = poll_interval
+        self.locks = locks
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._progress = threading.Condition()
         self._positions: dict[str, int] = {}
+        self._active: set[str] = set()
         self._thread: threading.Thread | None = None
 
     def wake(self, *_: object) -> None:
@@ -103,34 +137,51 @@ class Projector:
         self._wake.set()
 
     def run_once(self) -> int:
-        """Apply the next batch of every projection; returns how many events were applied."""
+        """Apply the next batch of every projection this process runs; returns events applied."""
         applied = 0
+        page: tuple[int, list[LoggedEvent]] | None = None  # projections at one position share it
         for name in self.names:
-            applied += self._run_batch(name)
+            if self.locks is not None and not self.locks.try_acquire(name):
+                self._active.discard(name)
+                self.refresh(name)
+                continue
+            self._active.add(name)
+            count, page = self._run_batch(name, page)
+            applied += count
         return applied
 
     def catch_up(self) -> None:
         while self.run_once():
             pass
 
-    def _run_batch(self, name: str) -> int:
+    def active(self, name: str) -> bool:
+        return name in self._active
+
+    def refresh(self, name: str) -> None:
+        """Read the position another process has reached (this one is standing by)."""
+        with self.engine.connect() as connection:
+            self._publish(name, active_position(connection, name))
+
+    def _run_batch(
+        self, name: str, page: tuple[int, list[LoggedEvent]] | None
+    ) -> tuple[int, tuple[int, list[LoggedEvent]] | None]:
         with self.engine.begin() as connection:
-            old = tracked_position(connection, name)
-            events: list[LoggedEvent] = self.executions.read_log(after=old, limit=self.batch_size)
-            if not events:
-                self._publish(name, old)
-                return 0
-            batch = PROJECTIONS[name](connection)
-            for logged in events:
-                batch.process(logged.event, logged.position)
-            batch.flush()
-            advance_tracking(connection, name, old, events[-1].position)
-        self._publish(name, events[-1].position)
-        return len(events)
+            tables = active_tables(connection, name) if name in VERSIONED_PROJECTIONS else None
+            tracking = tables.tracking_name if tables is not None else name
+            old = tracked_position(connection, tracking)
+            if page is None or page[0] != old:
+                page = (old, self.executions.read_log(after=old, limit=self.batch_size))
+            events = page[1]
+            if events:
+                apply_events(connection, name, tables, events)
+                advance_tracking(connection, tracking, old, events[-1].position)
+        self._publish(name, events[-1].position if events else old)
+        return len(events), page
 
     def _publish(self, name: str, position: int) -> None:
         with self._progress:
-            self._positions[name] = position
+            # never backwards: a switch to a rebuilt version starts at or past the old one
+            self._positions[name] = max(position, self._positions.get(name, 0))
             self._progress.notify_all()
 
     def position(self, name: str = ExecutionStatusProjection.name) -> int:
@@ -142,10 +193,20 @@ class Projector:
     ) -> bool:
         """Block until the projection has applied `position`; False on timeout."""
         self.wake()
-        with self._progress:
-            return self._progress.wait_for(
-                lambda: self._positions.get(name, 0) >= position, timeout=timeout
-            )
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = max(0.0, deadline - time.monotonic())
+            standing_by = not self.active(name)
+            with self._progress:
+                if self._progress.wait_for(
+                    lambda: self._positions.get(name, 0) >= position,
+                    timeout=min(remaining, 0.05) if standing_by else remaining,
+                ):
+                    return True
+            if time.monotonic() >= deadline:
+                return False
+            if standing_by:
+                self.refresh(name)  # the active projector is another process: look at its row
 
     # -- background thread ------------------------------------------------------------------
 
@@ -158,6 +219,8 @@ class Projector:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        if self.locks is not None:
+            self.locks.release_all()
 
     def _run(self) -> None:
         while not self._stopped.is_set():

@@ -25,7 +25,8 @@ from infrastructure.persistence import (
     read_model_engine,
 )
 from infrastructure.process_catalog_sql import SqlProcessCatalog
-from infrastructure.projector import Projector, tracked_position
+from infrastructure.projection_lock import projection_locks
+from infrastructure.projector import Projector, active_position
 from infrastructure.settings import Settings
 from infrastructure.thread_history import ThreadHistoryFromViews
 from infrastructure.work_queue_sql import SqlWorkQueue
@@ -80,7 +81,10 @@ class Runtime:
         head = executions.last_position()
         if projector:
             runtime.projector = Projector(
-                executions, read_engine, poll_interval=settings.poll_interval
+                executions,
+                read_engine,
+                poll_interval=settings.poll_interval,
+                locks=projection_locks(settings),
             )
             runtime.projector.catch_up()
             feed.subscribe(runtime.projector.wake)
@@ -124,19 +128,21 @@ class Runtime:
             poll_interval=max(self.settings.poll_interval, 0.2),
         )
 
-    def projection_position(self) -> int:
+    def projection_position(self, name: str = ExecutionStatusProjection.name) -> int:
         if self.projector is not None:
-            return self.projector.position()
+            return self.projector.position(name)
         with self.read_engine.connect() as connection:
-            return tracked_position(connection, ExecutionStatusProjection.name)
+            return active_position(connection, name)
 
-    def wait_for_projection(self, position: int, timeout: float) -> bool:
-        """Read-your-writes: block until the status view has applied `position`."""
+    def wait_for_projection(
+        self, position: int, timeout: float, name: str = ExecutionStatusProjection.name
+    ) -> bool:
+        """Read-your-writes: block until the projection `name` has applied `position`."""
         if self.projector is not None:
-            return self.projector.wait_for(position, timeout)
+            return self.projector.wait_for(position, timeout, name)
         deadline = threading.Event()
         waited = 0.0
-        while self.projection_position() < position:
+        while self.projection_position(name) < position:
             if waited >= timeout:
                 return False
             deadline.wait(0.05)

@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     per_user_limit: int = Field(default=3, description="executions one user runs at once")
     lease_seconds: float = Field(default=30.0, description="a worker's hold on an execution")
     shutdown_grace: float = Field(default=5.0, description="seconds a stopping worker drains")
+    run_engine: bool = Field(default=True, description="serve also runs a worker")
+    run_projector: bool = Field(default=True, description="serve also runs the projector")
     poll_interval: float = Field(default=0.5, description="fallback poll of the store, seconds")
     read_wait_timeout: float = Field(default=5.0, description="longest wait for ?after=, seconds")
     tail_heartbeat_interval: float = Field(default=15.0, description="idle tail heartbeat, s")
@@ -34,6 +36,26 @@ class Settings(BaseSettings):
     revocation_check_interval: float = Field(default=5.0, description="revocation re-read, s")
     db_pool_size: int = 5
     db_max_overflow: int = 10
+    sla_agent_seconds: dict[str, float] = Field(
+        default={"triage": 5.0, "data": 8.0, "optimization": 10.0},
+        description='SLA target per agent name, JSON e.g. {"triage": 5}',
+    )
+    sla_workflow_seconds: float = Field(default=30.0, description="SLA target of a whole run")
+    sla_tool_seconds: dict[str, float] = Field(
+        default={}, description="SLA target per tool name, JSON"
+    )
+    ready_max_lag_seconds: float = Field(
+        default=30.0, description="/readyz fails when a projection is further behind"
+    )
+    rebuild_grace_seconds: float = Field(
+        default=5.0, description="how long a rebuild keeps the old tables after switching"
+    )
+    cipher_key: str | None = Field(
+        default=None, description="base64 AES key: encrypts stored event payloads (at rest)"
+    )
+    audit_signing_key: str | None = Field(
+        default=None, description="secret for signed checkpoints of chain heads (HMAC-SHA256)"
+    )
 
     @property
     def uses_postgres(self) -> bool:

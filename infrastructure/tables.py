@@ -39,6 +39,87 @@ execution_status = sa.Table(
     sa.Index("execution_status_status", "status"),
 )
 
+step_status = sa.Table(  # one row per step of an execution (part of execution_status)
+    "step_status",
+    metadata,
+    sa.Column("execution_id", sa.Uuid, primary_key=True),
+    sa.Column("step_id", sa.String(100), primary_key=True),
+    sa.Column("ordinal", sa.Integer, nullable=False),
+    sa.Column("user_id", sa.String(200), nullable=False),
+    sa.Column("process_name", sa.String(100), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("retries", sa.Integer, nullable=False),
+    sa.Column("agent", sa.String(200)),
+    sa.Column("started_at", sa.DateTime(timezone=True)),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("duration_ms", sa.Float),
+    sa.Column("error", sa.JSON),
+    sa.Column("skip_reason", sa.String(100)),
+    sa.Column("last_event", sa.String(60), nullable=False),
+    sa.Column("last_position", sa.BigInteger, nullable=False),
+)
+
+step_latency = sa.Table(  # step duration histogram buckets (part of execution_status)
+    "step_latency",
+    metadata,
+    sa.Column("process_name", sa.String(100), primary_key=True),
+    sa.Column("step_id", sa.String(100), primary_key=True),
+    sa.Column("bucket", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("count", sa.BigInteger, nullable=False),
+    sa.Column("sum_us", sa.BigInteger, nullable=False),  # integer: sums in any order agree
+)
+
+metric_runs = sa.Table(  # one row per agent attempt, tool call and execution (metrics)
+    "metric_runs",
+    metadata,
+    sa.Column("execution_id", sa.Uuid, primary_key=True),
+    sa.Column("kind", sa.String(10), primary_key=True),
+    sa.Column("key", sa.String(400), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("user_id", sa.String(200), nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("outcome", sa.String(20), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("duration_ms", sa.Float),
+    sa.Column("retries", sa.Integer, nullable=False),
+    sa.Index("metric_runs_kind_started", "kind", "started_at"),
+    sa.Index("metric_runs_user_kind_started", "user_id", "kind", "started_at"),
+)
+
+event_counts = sa.Table(  # events applied, by type (metrics)
+    "event_counts",
+    metadata,
+    sa.Column("type", sa.String(60), primary_key=True),
+    sa.Column("count", sa.BigInteger, nullable=False),
+)
+
+projection_versions = sa.Table(  # which table set each versioned projection reads and builds
+    "projection_versions",
+    metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("active_version", sa.Integer, nullable=False),
+    sa.Column("building_version", sa.Integer),
+    sa.Column("switched_at", sa.DateTime(timezone=True)),
+)
+
+event_index = sa.Table(  # the tail's catch-up index: which positions are whose
+    "event_index",
+    metadata,
+    sa.Column("position", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("user_id", sa.String(200), nullable=False),
+    sa.Column("execution_id", sa.Uuid, nullable=False),
+    sa.Column("type", sa.String(60), nullable=False),
+    sa.Index("event_index_user_position", "user_id", "position"),
+)
+
+token_revocations = sa.Table(  # tokens of `subject` issued at or before `revoked_at` are void
+    "token_revocations",
+    metadata,
+    sa.Column("subject", sa.String(200), primary_key=True),
+    sa.Column("revoked_at", sa.Float, nullable=False),  # seconds since the epoch, like `iat`
+)
+
 process_definitions = sa.Table(
     "process_definitions",
     metadata,
@@ -47,4 +128,29 @@ process_definitions = sa.Table(
     sa.Column("content_hash", sa.String(64), nullable=False),
     sa.Column("document", sa.JSON, nullable=False),
     sa.Column("registered_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+audit_reads = sa.Table(
+    "audit_reads",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(40), nullable=False),
+    sa.Column("execution_id", sa.Uuid),
+    sa.Column("correlation_id", sa.String(200)),
+    sa.Column("detail", sa.JSON, nullable=False),
+    sa.Index("audit_reads_actor", "actor", "id"),
+    sa.Index("audit_reads_execution", "execution_id", "id"),
+)
+
+audit_checkpoints = sa.Table(
+    "audit_checkpoints",
+    metadata,
+    sa.Column("execution_id", sa.Uuid, primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Column("signed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("key_id", sa.String(64), nullable=False),
+    sa.Column("signature", sa.String(128), nullable=False),
 )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -10,8 +9,9 @@ from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from infrastructure.api import errors
-from infrastructure.api.routes import executions, health, stream
-from infrastructure.api.tail import TailHub
+from infrastructure.api.routes import audit, executions, health, revocations, stream, stream_sse
+from infrastructure.api.routes import metrics as metrics_routes
+from infrastructure.api.tail_session import TailService
 from infrastructure.runtime import Runtime
 from infrastructure.settings import Settings
 
@@ -23,16 +23,22 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = runtime is None
         app.state.runtime = (
-            await run_in_threadpool(Runtime.start, settings) if runtime is None else runtime
+            await run_in_threadpool(
+                Runtime.start,
+                settings,
+                engine=settings.run_engine,
+                projector=settings.run_projector,
+            )
+            if runtime is None
+            else runtime
         )
         app.state.jwt_secret = settings.resolved_jwt_secret()
-        hub = TailHub(asyncio.get_running_loop())
-        app.state.tail_hub = hub
-        app.state.runtime.feed.subscribe(hub.publish)
+        tail = TailService.start(app.state.runtime, settings, app.state.jwt_secret)
+        app.state.tail, app.state.tail_hub = tail, tail.hub
         try:
             yield
         finally:
-            hub.close_all()
+            await tail.stop()
             if own:
                 await run_in_threadpool(app.state.runtime.stop)
 
@@ -60,5 +66,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
 
     app.include_router(health.router)
     app.include_router(executions.router)
+    app.include_router(metrics_routes.router)
     app.include_router(stream.router)
+    app.include_router(stream_sse.router)
+    app.include_router(revocations.router)
+    app.include_router(audit.router)
     return app

@@ -11,8 +11,10 @@ from uuid import UUID
 from fastapi import APIRouter, Body, Header, Query, Response
 
 from application.event_messages import to_message
+from infrastructure.api.attribution import CorrelationDep, actor_of, record_auditor_read
 from infrastructure.api.dependencies import CallerDep, RuntimeDep
 from infrastructure.api.errors import ProblemError
+from infrastructure.api.read_model_schemas import ExecutionDetail, StepView
 from infrastructure.api.schemas import (
     Accepted,
     CancelExecution,
@@ -31,6 +33,10 @@ router = APIRouter(prefix="/v1/executions", tags=["executions"])
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
 RequestId = Annotated[str | None, Header(alias="X-Request-ID", max_length=200)]
 After = Annotated[int | None, Query(ge=0, description="wait until the view has this position")]
+StartedFrom = Annotated[
+    datetime | None, Query(alias="from", description="started at or after (ISO 8601)")
+]
+StartedTo = Annotated[datetime | None, Query(alias="to", description="started before (ISO 8601)")]
 
 
 @router.post("", status_code=201, response_model=ExecutionCreated)
@@ -39,6 +45,7 @@ def start_execution(
     caller: CallerDep,
     runtime: RuntimeDep,
     response: Response,
+    correlation_id: CorrelationDep,
     idempotency_key: IdempotencyKey = None,
     request_id: RequestId = None,
 ) -> ExecutionCreated:
@@ -52,6 +59,8 @@ def start_execution(
         thread_id=body.thread_id,
         idempotency_key=idempotency_key,
         request_id=request_id,
+        caused_by=actor_of(caller),
+        correlation_id=correlation_id,
     )
     response.headers["Location"] = f"/v1/executions/{started.execution_id}"
     if not started.created:
@@ -76,6 +85,8 @@ def list_executions(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
     after: After = None,
+    started_from: StartedFrom = None,
+    started_to: StartedTo = None,
 ) -> ExecutionPage:
     """The caller's executions, newest first (auditors see everyone's)."""
     _wait_for_view(runtime, after)
@@ -86,6 +97,8 @@ def list_executions(
         thread_id=thread_id,
         limit=limit,
         before=_decode(cursor),
+        started_from=started_from,
+        started_to=started_to,
     )
     next_cursor = (
         _encode(rows[-1].started_at, rows[-1].execution_id) if len(rows) == limit else None
@@ -93,10 +106,10 @@ def list_executions(
     return ExecutionPage(items=[ExecutionView.of(r) for r in rows], next_cursor=next_cursor)
 
 
-@router.get("/{execution_id}", response_model=ExecutionView)
+@router.get("/{execution_id}", response_model=ExecutionDetail)
 def get_execution(
     execution_id: UUID, caller: CallerDep, runtime: RuntimeDep, after: After = None
-) -> ExecutionView:
+) -> ExecutionDetail:
     """One execution's status; another user's execution does not exist for the caller."""
     _wait_for_view(runtime, after)
     row = runtime.statuses.get(execution_id, caller.owner_filter)
@@ -106,7 +119,8 @@ def get_execution(
         raise ProblemError(
             404, "not-found", "Execution not found", f"execution {execution_id} was not found"
         )
-    return ExecutionView.of(row)
+    steps = [StepView.of(step) for step in runtime.statuses.steps(execution_id)]
+    return ExecutionDetail(**ExecutionView.of(row).model_dump(), steps=steps)
 
 
 @router.get("/{execution_id}/events", response_model=EventPage)
@@ -114,12 +128,16 @@ def get_execution_events(
     execution_id: UUID,
     caller: CallerDep,
     runtime: RuntimeDep,
+    correlation_id: CorrelationDep,
     after: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> EventPage:
     """The execution's full history from the store, in order, paged by position."""
     _check_owner(runtime, execution_id, caller)
     events = runtime.executions.get_history(execution_id, after=after, limit=limit)
+    record_auditor_read(
+        runtime, caller, "history", execution_id, correlation_id, after=after, limit=limit
+    )
     items = [EventMessage.model_validate(to_message(e)) for e in events]
     return EventPage(items=items, next_after=items[-1].position if len(items) == limit else None)
 
@@ -129,6 +147,7 @@ def cancel_execution(
     execution_id: UUID,
     caller: CallerDep,
     runtime: RuntimeDep,
+    correlation_id: CorrelationDep,
     body: Annotated[CancelExecution | None, Body()] = None,
 ) -> Accepted:
     """Ask for the execution to stop; the engine records `ExecutionCancelled`."""
@@ -138,6 +157,8 @@ def cancel_execution(
         user_id=None if caller.is_admin else caller.user_id,
         by=caller.user_id,
         reason=reason,
+        caused_by=actor_of(caller),
+        correlation_id=correlation_id,
     )
     return Accepted(id=execution_id, position=position)
 

@@ -1,4 +1,4 @@
-"""Liveness and readiness."""
+"""Liveness, readiness and the Prometheus scrape."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ from typing import Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from infrastructure.api.dependencies import RuntimeDep
+from infrastructure.projection_health import projection_lags
+from infrastructure.prometheus import metrics_registry
 
 router = APIRouter(tags=["health"])
 
@@ -19,21 +22,68 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    responses={
+        200: {
+            "description": "the databases answer and every projection is close to the store",
+            "content": {
+                "application/json": {
+                    "example": {
+                        "status": "ready",
+                        "store_position": 1042,
+                        "projections": {
+                            "execution_status": {
+                                "version": 1,
+                                "position": 1042,
+                                "lag": 0,
+                                "lag_seconds": 0.0,
+                            }
+                        },
+                    }
+                }
+            },
+        },
+        503: {"description": "a database does not answer, or a projection is too far behind"},
+    },
+)
 def readyz(runtime: RuntimeDep) -> JSONResponse:
-    """The databases answer; reports how far the projection is behind the store."""
+    """The databases answer; reports every projection's position and lag behind the store."""
     try:
-        head = runtime.executions.last_position()
         with runtime.read_engine.connect() as connection:
             connection.execute(sa.text("SELECT 1"))
-        position = runtime.projection_position()
+        lags = projection_lags(runtime.executions, runtime.read_engine)
+        head = lags[0].head if lags else runtime.executions.last_position()
     except Exception as error:
         body: dict[str, Any] = {"status": "unavailable", "detail": str(error)[:200]}
         return JSONResponse(body, status_code=503)
+    limit = runtime.settings.ready_max_lag_seconds
+    lagging = [lag.name for lag in lags if lag.seconds > limit]
     return JSONResponse(
         {
-            "status": "ready",
+            "status": "lagging" if lagging else "ready",
             "store_position": head,
-            "projections": {"execution_status": {"position": position, "lag": head - position}},
-        }
+            "projections": {
+                lag.name: {
+                    "version": lag.version,
+                    "position": lag.position,
+                    "lag": lag.events,
+                    "lag_seconds": round(lag.seconds, 3),
+                }
+                for lag in lags
+            },
+            **({"detail": f"more than {limit}s behind: {', '.join(lagging)}"} if lagging else {}),
+        },
+        status_code=503 if lagging else 200,
     )
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"}},
+)
+def prometheus_metrics(runtime: RuntimeDep) -> Response:
+    """Prometheus text format: events, executions by status, projection lag, step latency."""
+    registry = metrics_registry(runtime.executions, runtime.read_engine)
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
