@@ -120,9 +120,10 @@ class ExecutionDriver:
         commands: list[Any] = [partial(Execution.skip_step, step_id=s, reason=r) for s, r in skip]
         for step_id in fire:
             attempt = self.execution.steps[step_id].attempt
+            waited = {"waited_seconds": self.definition.step(step_id).seconds}
             commands += [
                 partial(Execution.fire_timer, step_id=step_id, attempt=attempt),
-                partial(Execution.complete_step, step_id=step_id, attempt=attempt, output=None),
+                partial(Execution.complete_step, step_id=step_id, attempt=attempt, output=waited),
             ]
         return commands
 

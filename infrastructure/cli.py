@@ -45,6 +45,19 @@ def serve(
 
 
 @app.command()
+def worker(
+    log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
+) -> None:
+    """Run only the engine: claim executions from the shared store and drive them."""
+    from infrastructure.roles import run_until_signalled
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    run_until_signalled(Settings(), engine=True, projector=False)
+
+
+@app.command()
 def token(
     sub: Annotated[str, typer.Option(help="the user id (JWT subject)")],
     roles: Annotated[str, typer.Option(help="comma-separated: user,auditor,admin")] = "user",

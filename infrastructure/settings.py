@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     per_user_limit: int = Field(default=3, description="executions one user runs at once")
     lease_seconds: float = Field(default=30.0, description="a worker's hold on an execution")
     shutdown_grace: float = Field(default=5.0, description="seconds a stopping worker drains")
+    run_engine: bool = Field(default=True, description="serve also runs a worker")
+    run_projector: bool = Field(default=True, description="serve also runs the projector")
     poll_interval: float = Field(default=0.5, description="fallback poll of the store, seconds")
     read_wait_timeout: float = Field(default=5.0, description="longest wait for ?after=, seconds")
     tail_heartbeat_interval: float = Field(default=15.0, description="idle tail heartbeat, s")

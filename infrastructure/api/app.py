@@ -23,7 +23,14 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = runtime is None
         app.state.runtime = (
-            await run_in_threadpool(Runtime.start, settings) if runtime is None else runtime
+            await run_in_threadpool(
+                Runtime.start,
+                settings,
+                engine=settings.run_engine,
+                projector=settings.run_projector,
+            )
+            if runtime is None
+            else runtime
         )
         app.state.jwt_secret = settings.resolved_jwt_secret()
         hub = TailHub(asyncio.get_running_loop())
