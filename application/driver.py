@@ -19,6 +19,23 @@ from domain.expressions import render
 from domain.flow import decide
 from domain.processes import ProcessDefinition, StepType
 
+_DEFINITIONS: dict[tuple[str, int], tuple[dict[str, Any], ProcessDefinition]] = {}
+_MAX_CACHED = 512
+
+
+def definition_of(execution: Execution) -> ProcessDefinition:
+    """The execution's recorded definition, parsed once per process version and worker."""
+    key = (execution.process_name, execution.process_version)
+    cached = _DEFINITIONS.get(key)
+    if cached is not None and cached[0] == execution.definition:
+        return cached[1]
+    definition = ProcessDefinition.from_document(execution.definition)
+    if len(_DEFINITIONS) >= _MAX_CACHED:
+        _DEFINITIONS.clear()
+    _DEFINITIONS[key] = (execution.definition, definition)
+    return definition
+
+
 LOCAL_WAIT = timedelta(seconds=5)
 """Waits shorter than this are slept in the worker; longer ones let the lease go."""
 
@@ -41,7 +58,7 @@ class ExecutionDriver:
         self.runner = runner
         self.clock = clock
         self.taken_over_from = taken_over_from
-        self.definition = ProcessDefinition.from_document(session.execution.definition)
+        self.definition = definition_of(session.execution)
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.cancel_requested = False
 
@@ -131,11 +148,13 @@ class ExecutionDriver:
         """Open the next attempt of each step in one write, then run the agents."""
         commands: list[Any] = []
         attempts = {}
+        inputs: dict[str, Any] = {}
         broken_gateways: list[tuple[str, ExpressionError]] = []
         for step_id in step_ids:
             step = self.definition.step(step_id)
             attempts[step_id] = self.execution.steps[step_id].attempt + 1
-            commands += self.runner.begin(self.session, step, attempts[step_id])
+            opening, inputs[step_id] = self.runner.begin(self.session, step, attempts[step_id])
+            commands += opening
             if step.type is StepType.GATEWAY:  # decided in the same write as its start
                 try:
                     commands += self.runner.gateway_commands(
@@ -152,7 +171,7 @@ class ExecutionDriver:
             step = self.definition.step(step_id)
             if step.type is StepType.AGENT_TASK:
                 self.tasks[step_id] = asyncio.create_task(
-                    self.runner.run_agent(self.session, step, attempts[step_id])
+                    self.runner.run_agent(self.session, step, attempts[step_id], inputs[step_id])
                 )
 
     async def _recover(self) -> None:

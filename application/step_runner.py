@@ -66,6 +66,10 @@ def scope_of(execution: Execution) -> dict[str, Any]:
     }
 
 
+def _agent_name(step: StepDefinition) -> str:
+    return step.agent.url if isinstance(step.agent, HttpAgent) else str(step.agent)
+
+
 class StepRunner:
     """Runs attempts: agents (built-in or HTTP), gateways and timers."""
 
@@ -81,12 +85,33 @@ class StepRunner:
         self.http_agents = http_agents
         self.thread_history = thread_history
 
-    def begin(self, session: ExecutionSession, step: StepDefinition, attempt: int) -> list[Any]:
-        """Commands that open an attempt; gateways and timers do their work right here."""
+    def begin(
+        self, session: ExecutionSession, step: StepDefinition, attempt: int
+    ) -> tuple[list[Any], Any]:
+        """Commands that open an attempt (and start its agent), with the agent's input.
+
+        The input is rendered here so that the agent's start is recorded in the same write
+        as the step's; a template that fails to render is returned in its place.
+        """
         commands: list[Any] = [
             partial(Execution.schedule_step, step_id=step.id, attempt=attempt),
             partial(Execution.start_step, step_id=step.id, attempt=attempt),
         ]
+        prepared: Any = None
+        if step.type is StepType.AGENT_TASK:
+            try:
+                prepared = render(step.input, scope_of(session.execution))
+            except ExpressionError as error:
+                return commands, error
+            commands.append(
+                partial(
+                    Execution.start_agent,
+                    step_id=step.id,
+                    attempt=attempt,
+                    agent=_agent_name(step),
+                    input=prepared,
+                )
+            )
         if step.type is StepType.TIMER:
             seconds = step.seconds or 0.0
             fire_at = self.clock.now() + timedelta(seconds=seconds)
@@ -99,7 +124,7 @@ class StepRunner:
                     fire_at=fire_at,
                 )
             )
-        return commands
+        return commands, prepared
 
     def gateway_commands(
         self, execution: Execution, step: StepDefinition, attempt: int
@@ -134,24 +159,12 @@ class StepRunner:
         ]
 
     async def run_agent(
-        self, session: ExecutionSession, step: StepDefinition, attempt: int
+        self, session: ExecutionSession, step: StepDefinition, attempt: int, agent_input: Any
     ) -> None:
-        """Run an agent attempt to its end, recording its result or its failure."""
-        try:
-            agent_input = render(step.input, scope_of(session.execution))
-        except ExpressionError as error:
-            await self.after_failure(session, step, attempt, error)
+        """Run an agent attempt (opened by `begin`) to its end, recording how it ended."""
+        if isinstance(agent_input, ExpressionError):
+            await self.after_failure(session, step, attempt, agent_input)
             return
-        name = step.agent.url if isinstance(step.agent, HttpAgent) else str(step.agent)
-        await session.record(
-            partial(
-                Execution.start_agent,
-                step_id=step.id,
-                attempt=attempt,
-                agent=name,
-                input=agent_input,
-            )
-        )
         context = EngineAgentContext(
             session, await self._run_of(session, step, attempt), self.agents, self.clock
         )

@@ -13,7 +13,9 @@ from infrastructure.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def run_until_signalled(settings: Settings, *, engine: bool, projector: bool) -> None:
+def run_until_signalled(
+    settings: Settings, *, engine: bool, projector: bool, feed: bool = False
+) -> None:
     """Start the roles, then stop gracefully on SIGTERM or SIGINT (drain, release leases)."""
     stop = threading.Event()
 
@@ -23,7 +25,7 @@ def run_until_signalled(settings: Settings, *, engine: bool, projector: bool) ->
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    runtime = Runtime.start(settings, engine=engine, projector=projector)
+    runtime = Runtime.start(settings, engine=engine, projector=projector, feed=feed)
     name = runtime.worker_thread.worker.name if runtime.worker_thread else "-"
     log.info("running (worker %s, projector %s)", name, "on" if projector else "off")
     try:

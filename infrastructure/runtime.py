@@ -29,6 +29,7 @@ from infrastructure.projector import Projector, tracked_position
 from infrastructure.settings import Settings
 from infrastructure.thread_history import ThreadHistoryFromViews
 from infrastructure.work_queue_sql import SqlWorkQueue
+from infrastructure.work_signals import WorkSignals
 from infrastructure.worker_thread import WorkerThread
 from projections.execution_status import ExecutionStatusProjection
 
@@ -50,11 +51,23 @@ class Runtime:
     feed: ChangeFeed
     projector: Projector | None = None
     worker_thread: WorkerThread | None = None
+    signals: WorkSignals | None = None
     _stopped: bool = field(default=False, repr=False)
 
     @classmethod
-    def start(cls, settings: Settings, *, engine: bool = True, projector: bool = True) -> Runtime:
-        """Create the schema if needed, then start the roles asked for."""
+    def start(
+        cls,
+        settings: Settings,
+        *,
+        engine: bool = True,
+        projector: bool = True,
+        feed: bool = True,
+    ) -> Runtime:
+        """Create the schema if needed, then start the roles asked for.
+
+        Without `feed` (a worker alone), no change feed decodes every event: the worker is
+        woken by `WorkSignals`, which reads only the events workers react to.
+        """
         initialize_schema(settings)
         executions = open_executions(settings)
         read_engine = read_model_engine(settings)
@@ -63,7 +76,7 @@ class Runtime:
             catalog.register(document)
         agents = AgentRegistry()
         register_builtin_agents(agents)
-        feed = ChangeFeed(
+        change_feed = ChangeFeed(
             executions,
             poll_interval=settings.poll_interval,
             listen_dsn=libpq_dsn(settings) if settings.uses_postgres else None,
@@ -75,7 +88,7 @@ class Runtime:
             catalog,
             ExecutionStatusQueries(read_engine),
             agents,
-            feed,
+            change_feed,
         )
         head = executions.last_position()
         if projector:
@@ -83,13 +96,24 @@ class Runtime:
                 executions, read_engine, poll_interval=settings.poll_interval
             )
             runtime.projector.catch_up()
-            feed.subscribe(runtime.projector.wake)
+            change_feed.subscribe(runtime.projector.wake)
             runtime.projector.start()
         if engine:
-            runtime.worker_thread = WorkerThread(runtime.build_worker(), settings.shutdown_grace)
-            feed.subscribe(runtime.worker_thread.worker.on_events)
+            worker = runtime.build_worker()
+            runtime.worker_thread = WorkerThread(worker, settings.shutdown_grace)
+            if feed:
+                change_feed.subscribe(worker.on_events)
+            else:
+                runtime.signals = WorkSignals(
+                    executions,
+                    worker.on_events,
+                    libpq_dsn(settings) if settings.uses_postgres else None,
+                    settings.poll_interval,
+                )
+                runtime.signals.start()
             runtime.worker_thread.start()
-        feed.start(after=head)
+        if feed:
+            change_feed.start(after=head)
         return runtime
 
     def stop(self) -> None:
@@ -98,6 +122,8 @@ class Runtime:
         self._stopped = True
         if self.worker_thread is not None:
             self.worker_thread.stop()
+        if self.signals is not None:
+            self.signals.stop()
         self.feed.stop()
         if self.projector is not None:
             self.projector.stop()
