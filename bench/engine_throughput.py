@@ -29,10 +29,10 @@ import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from infrastructure.auth import issue_token  # noqa: E402
-from infrastructure.persistence import initialize_schema, read_model_engine  # noqa: E402
-from infrastructure.process_catalog_sql import SqlProcessCatalog  # noqa: E402
-from infrastructure.settings import Settings  # noqa: E402
+from infrastructure.auth import issue_token
+from infrastructure.persistence import initialize_schema, read_model_engine
+from infrastructure.process_catalog_sql import SqlProcessCatalog
+from infrastructure.settings import Settings
 
 ADMIN_URL = os.environ.get(
     "AGENT_LEDGER_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"

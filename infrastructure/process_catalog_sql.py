@@ -12,7 +12,6 @@ from application.processes import RegisteredProcess, UnknownProcessError
 from domain.processes import ProcessDefinition
 from infrastructure.tables import process_definitions as table
 
-
 _PARSED: dict[tuple[str, int, str], RegisteredProcess] = {}
 
 
