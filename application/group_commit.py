@@ -31,18 +31,22 @@ class _Write:
 class GroupCommitter:
     """Queues writes on the event loop; one thread at a time saves all that are queued."""
 
-    def __init__(self, executions: Executions, max_batch: int = MAX_BATCH):
+    def __init__(
+        self, executions: Executions, max_batch: int = MAX_BATCH, max_in_flight: int = 2
+    ):
         self.executions = executions
         self.max_batch = max_batch
+        self.max_in_flight = max_in_flight
         self._queue: list[_Write] = []
-        self._draining = False
+        self._in_flight = 0
 
     async def save(self, aggregate: Any, work: Sequence[WorkChange]) -> int:
         """Save the aggregate's pending events with the work changes; returns the position."""
         write = _Write(aggregate.collect_events(), work, asyncio.get_running_loop().create_future())
         self._queue.append(write)
-        if not self._draining:
-            self._draining = True
+        # a second batch is encoded and sent while the first waits for the table lock
+        if self._in_flight < self.max_in_flight:
+            self._in_flight += 1
             asyncio.get_running_loop().create_task(self._drain())
         return await asyncio.shield(write.done)
 
@@ -58,7 +62,7 @@ class GroupCommitter:
                     for write, position in zip(batch, positions, strict=True):
                         _resolve(write, position)
         finally:
-            self._draining = False
+            self._in_flight -= 1
 
     async def _save_one_by_one(self, batch: list[_Write]) -> None:
         for write in batch:

@@ -18,6 +18,9 @@ from domain.executions import Execution
 
 log = logging.getLogger(__name__)
 
+MIN_INTERVAL = 0.005
+"""Seconds between reads while events keep arriving (a wake-up costs two queries)."""
+
 TOPICS = (Execution.ExecutionStarted.TOPIC, Execution.ExecutionCancellationRequested.TOPIC)
 
 
@@ -83,6 +86,8 @@ class WorkSignals:
                     if events:
                         self.deliver(events)
                     position = head if len(notifications) < 10_000 else events[-1].position
+                    # notifications come with every commit: read at most every MIN_INTERVAL
+                    self._stopped.wait(MIN_INTERVAL)
                     continue
             except Exception:
                 log.exception("reading work signals failed; retrying")
