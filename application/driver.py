@@ -112,9 +112,11 @@ class ExecutionDriver:
                 if decision.wake_at is None:
                     await self._stop(partial(Execution.fail, error=_STUCK), "nothing can run")
                     return
-                if decision.wake_at is not None and decision.wake_at - now > LOCAL_WAIT:
+                # the execution's own deadline may come before the step's due time
+                due = min(filter(None, (decision.wake_at, self._deadline_at())))
+                if due - now > LOCAL_WAIT:
                     await self.session.record(
-                        work=[Reschedule(self.execution.id, decision.wake_at, release=True)]
+                        work=[Reschedule(self.execution.id, due, release=True)]
                     )
                     return
             await self._wait(decision.wake_at, now)
@@ -265,10 +267,16 @@ class ExecutionDriver:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
-    def _deadline(self) -> float | None:
+    def _deadline_at(self) -> datetime | None:
+        """When the execution times out as a whole, if its process sets a timeout."""
         timeout = self.definition.config.timeout_seconds
         if timeout is None:
             return None
-        started = self.execution.created_on
-        remaining = (started + timedelta(seconds=timeout) - self.clock.now()).total_seconds()
+        return self.execution.created_on + timedelta(seconds=timeout)
+
+    def _deadline(self) -> float | None:
+        deadline = self._deadline_at()
+        if deadline is None:
+            return None
+        remaining = (deadline - self.clock.now()).total_seconds()
         return asyncio.get_running_loop().time() + remaining

@@ -31,9 +31,7 @@ class _Write:
 class GroupCommitter:
     """Queues writes on the event loop; one thread at a time saves all that are queued."""
 
-    def __init__(
-        self, executions: Executions, max_batch: int = MAX_BATCH, max_in_flight: int = 2
-    ):
+    def __init__(self, executions: Executions, max_batch: int = MAX_BATCH, max_in_flight: int = 2):
         self.executions = executions
         self.max_batch = max_batch
         self.max_in_flight = max_in_flight

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import timedelta
 from functools import partial
 from typing import Any, Protocol
@@ -64,6 +64,30 @@ def scope_of(execution: Execution) -> dict[str, Any]:
             s: {"output": st.output, "status": st.status.value} for s, st in execution.steps.items()
         },
     }
+
+
+async def _within(call: Coroutine[Any, Any, Any], timeout: float | None) -> Any:
+    """Await an agent call for at most `timeout` seconds.
+
+    The call runs as a task of its own and is cancelled when time is up or when the
+    attempt itself is cancelled; an agent that ignores its cancellation and answers
+    late is not waited for, and its answer is dropped.
+    """
+    task = asyncio.ensure_future(call)
+    task.add_done_callback(_forget_result)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+    finally:
+        if not task.done():
+            task.cancel()
+    if not done:
+        raise TimeoutError
+    return task.result()
+
+
+def _forget_result(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved, so an abandoned call's failure is not reported twice
 
 
 def _agent_name(step: StepDefinition) -> str:
@@ -170,8 +194,7 @@ class StepRunner:
         )
         started = self.clock.monotonic()
         try:
-            async with asyncio.timeout(step.timeout_seconds):
-                output = await self._call(step, context, agent_input)
+            output = await _within(self._call(step, context, agent_input), step.timeout_seconds)
             json.dumps(output, allow_nan=False)  # JSON only: no NaN, no objects
         except TimeoutError:
             timeout = step.timeout_seconds or 0.0
