@@ -19,6 +19,23 @@ from domain.expressions import render
 from domain.flow import decide
 from domain.processes import ProcessDefinition, StepType
 
+_DEFINITIONS: dict[tuple[str, int], tuple[dict[str, Any], ProcessDefinition]] = {}
+_MAX_CACHED = 512
+
+
+def definition_of(execution: Execution) -> ProcessDefinition:
+    """The execution's recorded definition, parsed once per process version and worker."""
+    key = (execution.process_name, execution.process_version)
+    cached = _DEFINITIONS.get(key)
+    if cached is not None and cached[0] == execution.definition:
+        return cached[1]
+    definition = ProcessDefinition.from_document(execution.definition)
+    if len(_DEFINITIONS) >= _MAX_CACHED:
+        _DEFINITIONS.clear()
+    _DEFINITIONS[key] = (execution.definition, definition)
+    return definition
+
+
 LOCAL_WAIT = timedelta(seconds=5)
 """Waits shorter than this are slept in the worker; longer ones let the lease go."""
 
@@ -41,7 +58,7 @@ class ExecutionDriver:
         self.runner = runner
         self.clock = clock
         self.taken_over_from = taken_over_from
-        self.definition = ProcessDefinition.from_document(session.execution.definition)
+        self.definition = definition_of(session.execution)
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.cancel_requested = False
 
@@ -95,9 +112,11 @@ class ExecutionDriver:
                 if decision.wake_at is None:
                     await self._stop(partial(Execution.fail, error=_STUCK), "nothing can run")
                     return
-                if decision.wake_at is not None and decision.wake_at - now > LOCAL_WAIT:
+                # the execution's own deadline may come before the step's due time
+                due = min(filter(None, (decision.wake_at, self._deadline_at())))
+                if due - now > LOCAL_WAIT:
                     await self.session.record(
-                        work=[Reschedule(self.execution.id, decision.wake_at, release=True)]
+                        work=[Reschedule(self.execution.id, due, release=True)]
                     )
                     return
             await self._wait(decision.wake_at, now)
@@ -120,9 +139,10 @@ class ExecutionDriver:
         commands: list[Any] = [partial(Execution.skip_step, step_id=s, reason=r) for s, r in skip]
         for step_id in fire:
             attempt = self.execution.steps[step_id].attempt
+            waited = {"waited_seconds": self.definition.step(step_id).seconds}
             commands += [
                 partial(Execution.fire_timer, step_id=step_id, attempt=attempt),
-                partial(Execution.complete_step, step_id=step_id, attempt=attempt, output=None),
+                partial(Execution.complete_step, step_id=step_id, attempt=attempt, output=waited),
             ]
         return commands
 
@@ -130,11 +150,13 @@ class ExecutionDriver:
         """Open the next attempt of each step in one write, then run the agents."""
         commands: list[Any] = []
         attempts = {}
+        inputs: dict[str, Any] = {}
         broken_gateways: list[tuple[str, ExpressionError]] = []
         for step_id in step_ids:
             step = self.definition.step(step_id)
             attempts[step_id] = self.execution.steps[step_id].attempt + 1
-            commands += self.runner.begin(self.session, step, attempts[step_id])
+            opening, inputs[step_id] = self.runner.begin(self.session, step, attempts[step_id])
+            commands += opening
             if step.type is StepType.GATEWAY:  # decided in the same write as its start
                 try:
                     commands += self.runner.gateway_commands(
@@ -151,7 +173,7 @@ class ExecutionDriver:
             step = self.definition.step(step_id)
             if step.type is StepType.AGENT_TASK:
                 self.tasks[step_id] = asyncio.create_task(
-                    self.runner.run_agent(self.session, step, attempts[step_id])
+                    self.runner.run_agent(self.session, step, attempts[step_id], inputs[step_id])
                 )
 
     async def _recover(self) -> None:
@@ -245,10 +267,16 @@ class ExecutionDriver:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
-    def _deadline(self) -> float | None:
+    def _deadline_at(self) -> datetime | None:
+        """When the execution times out as a whole, if its process sets a timeout."""
         timeout = self.definition.config.timeout_seconds
         if timeout is None:
             return None
-        started = self.execution.created_on
-        remaining = (started + timedelta(seconds=timeout) - self.clock.now()).total_seconds()
+        return self.execution.created_on + timedelta(seconds=timeout)
+
+    def _deadline(self) -> float | None:
+        deadline = self._deadline_at()
+        if deadline is None:
+            return None
+        remaining = (deadline - self.clock.now()).total_seconds()
         return asyncio.get_running_loop().time() + remaining

@@ -13,6 +13,7 @@ from eventsourcing.persistence import RecordConflictError
 from application.agents import JSON, AgentRegistry, AgentRun, ToolError
 from application.clock import Clock
 from application.executions import Executions
+from application.group_commit import GroupCommitter
 from application.work import Fence, Finish, WorkChange
 from domain.executions import Execution
 
@@ -29,10 +30,17 @@ class ExecutionSession:
     the aggregate's rules decide on the newest state, never last-writer-wins.
     """
 
-    def __init__(self, executions: Executions, execution: Execution, owner: str | None = None):
+    def __init__(
+        self,
+        executions: Executions,
+        execution: Execution,
+        owner: str | None = None,
+        committer: GroupCommitter | None = None,
+    ):
         self.executions = executions
         self.execution = execution
         self.owner = owner
+        self.committer = committer
         self._attribute()
         self._stale = False
         self._writing = asyncio.Lock()
@@ -40,10 +48,14 @@ class ExecutionSession:
 
     @classmethod
     async def load(
-        cls, executions: Executions, execution_id: UUID, owner: str | None = None
+        cls,
+        executions: Executions,
+        execution_id: UUID,
+        owner: str | None = None,
+        committer: GroupCommitter | None = None,
     ) -> ExecutionSession:
         execution = await asyncio.to_thread(executions.get_execution, execution_id)
-        return cls(executions, execution, owner)
+        return cls(executions, execution, owner, committer)
 
     @property
     def id(self) -> UUID:
@@ -74,11 +86,14 @@ class ExecutionSession:
                         raise
                 self._stale = True  # until the save is known to have happened
                 try:
-                    self.position = await asyncio.to_thread(
-                        self.executions.save_and_position,
-                        self.execution,
-                        work=self._work(work),
-                    )
+                    if self.committer is not None:
+                        self.position = await self.committer.save(self.execution, self._work(work))
+                    else:
+                        self.position = await asyncio.to_thread(
+                            self.executions.save_and_position,
+                            self.execution,
+                            work=self._work(work),
+                        )
                 except RecordConflictError:
                     continue
                 self._stale = False

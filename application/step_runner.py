@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import timedelta
 from functools import partial
 from typing import Any, Protocol
@@ -66,6 +66,34 @@ def scope_of(execution: Execution) -> dict[str, Any]:
     }
 
 
+async def _within(call: Coroutine[Any, Any, Any], timeout: float | None) -> Any:
+    """Await an agent call for at most `timeout` seconds.
+
+    The call runs as a task of its own and is cancelled when time is up or when the
+    attempt itself is cancelled; an agent that ignores its cancellation and answers
+    late is not waited for, and its answer is dropped.
+    """
+    task = asyncio.ensure_future(call)
+    task.add_done_callback(_forget_result)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+    finally:
+        if not task.done():
+            task.cancel()
+    if not done:
+        raise TimeoutError
+    return task.result()
+
+
+def _forget_result(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved, so an abandoned call's failure is not reported twice
+
+
+def _agent_name(step: StepDefinition) -> str:
+    return step.agent.url if isinstance(step.agent, HttpAgent) else str(step.agent)
+
+
 class StepRunner:
     """Runs attempts: agents (built-in or HTTP), gateways and timers."""
 
@@ -81,12 +109,33 @@ class StepRunner:
         self.http_agents = http_agents
         self.thread_history = thread_history
 
-    def begin(self, session: ExecutionSession, step: StepDefinition, attempt: int) -> list[Any]:
-        """Commands that open an attempt; gateways and timers do their work right here."""
+    def begin(
+        self, session: ExecutionSession, step: StepDefinition, attempt: int
+    ) -> tuple[list[Any], Any]:
+        """Commands that open an attempt (and start its agent), with the agent's input.
+
+        The input is rendered here so that the agent's start is recorded in the same write
+        as the step's; a template that fails to render is returned in its place.
+        """
         commands: list[Any] = [
             partial(Execution.schedule_step, step_id=step.id, attempt=attempt),
             partial(Execution.start_step, step_id=step.id, attempt=attempt),
         ]
+        prepared: Any = None
+        if step.type is StepType.AGENT_TASK:
+            try:
+                prepared = render(step.input, scope_of(session.execution))
+            except ExpressionError as error:
+                return commands, error
+            commands.append(
+                partial(
+                    Execution.start_agent,
+                    step_id=step.id,
+                    attempt=attempt,
+                    agent=_agent_name(step),
+                    input=prepared,
+                )
+            )
         if step.type is StepType.TIMER:
             seconds = step.seconds or 0.0
             fire_at = self.clock.now() + timedelta(seconds=seconds)
@@ -99,7 +148,7 @@ class StepRunner:
                     fire_at=fire_at,
                 )
             )
-        return commands
+        return commands, prepared
 
     def gateway_commands(
         self, execution: Execution, step: StepDefinition, attempt: int
@@ -134,31 +183,18 @@ class StepRunner:
         ]
 
     async def run_agent(
-        self, session: ExecutionSession, step: StepDefinition, attempt: int
+        self, session: ExecutionSession, step: StepDefinition, attempt: int, agent_input: Any
     ) -> None:
-        """Run an agent attempt to its end, recording its result or its failure."""
-        try:
-            agent_input = render(step.input, scope_of(session.execution))
-        except ExpressionError as error:
-            await self.after_failure(session, step, attempt, error)
+        """Run an agent attempt (opened by `begin`) to its end, recording how it ended."""
+        if isinstance(agent_input, ExpressionError):
+            await self.after_failure(session, step, attempt, agent_input)
             return
-        name = step.agent.url if isinstance(step.agent, HttpAgent) else str(step.agent)
-        await session.record(
-            partial(
-                Execution.start_agent,
-                step_id=step.id,
-                attempt=attempt,
-                agent=name,
-                input=agent_input,
-            )
-        )
         context = EngineAgentContext(
             session, await self._run_of(session, step, attempt), self.agents, self.clock
         )
         started = self.clock.monotonic()
         try:
-            async with asyncio.timeout(step.timeout_seconds):
-                output = await self._call(step, context, agent_input)
+            output = await _within(self._call(step, context, agent_input), step.timeout_seconds)
             json.dumps(output, allow_nan=False)  # JSON only: no NaN, no objects
         except TimeoutError:
             timeout = step.timeout_seconds or 0.0

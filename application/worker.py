@@ -15,6 +15,7 @@ from application.clock import Clock, SystemClock
 from application.driver import ExecutionDriver
 from application.execution_session import ExecutionSession
 from application.executions import Executions, LoggedEvent
+from application.group_commit import GroupCommitter
 from application.step_runner import StepRunner
 from application.work import Claim, LeaseLostError, WorkQueue
 from domain.executions import Execution
@@ -55,6 +56,7 @@ class Worker:
         self.capacity = capacity
         self.lease_seconds = lease_seconds
         self.poll_interval = poll_interval
+        self.committer = GroupCommitter(executions)
         self.tasks: dict[UUID, asyncio.Task[None]] = {}
         self._drivers: dict[UUID, ExecutionDriver] = {}
         self._cancel_on_load: set[UUID] = set()
@@ -132,7 +134,9 @@ class Worker:
 
     async def _drive(self, claim: Claim) -> None:
         try:
-            session = await ExecutionSession.load(self.executions, claim.execution_id, self.name)
+            session = await ExecutionSession.load(
+                self.executions, claim.execution_id, self.name, self.committer
+            )
             driver = ExecutionDriver(
                 session, self.runner, self.clock, taken_over_from=claim.taken_over_from
             )

@@ -11,6 +11,11 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+try:  # optional speed-up: verification is byte-identical with or without it
+    import orjson
+except ImportError:  # pragma: no cover - exercised only where orjson is not installed
+    orjson = None  # type: ignore[assignment]
+
 GENESIS = "0" * 64
 """The `previous_hash` of an execution's first event."""
 
@@ -45,13 +50,62 @@ def _sorted_json(document: Any) -> str:
     return "".join(_encode_chunks(document, 0))
 
 
-def canonical(topic: str, fields: Mapping[str, Any]) -> bytes:
-    """The canonical bytes of an event: its topic and fields as sorted, compact JSON."""
+_SCALARS = frozenset({str, int, bool, type(None)})
+
+
+def is_plain(value: Any) -> bool:
+    """Whether `value` holds only dicts, lists, strings, ints, booleans and nulls (no floats).
+
+    On such values orjson and the reference encoder agree byte for byte once the output is
+    printable ASCII; floats (whose exponent forms differ), other types and wider text do not.
+    """
+    kind = type(value)
+    if kind is dict:
+        items: Iterable[Any] = value.values()
+    elif kind is list:
+        items = value
+    else:
+        return kind in _SCALARS
+    for item in items:  # noqa: SIM110 - a loop is cheaper than all() on the hot path
+        if type(item) not in _SCALARS and not is_plain(item):
+            return False
+    return True
+
+
+def _fast_sorted_json(document: dict[str, Any]) -> bytes | None:
+    """The reference bytes by orjson, or None when they might differ from the reference."""
+    if orjson is None or not is_plain(document):
+        return None
+    try:
+        text = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:  # ints beyond 64 bits, non-text keys, deep nesting
+        return None
+    if not text.isascii() or b"\x7f" in text:  # the reference escapes these as \uXXXX
+        return None
+    return text
+
+
+def reference_canonical(topic: str, fields: Mapping[str, Any]) -> bytes:
+    """`canonical` by the standard library alone: the definition the fast path must match."""
     document = dict(fields)
     for name in NOT_HASHED:
         document.pop(name, None)
     document["topic"] = topic
     return _sorted_json(document).encode()
+
+
+def canonical(topic: str, fields: Mapping[str, Any]) -> bytes:
+    """The canonical bytes of an event: its topic and fields as sorted, compact JSON.
+
+    Compact separators, keys sorted by code point, every character outside printable ASCII
+    escaped as \\uXXXX, floats as Python's repr: what `reference_canonical` writes.
+    """
+    document = dict(fields)
+    document.pop("hash", None)
+    document.pop("class_version", None)
+    document["topic"] = topic
+    fast = _fast_sorted_json(document)
+    return fast if fast is not None else _sorted_json(document).encode()
 
 
 def event_hash(topic: str, fields: Mapping[str, Any]) -> str:
@@ -110,38 +164,82 @@ class ChainVerdict:
     broken: ChainBreak | None = None
 
 
+class ChainVerifier:
+    """Recomputes one execution's chain event by event, stopping at the first broken link.
+
+    `verify_chain` (online and offline) and the bulk verifier of the store share it, so
+    they cannot disagree on what counts as broken.
+    """
+
+    __slots__ = ("broken", "checkpoint", "count", "head", "previous")
+
+    def __init__(self, checkpoint: ChainHead | None = None):
+        self.checkpoint = checkpoint
+        self.previous = GENESIS
+        self.count = 0
+        self.head: ChainHead | None = None
+        self.broken: ChainBreak | None = None
+
+    def add(
+        self,
+        version: int,
+        topic: str,
+        fields: Mapping[str, Any],
+        position: int | None = None,
+        line: int | None = None,
+        problem: str | None = None,
+    ) -> bool:
+        """Check the next event; False once the chain is broken (the rest is not looked at)."""
+        if self.broken is not None:
+            return False
+        self.count = count = self.count + 1
+        if version != count:
+            missing = f"version {count} is missing" if version > count else "out of order"
+            return self._break(ChainBreak(version, missing, position, line))
+        if problem is not None:
+            return self._break(ChainBreak(version, problem, position, line))
+        stored = fields.get("hash")
+        if fields.get("previous_hash") != self.previous:
+            reason = "its previous_hash does not match the hash of the event before it"
+            return self._break(ChainBreak(version, reason, position, line))
+        if stored != hashlib.sha256(canonical(topic, fields)).hexdigest():
+            reason = "its content does not match its hash (the event was altered)"
+            return self._break(ChainBreak(version, reason, position, line))
+        checkpoint = self.checkpoint
+        if checkpoint is not None and version == checkpoint.version and stored != checkpoint.hash:
+            reason = "it differs from the event the signed checkpoint vouches for"
+            return self._break(ChainBreak(version, reason, position, line))
+        self.previous = str(stored)
+        self.head = ChainHead(version, self.previous)
+        return True
+
+    def _break(self, broken: ChainBreak) -> bool:
+        self.broken = broken
+        return False
+
+    def verdict(self) -> ChainVerdict:
+        """The outcome so far: the first broken link, deleted newest events, or intact."""
+        if self.broken is not None:
+            return ChainVerdict(False, self.count, self.head, self.broken)
+        checkpoint, count = self.checkpoint, self.count
+        if checkpoint is not None and count < checkpoint.version:
+            reason = (
+                f"the signed checkpoint vouches for {checkpoint.version} events but only "
+                f"{count} remain: the newest events were deleted"
+            )
+            return ChainVerdict(False, count, self.head, ChainBreak(count + 1, reason))
+        return ChainVerdict(True, count, self.head)
+
+
 def verify_chain(links: Iterable[ChainLink], checkpoint: ChainHead | None = None) -> ChainVerdict:
     """Recompute every hash in order; name the first broken link, or say the chain is intact.
 
     A checkpoint also catches what the chain alone cannot: newest events deleted, or
     history rewritten from some version on with freshly computed hashes.
     """
-    previous, count, head = GENESIS, 0, None
+    verifier = ChainVerifier(checkpoint)
+    add = verifier.add
     for link in links:
-        count += 1
-        at = {"position": link.position, "line": link.line}
-        if link.version != count:
-            missing = f"version {count} is missing" if link.version > count else "out of order"
-            return ChainVerdict(False, count, head, ChainBreak(link.version, missing, **at))
-        if link.problem is not None:
-            return ChainVerdict(False, count, head, ChainBreak(link.version, link.problem, **at))
-        stored = link.fields.get("hash")
-        if link.fields.get("previous_hash") != previous:
-            reason = "its previous_hash does not match the hash of the event before it"
-            return ChainVerdict(False, count, head, ChainBreak(link.version, reason, **at))
-        if stored != event_hash(link.topic, link.fields):
-            reason = "its content does not match its hash (the event was altered)"
-            return ChainVerdict(False, count, head, ChainBreak(link.version, reason, **at))
-        at_checkpoint = checkpoint is not None and link.version == checkpoint.version
-        if at_checkpoint and checkpoint is not None and stored != checkpoint.hash:
-            reason = "it differs from the event the signed checkpoint vouches for"
-            return ChainVerdict(False, count, head, ChainBreak(link.version, reason, **at))
-        previous = str(stored)
-        head = ChainHead(link.version, previous)
-    if checkpoint is not None and count < checkpoint.version:
-        reason = (
-            f"the signed checkpoint vouches for {checkpoint.version} events but only "
-            f"{count} remain: the newest events were deleted"
-        )
-        return ChainVerdict(False, count, head, ChainBreak(count + 1, reason))
-    return ChainVerdict(True, count, head)
+        if not add(link.version, link.topic, link.fields, link.position, link.line, link.problem):
+            break
+    return verifier.verdict()

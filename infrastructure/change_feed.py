@@ -14,6 +14,9 @@ log = logging.getLogger(__name__)
 
 Subscriber = Callable[[list[LoggedEvent]], None]
 
+MIN_INTERVAL = 0.005
+"""Seconds between reads of the store while wake-ups keep arriving."""
+
 
 class ChangeFeed:
     """One reader per process: woken by saves in this process, by PostgreSQL NOTIFY from
@@ -76,6 +79,9 @@ class ChangeFeed:
             try:
                 while self._deliver_next_page():
                     pass
+                # every commit notifies: while events keep coming, read at most every
+                # MIN_INTERVAL, so a burst of commits costs one read, not one each
+                self._stopped.wait(MIN_INTERVAL)
             except Exception:
                 log.exception("change feed failed to read the store; retrying")
                 self._stopped.wait(1.0)

@@ -12,10 +12,20 @@ from application.processes import RegisteredProcess, UnknownProcessError
 from domain.processes import ProcessDefinition
 from infrastructure.tables import process_definitions as table
 
+_PARSED: dict[tuple[str, int, str], RegisteredProcess] = {}
+
 
 def _registered(record: Any) -> RegisteredProcess:
-    definition = ProcessDefinition.from_document(record.document)
-    return RegisteredProcess(record.name, record.version, definition, record.content_hash)
+    """A stored version, parsed once: versions never change once registered."""
+    key = (record.name, record.version, record.content_hash)
+    found = _PARSED.get(key)
+    if found is None:
+        definition = ProcessDefinition.from_document(record.document)
+        found = RegisteredProcess(record.name, record.version, definition, record.content_hash)
+        if len(_PARSED) > 1024:
+            _PARSED.clear()
+        _PARSED[key] = found
+    return found
 
 
 class SqlProcessCatalog:

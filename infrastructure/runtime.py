@@ -16,6 +16,7 @@ from application.sample_processes import COST_OPTIMIZATION, ECHO
 from application.step_runner import StepRunner
 from application.worker import Worker
 from infrastructure.change_feed import ChangeFeed
+from infrastructure.commit_listener import CommitListener
 from infrastructure.execution_status_sql import ExecutionStatusQueries
 from infrastructure.http_agents import HttpAgentClient
 from infrastructure.persistence import (
@@ -30,6 +31,7 @@ from infrastructure.projector import Projector, active_position
 from infrastructure.settings import Settings
 from infrastructure.thread_history import ThreadHistoryFromViews
 from infrastructure.work_queue_sql import SqlWorkQueue
+from infrastructure.work_signals import WorkSignals
 from infrastructure.worker_thread import WorkerThread
 from projections.execution_status import ExecutionStatusProjection
 
@@ -51,11 +53,25 @@ class Runtime:
     feed: ChangeFeed
     projector: Projector | None = None
     worker_thread: WorkerThread | None = None
+    signals: WorkSignals | None = None
+    commits: CommitListener | None = None
     _stopped: bool = field(default=False, repr=False)
 
     @classmethod
-    def start(cls, settings: Settings, *, engine: bool = True, projector: bool = True) -> Runtime:
-        """Create the schema if needed, then start the roles asked for."""
+    def start(
+        cls,
+        settings: Settings,
+        *,
+        engine: bool = True,
+        projector: bool = True,
+        feed: bool = True,
+    ) -> Runtime:
+        """Create the schema if needed, then start the roles asked for.
+
+        Without `feed` (a worker or projector alone), no change feed decodes every event:
+        a worker is woken by `WorkSignals`, which reads only the events workers react to,
+        and a projector by `CommitListener`.
+        """
         initialize_schema(settings)
         executions = open_executions(settings)
         read_engine = read_model_engine(settings)
@@ -64,7 +80,7 @@ class Runtime:
             catalog.register(document)
         agents = AgentRegistry()
         register_builtin_agents(agents)
-        feed = ChangeFeed(
+        change_feed = ChangeFeed(
             executions,
             poll_interval=settings.poll_interval,
             listen_dsn=libpq_dsn(settings) if settings.uses_postgres else None,
@@ -76,7 +92,7 @@ class Runtime:
             catalog,
             ExecutionStatusQueries(read_engine),
             agents,
-            feed,
+            change_feed,
         )
         head = executions.last_position()
         if projector:
@@ -87,13 +103,32 @@ class Runtime:
                 locks=projection_locks(settings),
             )
             runtime.projector.catch_up()
-            feed.subscribe(runtime.projector.wake)
+            if feed:
+                change_feed.subscribe(runtime.projector.wake)
+            else:  # a projector alone reads the store itself; it only needs wake-ups
+                runtime.commits = CommitListener(
+                    executions,
+                    runtime.projector.wake,
+                    libpq_dsn(settings) if settings.uses_postgres else None,
+                )
+                runtime.commits.start()
             runtime.projector.start()
         if engine:
-            runtime.worker_thread = WorkerThread(runtime.build_worker(), settings.shutdown_grace)
-            feed.subscribe(runtime.worker_thread.worker.on_events)
+            worker = runtime.build_worker()
+            runtime.worker_thread = WorkerThread(worker, settings.shutdown_grace)
+            if feed:
+                change_feed.subscribe(worker.on_events)
+            else:
+                runtime.signals = WorkSignals(
+                    executions,
+                    worker.on_events,
+                    libpq_dsn(settings) if settings.uses_postgres else None,
+                    settings.poll_interval,
+                )
+                runtime.signals.start()
             runtime.worker_thread.start()
-        feed.start(after=head)
+        if feed:
+            change_feed.start(after=head)
         return runtime
 
     def stop(self) -> None:
@@ -102,6 +137,10 @@ class Runtime:
         self._stopped = True
         if self.worker_thread is not None:
             self.worker_thread.stop()
+        if self.signals is not None:
+            self.signals.stop()
+        if self.commits is not None:
+            self.commits.stop()
         self.feed.stop()
         if self.projector is not None:
             self.projector.stop()

@@ -32,17 +32,17 @@ class ThreadHistoryFromViews:
         ][:MAX_THREAD_HISTORY]
         history = []
         for row in reversed(earlier):  # oldest first
-            try:
-                first = self.executions.get_execution(row.execution_id, version=1)
+            try:  # the store, not the view: the previous turn may have only just finished
+                turn = self.executions.get_execution(row.execution_id)
             except ExecutionNotFoundError:
                 continue
             history.append(
                 {
                     "execution_id": str(row.execution_id),
                     "process": row.process_name,
-                    "status": row.status,
-                    "input": first.input,
-                    "output": row.output,
+                    "status": turn.status.value,
+                    "input": turn.input,
+                    "output": turn.output,
                 }
             )
         return history

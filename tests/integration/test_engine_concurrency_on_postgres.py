@@ -229,14 +229,6 @@ def test_a_step_that_hangs_once_times_out_and_succeeds_on_its_retry(engine: Engi
     assert types.count("step_completed") == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "application/step_runner.py:160: asyncio.timeout() raises TimeoutError only if the "
-        "agent lets the CancelledError through; an agent that swallows it and answers late "
-        "gets agent_completed/step_completed after its timeout, and no step_timed_out"
-    ),
-)
 def test_an_agent_that_ignores_its_cancellation_still_times_out_and_its_late_result_is_dropped(
     engine: Engine,
 ) -> None:
@@ -299,15 +291,6 @@ def test_an_execution_timeout_also_ends_an_execution_waiting_for_a_retry(
     assert (moment(messages[-1]) - moment(messages[0])).total_seconds() < 3.5  # before the retry
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "application/driver.py:98-101 (ExecutionDriver._loop): a wait longer than LOCAL_WAIT "
-        "is handed back to the queue with ready_at = the timer's (or retry's) due time, "
-        "ignoring the execution's own deadline, so config.timeout_seconds is only enforced "
-        "when the timer fires"
-    ),
-)
 def test_an_execution_timeout_ends_an_execution_waiting_on_a_long_timer_in_time(
     engine: Engine,
 ) -> None:
@@ -349,15 +332,6 @@ def test_a_hung_optional_step_times_out_and_is_skipped_so_the_execution_complete
     assert execution.output == {"after": {"step": "after"}}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "application/step_runner.py:160-161 (StepRunner.run_agent) treats an agent that "
-        "swallows its CancelledError as a normal answer: after the cancellation request the "
-        "cancelled attempt still records agent_completed and step_completed, and the "
-        "execution ends without step_cancelled"
-    ),
-)
 def test_cancelling_an_execution_whose_agent_ignores_the_cancellation_records_no_completion(
     engine: Engine,
 ) -> None:

@@ -131,15 +131,6 @@ def own_database(postgres_admin: str) -> Iterator[str]:
         yield url
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "infrastructure/thread_history.py:27-47 reads the thread from the status projection: "
-        "when the projector (a separate role: `agent-ledger worker` runs none) has not yet "
-        "applied the previous turn's execution_completed, the next turn's agent gets that "
-        "turn as status 'running' with output None, though the store already holds its output"
-    ),
-)
 def test_a_turn_started_right_after_the_previous_one_completed_sees_its_output(
     own_database: str, tmp_path: Path
 ) -> None:

@@ -1,0 +1,89 @@
+"""Group commit: the writes of many executions saved in one transaction.
+
+Writers to one events table take turns (the store locks the table per insert so that
+positions are gap-free in commit order); saving the pending writes of every execution
+a worker drives in one transaction turns many short turns into one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import DomainEventProtocol
+
+from application.executions import Executions
+from application.work import WorkChange
+
+MAX_BATCH = 128
+
+
+@dataclass
+class _Write:
+    events: list[DomainEventProtocol[UUID]]
+    work: Sequence[WorkChange]
+    done: asyncio.Future[int]
+
+
+class GroupCommitter:
+    """Queues writes on the event loop; one thread at a time saves all that are queued."""
+
+    def __init__(self, executions: Executions, max_batch: int = MAX_BATCH, max_in_flight: int = 2):
+        self.executions = executions
+        self.max_batch = max_batch
+        self.max_in_flight = max_in_flight
+        self._queue: list[_Write] = []
+        self._in_flight = 0
+
+    async def save(self, aggregate: Any, work: Sequence[WorkChange]) -> int:
+        """Save the aggregate's pending events with the work changes; returns the position."""
+        write = _Write(aggregate.collect_events(), work, asyncio.get_running_loop().create_future())
+        self._queue.append(write)
+        # a second batch is encoded and sent while the first waits for the table lock
+        if self._in_flight < self.max_in_flight:
+            self._in_flight += 1
+            asyncio.get_running_loop().create_task(self._drain())
+        return await asyncio.shield(write.done)
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+                try:
+                    positions = await asyncio.to_thread(self._save, batch)
+                except Exception:
+                    await self._save_one_by_one(batch)  # find whose write broke the batch
+                else:
+                    for write, position in zip(batch, positions, strict=True):
+                        _resolve(write, position)
+        finally:
+            self._in_flight -= 1
+
+    async def _save_one_by_one(self, batch: list[_Write]) -> None:
+        for write in batch:
+            try:
+                position = (await asyncio.to_thread(self._save, [write]))[0]
+            except Exception as error:
+                if not write.done.done():
+                    write.done.set_exception(error)
+            else:
+                _resolve(write, position)
+
+    def _save(self, batch: list[_Write]) -> list[int]:
+        events = [event for write in batch for event in write.events]
+        work = [change for write in batch for change in write.work]
+        recordings = self.executions.save(*events, work=work)
+        last = {r.domain_event.originator_id: r.notification.id for r in recordings}
+        head = recordings[-1].notification.id if recordings else 0
+        return [
+            last.get(write.events[-1].originator_id, head) if write.events else head
+            for write in batch
+        ]
+
+
+def _resolve(write: _Write, position: int) -> None:
+    if not write.done.done():
+        write.done.set_result(position)

@@ -1,0 +1,227 @@
+"""Engine benchmark: executions per second and POST-to-`execution_completed` latency.
+
+A 3-step process of no-op (echo) agents on PostgreSQL, driven over the real API: one
+`agent-ledger serve` process (API + projector, no engine) and 1 or 2 `agent-ledger worker`
+processes. Each client is one user with its own WebSocket subscription; it keeps a window
+of executions in flight, POSTing a new one as each completes.
+
+    python bench/engine_throughput.py [--seconds 10] [--window 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import psycopg
+import websockets
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from infrastructure.auth import issue_token
+from infrastructure.persistence import initialize_schema, read_model_engine
+from infrastructure.process_catalog_sql import SqlProcessCatalog
+from infrastructure.settings import Settings
+
+ADMIN_URL = os.environ.get(
+    "AGENT_LEDGER_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+SECRET = "bench-secret-" + "x" * 40
+NOOP3 = {
+    "name": "noop3",
+    "config": {"parallel_execution": False},
+    "steps": [
+        {"id": "one", "type": "agent_task", "agent": "echo", "input": {"n": "{{ input.n }}"}},
+        {
+            "id": "two",
+            "type": "agent_task",
+            "agent": "echo",
+            "input": "{{ steps.one.output }}",
+            "depends_on": ["one"],
+        },
+        {
+            "id": "three",
+            "type": "agent_task",
+            "agent": "echo",
+            "input": "{{ steps.two.output }}",
+            "depends_on": ["two"],
+        },
+    ],
+    "output": "{{ steps.three.output }}",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Deployment:
+    """A fresh database, an API process and worker processes."""
+
+    def __init__(self, workers: int, log_dir: Path):
+        self.database = f"agent_ledger_bench_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(ADMIN_URL, autocommit=True) as connection:
+            connection.execute(f'CREATE DATABASE "{self.database}"')
+        self.url = ADMIN_URL.rsplit("/", 1)[0] + f"/{self.database}"
+        self.port = free_port()
+        env = {
+            **os.environ,
+            "AGENT_LEDGER_DATABASE_URL": self.url,
+            "AGENT_LEDGER_JWT_SECRET": SECRET,
+            "AGENT_LEDGER_PER_USER_LIMIT": "10000",
+            "AGENT_LEDGER_ENGINE_CONCURRENCY": "256",
+            "AGENT_LEDGER_DATA_DIR": str(log_dir),
+        }
+        settings = Settings(database_url=self.url, jwt_secret=SECRET, data_dir=log_dir)
+        initialize_schema(settings)
+        engine = read_model_engine(settings)
+        SqlProcessCatalog(engine).register(NOOP3)
+        engine.dispose()
+        binary = str(Path(sys.executable).parent / "agent-ledger")
+        self.processes = []
+        with (log_dir / "api.log").open("wb") as log:
+            self.processes.append(
+                subprocess.Popen(
+                    [binary, "serve", "--port", str(self.port), "--log-level", "warning"],
+                    env={**env, "AGENT_LEDGER_RUN_ENGINE": "false"},
+                    stdout=log,
+                    stderr=log,
+                )
+            )
+        for n in range(workers):
+            with (log_dir / f"worker-{n}.log").open("wb") as log:
+                self.processes.append(
+                    subprocess.Popen(
+                        [binary, "worker", "--log-level", "warning"],
+                        env=env,
+                        stdout=log,
+                        stderr=log,
+                    )
+                )
+        self.base = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError("the API did not start")
+
+    def close(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        with psycopg.connect(ADMIN_URL, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+
+
+async def client(base: str, user: str, window: int, until: float, latencies: list[float]) -> int:
+    """Keep `window` executions in flight until `until`; returns how many completed."""
+    token = issue_token(SECRET, user)
+    headers = {"Authorization": f"Bearer {token}"}
+    pending: dict[str, float] = {}
+    done = 0
+    ws_url = base.replace("http", "ws", 1) + "/v1/stream"
+    async with (
+        httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as http,
+        websockets.connect(ws_url, additional_headers=headers, max_queue=None) as ws,
+    ):
+
+        async def start() -> None:
+            sent = time.perf_counter()
+            response = await http.post(
+                "/v1/executions", json={"process": "noop3", "input": {"n": 1}}
+            )
+            response.raise_for_status()
+            pending[response.json()["id"]] = sent
+
+        await asyncio.gather(*(start() for _ in range(window)))
+        while pending:
+            message = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            if message.get("type") != "execution_completed":
+                continue
+            sent = pending.pop(message["execution_id"], None)
+            if sent is None:
+                continue
+            latencies.append(time.perf_counter() - sent)
+            done += 1
+            if time.perf_counter() < until:
+                await start()
+    return done
+
+
+async def measure(base: str, clients: int, window: int, seconds: float) -> dict[str, float]:
+    latencies: list[float] = []
+    began = time.perf_counter()
+    until = began + seconds
+    counts = await asyncio.gather(
+        *(
+            client(base, f"bench-{uuid.uuid4().hex[:6]}", window, until, latencies)
+            for _ in range(clients)
+        )
+    )
+    elapsed = time.perf_counter() - began
+    latencies.sort()
+    return {
+        "executions": sum(counts),
+        "per_second": sum(counts) / elapsed,
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--window", type=int, default=16, help="executions in flight per client")
+    arguments = parser.parse_args()
+    print(
+        f"3-step no-op process, PostgreSQL, {arguments.seconds:g} s per run, "
+        f"window {arguments.window} per client"
+    )
+    print(
+        f"{'workers':>7} {'clients':>7} {'executions':>10} {'exec/s':>8} {'p50 ms':>8} "
+        f"{'p99 ms':>8}"
+    )
+    for workers in (1, 2):
+        with tempfile.TemporaryDirectory() as scratch:
+            deployment = Deployment(workers, Path(scratch))
+            try:
+                asyncio.run(measure(deployment.base, 1, 4, 2.0))  # warm up
+                for clients in (1, 4):
+                    figures = asyncio.run(
+                        measure(deployment.base, clients, arguments.window, arguments.seconds)
+                    )
+                    print(
+                        f"{workers:>7} {clients:>7} {figures['executions']:>10.0f} "
+                        f"{figures['per_second']:>8.1f} {figures['p50_ms']:>8.1f} "
+                        f"{figures['p99_ms']:>8.1f}",
+                        flush=True,
+                    )
+            except Exception:
+                print((Path(scratch) / "api.log").read_text()[-3000:], file=sys.stderr)
+                raise
+            finally:
+                deployment.close()
+
+
+if __name__ == "__main__":
+    main()

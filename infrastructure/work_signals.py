@@ -1,0 +1,109 @@
+"""Wake-ups for a worker process: new executions and cancellation requests, nothing else.
+
+A worker alone does not need every event decoded (the API's change feed does that for
+the live tail); it listens for the store's notifications and reads only the two kinds of
+event it reacts to, filtered by topic in SQL.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+import psycopg
+
+from application.executions import Executions, LoggedEvent
+from domain.executions import Execution
+
+log = logging.getLogger(__name__)
+
+MIN_INTERVAL = 0.005
+"""Seconds between reads while events keep arriving (a wake-up costs two queries)."""
+
+TOPICS = (Execution.ExecutionStarted.TOPIC, Execution.ExecutionCancellationRequested.TOPIC)
+
+
+class WorkSignals:
+    """Follows the store for the events that concern workers and hands them on."""
+
+    def __init__(
+        self,
+        executions: Executions,
+        deliver: Callable[[list[LoggedEvent]], None],
+        listen_dsn: str | None,
+        poll_interval: float = 0.5,
+        channel: str = "executions_events",
+    ):
+        self.executions = executions
+        self.deliver = deliver
+        self.listen_dsn = listen_dsn
+        self.poll_interval = poll_interval
+        self.channel = channel
+        self._wake = threading.Event()
+        self._stopped = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        self.executions.add_listener(self.wake)
+        self._spawn(self._follow)
+        if self.listen_dsn:
+            self._spawn(self._listen)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._wake.set()
+        self.executions.remove_listener(self.wake)
+        for thread in self._threads:
+            thread.join(5)
+
+    def wake(self, *_: object) -> None:
+        self._wake.set()
+
+    def _spawn(self, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, name="work-signals", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _follow(self) -> None:
+        position = self.executions.last_position()
+        while not self._stopped.is_set():
+            self._wake.clear()
+            try:
+                head = self.executions.last_position()
+                if head > position:
+                    notifications = self.executions.recorder.select_notifications(
+                        start=position,
+                        limit=10_000,
+                        stop=head,
+                        topics=TOPICS,
+                        inclusive_of_start=False,
+                    )
+                    events = [
+                        LoggedEvent(n.id, self.executions.mapper.to_domain_event(n))
+                        for n in notifications
+                    ]
+                    if events:
+                        self.deliver(events)
+                    position = head if len(notifications) < 10_000 else events[-1].position
+                    # notifications come with every commit: read at most every MIN_INTERVAL
+                    self._stopped.wait(MIN_INTERVAL)
+                    continue
+            except Exception:
+                log.exception("reading work signals failed; retrying")
+                self._stopped.wait(1.0)
+            self._wake.wait(self.poll_interval)
+
+    def _listen(self) -> None:
+        assert self.listen_dsn is not None
+        while not self._stopped.is_set():
+            try:
+                with psycopg.connect(self.listen_dsn, autocommit=True) as connection:
+                    connection.execute(f'LISTEN "{self.channel}"')
+                    self._wake.set()
+                    while not self._stopped.is_set():
+                        for _ in connection.notifies(timeout=1.0, stop_after=1):
+                            self._wake.set()
+            except psycopg.Error:
+                log.warning("lost the notification connection; reconnecting", exc_info=True)
+                self._stopped.wait(1.0)
