@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -71,6 +72,25 @@ def projector(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     run_until_signalled(Settings(), engine=False, projector=True)
+
+
+processes_app = typer.Typer(help="Process definitions.", no_args_is_help=True)
+
+
+@processes_app.command("apply")
+def apply_process(
+    file: Annotated[Path, typer.Argument(help="a definition in YAML or JSON", exists=True)],
+) -> None:
+    """Register a process definition from a file (a changed one becomes a new version)."""
+    from infrastructure.process_files import apply_file
+
+    try:
+        typer.echo(apply_file(Settings(), file))
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="FILE") from None
+
+
+app.add_typer(processes_app, name="processes")
 
 
 @app.command()

@@ -9,7 +9,15 @@ from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from infrastructure.api import errors
-from infrastructure.api.routes import audit, executions, health, revocations, stream, stream_sse
+from infrastructure.api.routes import (
+    audit,
+    executions,
+    health,
+    processes,
+    revocations,
+    stream,
+    stream_sse,
+)
 from infrastructure.api.routes import metrics as metrics_routes
 from infrastructure.api.tail_session import TailService
 from infrastructure.runtime import Runtime
@@ -65,6 +73,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         return await call_next(request)
 
     app.include_router(health.router)
+    app.include_router(processes.router)
     app.include_router(executions.router)
     app.include_router(metrics_routes.router)
     app.include_router(stream.router)

@@ -130,3 +130,12 @@ class EventMessage(BaseModel):
 class EventPage(BaseModel):
     items: list[EventMessage]
     next_after: int | None = Field(description="pass as ?after= for the next page, if any")
+
+
+class ProcessView(BaseModel):
+    """One registered version of a process definition."""
+
+    name: str
+    version: int
+    content_hash: str
+    definition: dict[str, Any]

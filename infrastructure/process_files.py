@@ -1,0 +1,43 @@
+"""`agent-ledger processes apply FILE`: register a definition straight into the store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from domain.errors import InvalidProcessDefinitionError
+from infrastructure.persistence import initialize_schema, read_model_engine
+from infrastructure.process_catalog_sql import SqlProcessCatalog
+from infrastructure.settings import Settings
+
+
+def load_document(path: Path) -> dict[str, Any]:
+    """A definition document from YAML (.yaml/.yml) or JSON."""
+    text = path.read_text()
+    try:
+        document = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as error:
+        raise ValueError(
+            f"{path} is not valid {path.suffix.lstrip('.') or 'JSON'}: {error}"
+        ) from None
+    if not isinstance(document, dict):
+        raise ValueError(f"{path} must hold one mapping (the process definition)")
+    return document
+
+
+def apply_file(settings: Settings, path: Path) -> str:
+    """Validate and register; returns a line saying which version is now registered."""
+    document = load_document(path)
+    initialize_schema(settings)
+    engine = read_model_engine(settings)
+    try:
+        registered, created = SqlProcessCatalog(engine).register(document)
+    except InvalidProcessDefinitionError as error:
+        raise ValueError(str(error)) from None
+    finally:
+        engine.dispose()
+    state = "registered as" if created else "unchanged at"
+    return f"{registered.name} {state} version {registered.version}"

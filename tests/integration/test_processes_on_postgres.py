@@ -1,0 +1,136 @@
+"""Registering process definitions over the API and from a file, on PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from infrastructure.api.app import create_app
+from infrastructure.auth import issue_token
+from infrastructure.runtime import Runtime
+from infrastructure.settings import Settings
+from tests.integration.asgi_client import TestClient
+
+SECRET = "processes-secret-" + "x" * 32
+ADMIN = {"Authorization": f"Bearer {issue_token(SECRET, 'ada', ['admin'])}"}
+USER = {"Authorization": f"Bearer {issue_token(SECRET, 'user-a')}"}
+TWO_STEPS = {
+    "config": {"parallel_execution": False},
+    "steps": [
+        {"id": "first", "type": "agent_task", "agent": "echo", "input": {"q": "{{ input.q }}"}},
+        {
+            "id": "second",
+            "type": "agent_task",
+            "agent": "echo",
+            "input": "{{ steps.first.output }}",
+            "depends_on": ["first"],
+        },
+    ],
+    "output": "{{ steps.second.output }}",
+}
+
+
+@pytest.fixture(scope="module")
+def settings(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(
+        database_url=postgres_url, jwt_secret=SECRET, data_dir=tmp_path_factory.mktemp("data")
+    )
+
+
+@pytest.fixture(scope="module")
+def client(settings: Settings) -> Iterator[TestClient]:
+    runtime = Runtime.start(settings)
+    try:
+        with TestClient(create_app(settings, runtime)) as test_client:
+            yield test_client
+    finally:
+        runtime.stop()
+
+
+def test_an_admin_registers_a_process_and_a_changed_one_becomes_a_new_version(
+    client: TestClient,
+) -> None:
+    first = client.put("/v1/processes/two-steps", json=TWO_STEPS, headers=ADMIN)
+    again = client.put("/v1/processes/two-steps", json=TWO_STEPS, headers=ADMIN)
+    changed = {**TWO_STEPS, "output": "{{ steps.first.output }}"}
+    second = client.put("/v1/processes/two-steps", json=changed, headers=ADMIN)
+
+    assert (first.status_code, first.json()["version"]) == (201, 1)
+    assert (again.status_code, again.json()["version"]) == (200, 1)
+    assert (second.status_code, second.json()["version"]) == (201, 2)
+    listed = client.get("/v1/processes", headers=USER).json()
+    assert {"name": "two-steps", "version": 2} in [
+        {"name": p["name"], "version": p["version"]} for p in listed
+    ]
+    old = client.get("/v1/processes/two-steps", params={"version": 1}, headers=USER).json()
+    assert old["definition"]["output"] == TWO_STEPS["output"]
+
+
+def test_an_execution_runs_the_version_it_asked_for(client: TestClient) -> None:
+    client.put("/v1/processes/pinned", json=TWO_STEPS, headers=ADMIN)
+    changed = {**TWO_STEPS, "output": {"wrapped": "{{ steps.second.output }}"}}
+    client.put("/v1/processes/pinned", json=changed, headers=ADMIN)
+
+    started = client.post(
+        "/v1/executions",
+        headers=USER,
+        json={"process": "pinned", "version": 1, "input": {"q": "hi"}},
+    ).json()
+    view = client.get(
+        f"/v1/executions/{started['id']}", headers=USER, params={"after": started["position"]}
+    ).json()
+
+    assert started["version"] == 1
+    assert view["process_version"] == 1
+
+
+def test_only_admins_register_and_a_bad_definition_names_its_step(client: TestClient) -> None:
+    refused = client.put("/v1/processes/mine", json=TWO_STEPS, headers=USER)
+    broken = {
+        **TWO_STEPS,
+        "steps": [*TWO_STEPS["steps"][:1], {**TWO_STEPS["steps"][1], "depends_on": ["nope"]}],
+    }
+    invalid = client.put("/v1/processes/broken", json=broken, headers=ADMIN)
+
+    assert refused.status_code == 403
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert invalid.status_code == 422
+    assert "second" in invalid.json()["detail"]
+    assert "nope" in invalid.json()["detail"]
+    assert client.get("/v1/processes/broken", headers=USER).status_code == 422
+
+
+def test_processes_apply_registers_a_yaml_file_and_rejects_a_broken_one(
+    settings: Settings, tmp_path: Path, client: TestClient
+) -> None:
+    import yaml
+
+    good = tmp_path / "from-file.yaml"
+    good.write_text(yaml.safe_dump({"name": "from-file", **TWO_STEPS}))
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"name": "bad", "steps": []}))
+    command = [str(Path(sys.executable).parent / "agent-ledger"), "processes", "apply"]
+    env = {
+        **os.environ,
+        "AGENT_LEDGER_DATABASE_URL": str(settings.database_url),
+        "AGENT_LEDGER_JWT_SECRET": SECRET,
+    }
+
+    applied = subprocess.run(
+        [*command, str(good)], env=env, capture_output=True, text=True, timeout=60
+    )
+    rejected = subprocess.run(
+        [*command, str(bad)], env=env, capture_output=True, text=True, timeout=60
+    )
+
+    assert applied.returncode == 0, applied.stderr
+    assert "from-file registered as version 1" in applied.stdout
+    assert client.get("/v1/processes/from-file", headers=USER).json()["version"] == 1
+    assert rejected.returncode != 0
+    assert "step" in rejected.stderr.lower()
