@@ -123,10 +123,10 @@ def test_processes_apply_registers_a_yaml_file_and_rejects_a_broken_one(
     }
 
     applied = subprocess.run(
-        [*command, str(good)], env=env, capture_output=True, text=True, timeout=60
+        [*command, str(good)], env=env, capture_output=True, text=True, check=False, timeout=60
     )
     rejected = subprocess.run(
-        [*command, str(bad)], env=env, capture_output=True, text=True, timeout=60
+        [*command, str(bad)], env=env, capture_output=True, text=True, check=False, timeout=60
     )
 
     assert applied.returncode == 0, applied.stderr
