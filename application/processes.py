@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Protocol
 
 from domain.errors import DomainError
@@ -30,8 +31,9 @@ class RegisteredProcess:
     definition: ProcessDefinition
     content_hash: str
 
-    @property
+    @cached_property
     def document(self) -> dict[str, Any]:
+        """The canonical document, recorded in each execution's first event."""
         return self.definition.to_document()
 
 

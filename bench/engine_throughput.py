@@ -139,7 +139,8 @@ async def client(base: str, user: str, window: int, until: float, latencies: lis
     headers = {"Authorization": f"Bearer {token}"}
     pending: dict[str, float] = {}
     done = 0
-    ws_url = base.replace("http", "ws", 1) + "/v1/stream"
+    # the client waits for completions only, as a client of this kind would subscribe
+    ws_url = base.replace("http", "ws", 1) + "/v1/stream?types=execution_completed"
     async with (
         httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as http,
         websockets.connect(ws_url, additional_headers=headers, max_queue=None) as ws,

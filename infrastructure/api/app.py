@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
 from infrastructure.api import errors
+from infrastructure.api.body_limit import BodyLimit
 from infrastructure.api.routes import (
     audit,
     executions,
@@ -58,19 +59,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     )
     errors.install(app)
 
-    @app.middleware("http")
-    async def limit_body(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > settings.max_request_bytes:
-            return errors.problem(
-                413,
-                "request-too-large",
-                "Request too large",
-                f"the body is {length} bytes; the limit is {settings.max_request_bytes}",
-            )
-        return await call_next(request)
+    # a plain ASGI middleware: the decorator form costs every request a task and a copy
+    app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
 
     app.include_router(health.router)
     app.include_router(processes.router)

@@ -134,3 +134,17 @@ def test_processes_apply_registers_a_yaml_file_and_rejects_a_broken_one(
     assert client.get("/v1/processes/from-file", headers=USER).json()["version"] == 1
     assert rejected.returncode != 0
     assert "step" in rejected.stderr.lower()
+
+
+def test_a_body_over_the_request_limit_is_refused_before_it_is_read(client: TestClient) -> None:
+    body = b'{"process": "echo", "input": {"x": "' + b"y" * (1024 * 1024 + 10) + b'"}}'
+
+    response = client.post(
+        "/v1/executions", content=body, headers={**USER, "Content-Type": "application/json"}
+    )
+
+    assert response.status_code == 413
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["type"] == "/problems/request-too-large"
+    listed = client.get("/v1/executions", headers=USER).json()["items"]
+    assert all(item["process"] != "echo" for item in listed)  # nothing was started
