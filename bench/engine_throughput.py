@@ -1,8 +1,9 @@
 """Engine benchmark: executions per second and POST-to-`execution_completed` latency.
 
 A 3-step process of no-op (echo) agents on PostgreSQL, driven over the real API: one
-`agent-ledger serve` process (API + projector, no engine) and 1 or 2 `agent-ledger worker`
-processes. Each client is one user with its own WebSocket subscription; it keeps a window
+`agent-ledger serve` process (the API only), one `agent-ledger projector` process and
+1 or 2 `agent-ledger worker` processes. Each client is one user with its own WebSocket
+subscription (for `execution_completed` events); it keeps a window
 of executions in flight, POSTing a new one as each completes.
 
     python bench/engine_throughput.py [--seconds 10] [--window 16]
@@ -92,21 +93,19 @@ class Deployment:
         engine.dispose()
         binary = str(Path(sys.executable).parent / "agent-ledger")
         self.processes = []
-        with (log_dir / "api.log").open("wb") as log:
-            self.processes.append(
-                subprocess.Popen(
-                    [binary, "serve", "--port", str(self.port), "--log-level", "warning"],
-                    env={**env, "AGENT_LEDGER_RUN_ENGINE": "false"},
-                    stdout=log,
-                    stderr=log,
-                )
-            )
-        for n in range(workers):
-            with (log_dir / f"worker-{n}.log").open("wb") as log:
+        # the deployment's shape: an API process, a projector process, worker processes
+        api_env = {**env, "AGENT_LEDGER_RUN_ENGINE": "false", "AGENT_LEDGER_RUN_PROJECTOR": "false"}
+        roles = [
+            ("api", ["serve", "--port", str(self.port)], api_env),
+            ("projector", ["projector"], env),
+        ]
+        roles += [(f"worker-{n}", ["worker"], env) for n in range(workers)]
+        for name, arguments, environment in roles:
+            with (log_dir / f"{name}.log").open("wb") as log:
                 self.processes.append(
                     subprocess.Popen(
-                        [binary, "worker", "--log-level", "warning"],
-                        env=env,
+                        [binary, *arguments, "--log-level", "warning"],
+                        env=environment,
                         stdout=log,
                         stderr=log,
                     )

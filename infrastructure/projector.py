@@ -24,6 +24,9 @@ from projections.metrics import MetricsProjection
 
 log = logging.getLogger(__name__)
 
+BATCH_GATHER_SECONDS = 0.02
+"""Pause between batches while events keep coming (lag target: 100 ms at p99)."""
+
 
 class TrackingConflictError(Exception):
     """Another projector advanced this projection first; this batch was rolled back."""
@@ -227,6 +230,8 @@ class Projector:
             self._wake.clear()  # before reading, so a wake-up during the batch is not lost
             try:
                 if self.run_once():
+                    # commits keep notifying: gather them into fuller batches
+                    self._stopped.wait(BATCH_GATHER_SECONDS)
                     continue
             except Exception:
                 log.exception("projection batch failed; retrying")

@@ -18,7 +18,7 @@ from domain.executions import Execution
 
 log = logging.getLogger(__name__)
 
-MIN_INTERVAL = 0.005
+MIN_INTERVAL = 0.02
 """Seconds between reads while events keep arriving (a wake-up costs two queries)."""
 
 TOPICS = (Execution.ExecutionStarted.TOPIC, Execution.ExecutionCancellationRequested.TOPIC)
