@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
 from infrastructure.api.dependencies import CallerDep, RuntimeDep
 from infrastructure.api.errors import ProblemError
@@ -33,66 +34,46 @@ UserFilter = Annotated[
 After = Annotated[int | None, Query(ge=0, description="wait until the metrics have this position")]
 
 
+@dataclass(frozen=True)
+class MetricsRequest:
+    """The query every metrics endpoint takes."""
+
+    start: From = None
+    end: To = None
+    name: Name = None
+    series: Series = True
+    user_id: UserFilter = None
+    after: After = None
+
+
+RequestDep = Annotated[MetricsRequest, Depends()]
+
+
 @router.get("/agents", response_model=MetricsPage, response_model_by_alias=True)
-def agent_metrics(
-    caller: CallerDep,
-    runtime: RuntimeDep,
-    start: From = None,
-    end: To = None,
-    name: Name = None,
-    series: Series = True,
-    user_id: UserFilter = None,
-    after: After = None,
-) -> MetricsPage:
+def agent_metrics(caller: CallerDep, runtime: RuntimeDep, query: RequestDep) -> MetricsPage:
     """Runs of each agent (one per attempt): outcomes, retries, durations, SLA breaches."""
     targets = SlaTargets({k: v * 1000 for k, v in runtime.settings.sla_agent_seconds.items()})
-    return _page(AGENT, targets, caller, runtime, start, end, name, series, user_id, after)
+    return _page(AGENT, targets, caller, runtime, query)
 
 
 @router.get("/tools", response_model=MetricsPage, response_model_by_alias=True)
-def tool_metrics(
-    caller: CallerDep,
-    runtime: RuntimeDep,
-    start: From = None,
-    end: To = None,
-    name: Name = None,
-    series: Series = True,
-    user_id: UserFilter = None,
-    after: After = None,
-) -> MetricsPage:
+def tool_metrics(caller: CallerDep, runtime: RuntimeDep, query: RequestDep) -> MetricsPage:
     """Calls of each tool: outcomes, retries of their step, durations, SLA breaches."""
     targets = SlaTargets({k: v * 1000 for k, v in runtime.settings.sla_tool_seconds.items()})
-    return _page(TOOL, targets, caller, runtime, start, end, name, series, user_id, after)
+    return _page(TOOL, targets, caller, runtime, query)
 
 
 @router.get("/processes", response_model=MetricsPage, response_model_by_alias=True)
-def process_metrics(
-    caller: CallerDep,
-    runtime: RuntimeDep,
-    start: From = None,
-    end: To = None,
-    name: Name = None,
-    series: Series = True,
-    user_id: UserFilter = None,
-    after: After = None,
-) -> MetricsPage:
+def process_metrics(caller: CallerDep, runtime: RuntimeDep, query: RequestDep) -> MetricsPage:
     """Executions of each process: outcomes, step retries, durations, whole-workflow SLA."""
     targets = SlaTargets(default=runtime.settings.sla_workflow_seconds * 1000)
-    return _page(PROCESS, targets, caller, runtime, start, end, name, series, user_id, after)
+    return _page(PROCESS, targets, caller, runtime, query)
 
 
 def _page(
-    kind: str,
-    targets: SlaTargets,
-    caller: Caller,
-    runtime: Runtime,
-    start: datetime | None,
-    end: datetime | None,
-    name: str | None,
-    series: bool,
-    user_id: str | None,
-    after: int | None,
+    kind: str, targets: SlaTargets, caller: Caller, runtime: Runtime, query: MetricsRequest
 ) -> MetricsPage:
+    start, end, after = query.start, query.end, query.after
     if start is not None and end is not None and end <= start:
         raise ProblemError(
             422, "invalid-range", "Invalid time range", "`to` must be later than `from`"
@@ -115,10 +96,10 @@ def _page(
             f"the metrics have not reached position {after} yet; retry",
             position=runtime.projection_position(MetricsProjection.name),
         )
-    owner = caller.owner_filter if caller.owner_filter is not None else user_id
+    owner = caller.owner_filter if caller.owner_filter is not None else query.user_id
     position = runtime.projection_position(MetricsProjection.name)
     items = MetricsQueries(runtime.read_engine).figures(
-        kind, targets, user_id=owner, start=start, end=end, name=name, series=series
+        kind, targets, user_id=owner, start=start, end=end, name=query.name, series=query.series
     )
     return MetricsPage(
         kind=kind,
