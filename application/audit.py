@@ -55,6 +55,11 @@ def stored_fields(state: bytes) -> dict[str, Any]:
     a timer's due time) are untagged, when counting shows they are the only tags there are.
     Whatever the fast path cannot vouch for is decoded by the reference decoder instead.
     """
+    return _stored_fields(state)[0]
+
+
+def _stored_fields(state: bytes) -> tuple[dict[str, Any], bool]:
+    """The fields, and whether the fast path read them (which makes them plain JSON)."""
     if orjson is not None and b"\\u" not in state:  # an escape could spell a tag's key
         try:
             document = orjson.loads(state)
@@ -64,18 +69,18 @@ def stored_fields(state: bytes) -> dict[str, Any]:
         if type(document) is dict and is_plain(document):
             tags = state.count(_TAG)
             if tags == 0:
-                return document
+                return document, True
             stamp = document.get("timestamp")
             if tags == 1 and isinstance(stamp, dict) and _tagged(stamp):
                 try:
                     document["timestamp"] = _as_hashed(stamp)
-                    return document
+                    return document, True
                 except Exception:  # the reference decoder below names what is wrong
                     pass
             elif tags > 1 and _untag_top_level(document) == tags:
-                return document
+                return document, True
     value: dict[str, Any] = _AS_HASHED.decode(state.decode())
-    return value
+    return value, False
 
 
 def _tagged(value: Any) -> bool:
@@ -106,14 +111,14 @@ def verify_stored(
     add = verifier.add
     for _, position, version, topic, state in rows:
         try:
-            fields = stored_fields(unseal(state) if unseal is not None else state)
+            fields, plain = _stored_fields(unseal(state) if unseal is not None else state)
             fields["originator_id"] = originator_id
             fields["originator_version"] = version
         except Exception as error:
             if not add(version, topic, {}, position, None, _undecodable(error)):
                 break
             continue
-        if not add(version, topic, fields, position):
+        if not add(version, topic, fields, position, None, None, plain):
             break
     return verifier.verdict()
 

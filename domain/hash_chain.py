@@ -72,9 +72,9 @@ def is_plain(value: Any) -> bool:
     return True
 
 
-def _fast_sorted_json(document: dict[str, Any]) -> bytes | None:
+def _fast_sorted_json(document: dict[str, Any], plain: bool) -> bytes | None:
     """The reference bytes by orjson, or None when they might differ from the reference."""
-    if orjson is None or not is_plain(document):
+    if orjson is None or not (plain or is_plain(document)):
         return None
     try:
         text = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
@@ -94,17 +94,18 @@ def reference_canonical(topic: str, fields: Mapping[str, Any]) -> bytes:
     return _sorted_json(document).encode()
 
 
-def canonical(topic: str, fields: Mapping[str, Any]) -> bytes:
+def canonical(topic: str, fields: Mapping[str, Any], *, plain: bool = False) -> bytes:
     """The canonical bytes of an event: its topic and fields as sorted, compact JSON.
 
     Compact separators, keys sorted by code point, every character outside printable ASCII
     escaped as \\uXXXX, floats as Python's repr: what `reference_canonical` writes.
+    `plain=True` promises that `is_plain(fields)` holds (the caller has just checked).
     """
     document = dict(fields)
     document.pop("hash", None)
     document.pop("class_version", None)
     document["topic"] = topic
-    fast = _fast_sorted_json(document)
+    fast = _fast_sorted_json(document, plain)
     return fast if fast is not None else _sorted_json(document).encode()
 
 
@@ -188,8 +189,12 @@ class ChainVerifier:
         position: int | None = None,
         line: int | None = None,
         problem: str | None = None,
+        plain: bool = False,
     ) -> bool:
-        """Check the next event; False once the chain is broken (the rest is not looked at)."""
+        """Check the next event; False once the chain is broken (the rest is not looked at).
+
+        `plain=True` promises that the fields are plain JSON without floats (`is_plain`).
+        """
         if self.broken is not None:
             return False
         self.count = count = self.count + 1
@@ -202,7 +207,7 @@ class ChainVerifier:
         if fields.get("previous_hash") != self.previous:
             reason = "its previous_hash does not match the hash of the event before it"
             return self._break(ChainBreak(version, reason, position, line))
-        if stored != hashlib.sha256(canonical(topic, fields)).hexdigest():
+        if stored != hashlib.sha256(canonical(topic, fields, plain=plain)).hexdigest():
             reason = "its content does not match its hash (the event was altered)"
             return self._break(ChainBreak(version, reason, position, line))
         checkpoint = self.checkpoint

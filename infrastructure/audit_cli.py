@@ -113,3 +113,21 @@ def verify(
     verdict = verify_bundle(bundle, CheckpointSigner(key) if key else None)
     typer.echo(verdict.describe())
     raise typer.Exit(0 if verdict.ok else 1)
+
+
+@audit_app.command("verify-store")
+def verify_store_command(
+    workers: Annotated[int, typer.Option(help="processes verifying at once")] = 2,
+) -> None:
+    """Verify every execution's chain in the store; lists the broken ones (exit 1 if any)."""
+    from infrastructure.audit_service import verify_store
+
+    settings = Settings()
+    verifications = verify_store(settings, workers=workers)
+    broken = [v for v in verifications if not v.ok]
+    for verification in broken:
+        where = verification.verdict.broken
+        detail = f"version {where.version}: {where.reason}" if where else "checkpoint not authentic"
+        typer.echo(f"BROKEN {verification.execution_id} at {detail}")
+    typer.echo(f"{len(verifications) - len(broken)} of {len(verifications)} executions verified ok")
+    raise typer.Exit(1 if broken else 0)

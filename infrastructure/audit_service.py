@@ -119,27 +119,13 @@ def verify_store(settings: Settings, *, workers: int = 2, slices: int = 32) -> l
     engine = read_model_engine(settings)
     try:
         checkpoints = latest_checkpoints(engine)
-        if not settings.uses_postgres:
-            return _verify_in_turn(settings, engine)
+        heads = {str(k): (c.version, c.hash) for k, c in checkpoints.items()}
+        if settings.uses_postgres:
+            verdicts = _verify_slices(settings, heads, workers, slices)
+        else:
+            verdicts = {str(v.execution_id): v.verdict for v in _verify_in_turn(settings, engine)}
     finally:
         engine.dispose()
-    bounds = [UUID(int=(index << 128) // slices) for index in range(1, slices)]
-    ranges = list(zip([None, *bounds], [*bounds, None], strict=True))
-    heads = {str(k): (c.version, c.hash) for k, c in checkpoints.items()}
-    env = event_store_env(settings, create_tables=False)
-    dsn, table = libpq_dsn(settings), f"{env.get('POSTGRES_SCHEMA', '') or 'public'}.{EVENTS_TABLE}"
-    tasks = [
-        (dsn, table, env, low, high, {k: h for k, h in heads.items() if _within(k, low, high)})
-        for low, high in ranges
-    ]
-    verdicts: dict[str, ChainVerdict] = {}
-    if workers <= 1:
-        for task in tasks:
-            verdicts.update(_verify_slice(*task))
-    else:
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            for found in pool.imap_unordered(_verify_slice_task, tasks):
-                verdicts.update(found)
     for execution_id, head in heads.items():  # a checkpoint whose events were all deleted
         if execution_id not in verdicts:
             verdicts[execution_id] = ChainVerifier(ChainHead(*head)).verdict()
@@ -152,6 +138,28 @@ def verify_store(settings: Settings, *, workers: int = 2, slices: int = 32) -> l
             authentic = signer.is_authentic(checkpoint)
         results.append(Verification(UUID(execution_id), verdict, checkpoint, authentic))
     return results
+
+
+def _verify_slices(
+    settings: Settings, heads: Mapping[str, tuple[int, str]], workers: int, slices: int
+) -> dict[str, ChainVerdict]:
+    bounds = [UUID(int=(index << 128) // slices) for index in range(1, slices)]
+    ranges = list(zip([None, *bounds], [*bounds, None], strict=True))
+    env = event_store_env(settings, create_tables=False)
+    dsn, table = libpq_dsn(settings), f"{env.get('POSTGRES_SCHEMA', '') or 'public'}.{EVENTS_TABLE}"
+    tasks = [
+        (dsn, table, env, low, high, {k: h for k, h in heads.items() if _within(k, low, high)})
+        for low, high in ranges
+    ]
+    verdicts: dict[str, ChainVerdict] = {}
+    if workers <= 1:
+        for task in tasks:
+            verdicts.update(_verify_slice(*task))
+        return verdicts
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        for found in pool.imap_unordered(_verify_slice_task, tasks):
+            verdicts.update(found)
+    return verdicts
 
 
 def _within(execution_id: str, low: UUID | None, high: UUID | None) -> bool:
@@ -183,7 +191,8 @@ def _verify_slice(
         conditions.append("originator_id < %s")
         params.append(high)
     statement = (  # on the primary key (originator_id, originator_version): no sort
-        "SELECT originator_id::text, notification_id, originator_version, topic, state "
+        "SELECT originator_id::text AS execution_id, notification_id, originator_version, "
+        "topic, state "
         f"FROM {table} WHERE {' AND '.join(conditions)} ORDER BY originator_id, originator_version"
     )
     checkpoints = {k: ChainHead(*head) for k, head in heads.items()}

@@ -15,7 +15,9 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
+from application.audit import Verification
 from infrastructure.api.app import create_app
+from infrastructure.audit_service import verify_store
 from infrastructure.auth import issue_token
 from infrastructure.persistence import EVENTS_TABLE
 from infrastructure.runtime import Runtime
@@ -107,6 +109,30 @@ def as_database_owner(url: str) -> Iterator[psycopg.Connection[Any]]:
         yield connection
 
 
+def bulk_verification(settings: Settings, execution_id: str, workers: int = 1) -> Verification:
+    """The store-wide verifier's verdict on one execution."""
+    found = [
+        v for v in verify_store(settings, workers=workers) if str(v.execution_id) == execution_id
+    ]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def assert_same_verdict(bulk: Verification, body: dict[str, Any]) -> None:
+    """The bulk verifier says what `GET /verify` says."""
+    assert bulk.ok is body["ok"]
+    assert bulk.verdict.events == body["events"]
+    broken = bulk.verdict.broken
+    if body["broken"] is None:
+        assert broken is None
+    else:
+        assert broken is not None
+        assert (broken.version, broken.reason) == (
+            body["broken"]["version"],
+            body["broken"]["reason"],
+        )
+
+
 def test_an_auditor_replays_any_execution_and_it_verifies(client: TestClient) -> None:
     execution_id = run_echo(client, USER_A)
 
@@ -116,6 +142,16 @@ def test_an_auditor_replays_any_execution_and_it_verifies(client: TestClient) ->
     assert body["ok"] is True
     assert body["broken"] is None
     assert body["events"] == body["head_version"] == len(history(client, execution_id))
+
+
+def test_the_store_wide_verifier_agrees_with_the_api_in_parallel_processes(
+    client: TestClient, settings: Settings
+) -> None:
+    execution_id = run_echo(client, USER_A)
+
+    body = client.get(f"/v1/executions/{execution_id}/verify", headers=AUDITOR).json()
+    assert body["ok"] is True
+    assert_same_verdict(bulk_verification(settings, execution_id, workers=2), body)
 
 
 def test_state_at_a_version_or_time_is_rebuilt_from_the_events(client: TestClient) -> None:
@@ -199,11 +235,15 @@ def test_an_event_altered_behind_the_apps_back_is_named_by_the_api_and_offline(
     assert body["ok"] is False
     assert body["broken"]["version"] == 1
     assert "altered" in body["broken"]["reason"]
+    assert_same_verdict(bulk_verification(settings, execution_id), body)
     bundle = tmp_path / "tampered.jsonl"
     assert cli(settings, "export", execution_id, "-o", str(bundle)).returncode == 0
     offline = cli(settings, "verify", str(bundle))
     assert offline.returncode == 1
     assert "BROKEN at line 2" in offline.stdout, offline.stdout
+    whole_store = cli(settings, "verify-store")
+    assert whole_store.returncode == 1
+    assert f"BROKEN {execution_id} at version 1" in whole_store.stdout, whole_store.stdout
 
 
 def test_deleting_the_newest_events_is_caught_by_the_signed_checkpoint(
@@ -226,6 +266,9 @@ def test_deleting_the_newest_events_is_caught_by_the_signed_checkpoint(
     assert body["ok"] is False
     assert "deleted" in body["broken"]["reason"]
     assert body["checkpoint"]["signature_valid"] is True
+    bulk = bulk_verification(settings, execution_id)
+    assert_same_verdict(bulk, body)
+    assert bulk.checkpoint_authentic is True
     bundle = tmp_path / "after.jsonl"
     assert cli(settings, "export", execution_id, "-o", str(bundle)).returncode == 0
     offline = cli(settings, "verify", str(bundle))
@@ -269,6 +312,7 @@ def test_with_a_cipher_key_payloads_are_unreadable_in_the_database_yet_served_an
             assert history(client, execution_id)[0]["data"]["input"] == {"keep": "me", "n": 1}
             verified = client.get(f"/v1/executions/{execution_id}/verify", headers=AUDITOR)
             assert verified.json()["ok"] is True
+        assert_same_verdict(bulk_verification(settings, execution_id), verified.json())
         with psycopg.connect(url) as connection:
             states = [bytes(r[0]) for r in connection.execute(f"SELECT state FROM {EVENTS_TABLE}")]
         assert states

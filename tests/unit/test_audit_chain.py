@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import itertools
 import json
@@ -12,12 +13,13 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from eventsourcing.utils import get_topic
 
 from application.audit import Audit, AuditRead
 from application.checkpoints import Checkpoint, CheckpointSigner
 from application.executions import ExecutionNotFoundError, Executions
-from domain.executions import Execution
-from domain.hash_chain import GENESIS, ChainHead, verify_chain
+from domain.executions import Execution, ExecutionEvent
+from domain.hash_chain import GENESIS, ChainHead, orjson, verify_chain
 from infrastructure.audit_export import verify_bundle, write_bundle
 
 KEY = "unit-test-signing-key-0123456789"
@@ -246,3 +248,195 @@ def test_a_bundle_that_is_not_json_names_its_line(tmp_path: Path) -> None:
     verdict = verify_bundle(bundle, None)
     assert not verdict.ok
     assert verdict.line == 2
+
+
+# -- the fast verification path must read and hash exactly what the reference does -----------
+
+
+def every_event_type() -> list[Execution]:
+    """Executions that, between them, record every kind of execution event."""
+    now = datetime.now(UTC)
+    made = []
+    for ending in ("complete", "fail", "cancel", "time_out"):
+        execution = started(caused_by="user:user-a", correlation_id="req-ü")
+        execution.act_as("worker:w1", "req-1")
+        for step in ("a", "b"):
+            execution.schedule_step(step, 1)
+            execution.start_step(step, 1)
+        execution.start_agent("a", 1, "echo", {"question": "naïve? 日本", "n": 2**63})
+        execution.record_thinking("a", 1, "thinking\n\t\x7f \u2028 😀")
+        execution.start_tool("a", 1, "c1", "search", {"q": "x", "deep": [1, [2, {"z": None}]]})
+        execution.complete_tool("a", 1, "c1", {"hits": 3, "ok": True}, 12.5)
+        execution.start_tool("a", 1, "c2", "fetch", {})
+        execution.fail_tool("a", 1, "c2", {"type": "Timeout"}, 1e-05)
+        execution.fail_agent("a", 1, {"message": "no"}, 3.0)
+        execution.retry_step("a", 1, {"message": "again"}, 0.5, now + timedelta(seconds=1))
+        execution.schedule_step("a", 2)
+        execution.start_step("a", 2)
+        execution.start_agent("a", 2, "echo", None)
+        execution.complete_agent("a", 2, {"answer": 42, "big": 10**30}, 1e16)
+        execution.evaluate_gateway("a", 2, 1, ["b"], "route one")
+        execution.start_timer("a", 2, 1.0, now + timedelta(seconds=1))
+        execution.fire_timer("a", 2)
+        execution.complete_step("a", 2, {"value": 1.5})
+        execution.time_out_step("b", 1, 30.0)
+        execution.fail_step("b", 1, {"message": "late"})
+        execution.take_over("worker:w1", "worker:w2")
+        if ending == "complete":
+            execution.complete({"done": True})
+        elif ending == "fail":
+            execution.fail({"message": "boom"})
+        elif ending == "cancel":
+            execution.request_cancellation("user:user-a", "stop")
+            execution.cancel("user:user-a", "stop")
+        else:
+            execution.time_out(60.0)
+        made.append(execution)
+    skipping = started()
+    skipping.schedule_step("a", 1)
+    skipping.cancel_step("a", "not needed")
+    skipping.skip_step("b", "not needed")
+    made.append(skipping)
+    return made
+
+
+def test_the_fast_reading_of_stored_events_is_byte_identical_to_the_reference(
+    app: Executions,
+) -> None:
+    from application.audit import _AS_HASHED, _stored_fields
+    from domain.hash_chain import canonical, reference_canonical
+
+    executions = every_event_type()
+    topics, fast_reads = set(), 0
+    for execution in executions:
+        for event in execution.collect_events():
+            stored = app.mapper.to_stored_event(event)
+            fast, was_fast = _stored_fields(stored.state)
+            reference = _AS_HASHED.decode(stored.state.decode())
+            assert fast == reference
+            for fields in (fast, reference):
+                fields["originator_id"] = str(execution.id)
+                fields["originator_version"] = event.originator_version
+            expected = reference_canonical(stored.topic, reference)
+            assert canonical(stored.topic, fast, plain=was_fast) == expected
+            assert hashlib.sha256(expected).hexdigest() == event.hash  # type: ignore[attr-defined]
+            topics.add(stored.topic)
+            fast_reads += was_fast
+    event_types = {
+        get_topic(cls)
+        for cls in vars(Execution).values()
+        if isinstance(cls, type) and issubclass(cls, ExecutionEvent | Execution.ExecutionStarted)
+    }
+    assert topics == event_types
+    if orjson is not None:
+        assert fast_reads > len(topics)  # the fast path is really taken
+
+
+TRICKY_STATES = [
+    b'{"timestamp":{"_type_":"datetime_iso","_data_":"2026-01-01T00:00:00+00:00"},"a":1}',
+    b'{"t":{"\\u005ftype_":"uuid_hex","_data_":"12345678123456781234567812345678"}}',
+    b'{"t":{"_type_":"uuid_hex","_data_":"12345678123456781234567812345678"},"u":1}',
+    b'{"t":{"_type_":"decimal_str","_data_":"1.10"},"n":{"x":{"_type_":"uuid_hex","_data_":"'
+    b'12345678123456781234567812345678"}}}',
+    b'{"t":{"_type_":"uuid_hex","_data_":"not hex"}}',
+    b'{"t":{"_type_":"mystery","_data_":[1,2]},"m":"_type_ in text"}',
+    b'{"_type_":"datetime_iso","_data_":"x"}',
+    b'{"timestamp":{"_type_":"datetime_iso","_data_":{"_type_":"decimal_str","_data_":"1"}}}',
+    b'{"big":123456789012345678901234567890,"neg":-9223372036854775809}',
+    b'{"f":1e400}',
+    b'{"f":NaN}',
+    b'{"a":1,"a":{"_type_":"decimal_str","_data_":"2"}}',
+    b'{"s":"\\ud800"}',
+    b'{"s":"caf\xc3\xa9 \x7f","n":-0,"x":1E2}',
+    b"[1,2]",
+    b'{"unterminated":',
+    b"\xff",
+]
+
+
+@pytest.mark.parametrize("state", TRICKY_STATES)
+def test_the_fast_reading_agrees_with_the_reference_on_odd_or_hostile_states(
+    state: bytes,
+) -> None:
+    from application.audit import _AS_HASHED, stored_fields
+    from domain.hash_chain import canonical, reference_canonical
+
+    try:
+        reference: Any = _AS_HASHED.decode(state.decode())
+    except Exception as error:
+        with pytest.raises(type(error)):
+            stored_fields(state)
+        return
+    fast = stored_fields(state)
+    assert json.dumps(fast, sort_keys=True) == json.dumps(reference, sort_keys=True)
+    if isinstance(reference, dict):
+        assert canonical("t", fast) == reference_canonical("t", reference)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "plain ascii",
+        "naïve 日本 😀",
+        "del \x7f and nul \x00 and \u2028",
+        "ascii but for del \x7f and nul \x00",
+        '\\ "quoted" / \b\f\n\r\t',
+        1.5,
+        1e16,
+        1e-05,
+        5e-324,
+        float("inf"),
+        float("nan"),
+        2**63,
+        2**64,
+        -(2**63) - 1,
+        2**70,
+        True,
+        None,
+        [],
+        {},
+        {"é": 1, "e": 2, "z": 3, "Z": 4, "😀": 5, "\u00ff": 6},
+        [1, [2, [3, {"k": [None, False]}]]],
+    ],
+)
+def test_canonical_bytes_are_the_reference_bytes_whatever_the_values(value: Any) -> None:
+    from domain.hash_chain import canonical, reference_canonical
+
+    fields = {"value": value, "hash": "x", "class_version": 2, "previous_hash": GENESIS}
+    assert canonical("topic", fields) == reference_canonical("topic", fields)
+
+
+def test_the_bulk_verifier_of_stored_rows_gives_the_verdict_of_the_chain(app: Executions) -> None:
+    from application.audit import verify_stored_chains
+
+    executions = every_event_type()
+    rows: list[tuple[str, int | None, int, str, bytes]] = []
+    for execution in sorted(executions, key=lambda e: str(e.id)):
+        for event in execution.collect_events():
+            stored = app.mapper.to_stored_event(event)
+            rows.append(
+                (str(execution.id), None, event.originator_version, stored.topic, stored.state)
+            )
+    verdicts = dict(verify_stored_chains(rows))
+    assert all(v.ok for v in verdicts.values()), verdicts
+    assert sum(v.events for v in verdicts.values()) == len(rows)
+
+    first = str(min(e.id for e in executions))
+    altered = [
+        (*row[:4], row[4].replace(b"search", b"sEarch")) if row[0] == first else row for row in rows
+    ]
+    gap = [row for row in rows if not (row[0] == first and row[2] == 3)]
+    heads = {first: ChainHead(len([r for r in rows if r[0] == first]), "f" * 64)}
+    truncated = [row for row in rows if not (row[0] == first and row[2] > 5)]
+    expected = {
+        "altered": (altered, None, "altered"),
+        "gap": (gap, None, "version 3 is missing"),
+        "truncated": (truncated, heads, "deleted"),
+    }
+    for name, (tampered, checkpoints, reason) in expected.items():
+        verdict = dict(verify_stored_chains(tampered, checkpoints))[first]
+        assert not verdict.ok, name
+        assert verdict.broken is not None
+        assert reason in verdict.broken.reason, (name, verdict.broken)
+        others = dict(verify_stored_chains(tampered, checkpoints))
+        assert all(v.ok for k, v in others.items() if k != first), name
