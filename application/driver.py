@@ -124,6 +124,7 @@ class ExecutionDriver:
     async def _wait(self, wake_at: datetime | None, now: datetime) -> None:
         """Until a running attempt ends or the next due time comes."""
         timeout = None if wake_at is None else max(0.0, (wake_at - now).total_seconds())
+        await self.session.flush()  # nothing is recorded next for a while: save what is staged
         if not self.tasks:
             await self.clock.sleep(timeout or 0.0)
             return
@@ -246,6 +247,7 @@ class ExecutionDriver:
     async def _stop(self, final: Any, reason: str) -> None:
         """Stop every running attempt, record them cancelled, then the final event."""
         await self._abandon()
+        await self.session.flush()  # steps that did finish keep their results
         execution = await self.session.reload()
         if execution.status.is_terminal:
             return

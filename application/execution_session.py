@@ -43,6 +43,7 @@ class ExecutionSession:
         self.committer = committer
         self._attribute()
         self._stale = False
+        self._staged: list[Command] = []
         self._writing = asyncio.Lock()
         self.position = 0
 
@@ -62,10 +63,41 @@ class ExecutionSession:
         return self.execution.id
 
     async def reload(self) -> Execution:
+        """The execution as stored; anything staged and not yet saved is dropped."""
+        self._staged.clear()
+        return await self._refresh()
+
+    async def _refresh(self) -> Execution:
+        """Reload, then apply again what is staged (after a lost race with another writer)."""
         self.execution = await asyncio.to_thread(self.executions.get_execution, self.id)
         self._attribute()
         self._stale = False
+        try:
+            for command in self._staged:
+                command(self.execution)
+        except BaseException:
+            self._staged.clear()
+            self._stale = True
+            raise
         return self.execution
+
+    async def stage(self, *commands: Command) -> None:
+        """Apply now, save with the next write: a step's end travels with what follows it."""
+        async with self._writing:
+            if self._stale:
+                await self._refresh()
+            for command in commands:
+                try:
+                    command(self.execution)
+                except BaseException:
+                    self._stale = True
+                    raise
+            self._staged.extend(commands)
+
+    async def flush(self) -> None:
+        """Save whatever is staged."""
+        if self._staged:
+            await self.record()
 
     def _attribute(self) -> None:
         """Events the engine records are caused by this worker, correlated to the start request."""
@@ -77,7 +109,7 @@ class ExecutionSession:
         async with self._writing:
             for _ in range(MAX_CONFLICT_RETRIES):
                 if self._stale:
-                    await self.reload()
+                    await self._refresh()
                 for command in commands:
                     try:
                         command(self.execution)
@@ -97,6 +129,7 @@ class ExecutionSession:
                 except RecordConflictError:
                     continue
                 self._stale = False
+                self._staged.clear()
                 return
         raise RecordConflictError(f"execution {self.id} kept changing under the engine")
 

@@ -225,7 +225,8 @@ class StepRunner:
             )
             await self.after_failure(session, step, attempt, failure)
             return
-        await session.record(
+        # saved with whatever the driver records next (the next step's start, the end)
+        await session.stage(
             partial(
                 Execution.complete_agent,
                 step_id=step.id,
