@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -31,8 +32,11 @@ def _registered(record: Any) -> RegisteredProcess:
 class SqlProcessCatalog:
     """Process definitions in the read-model database."""
 
-    def __init__(self, engine: sa.Engine):
+    def __init__(self, engine: sa.Engine, latest_ttl: float = 1.0):
         self.engine = engine
+        self.latest_ttl = latest_ttl
+        # name → (when looked up, latest version): every start asks for the latest
+        self._latest_seen: dict[str, tuple[float, RegisteredProcess]] = {}
 
     def register(self, document: Mapping[str, Any]) -> tuple[RegisteredProcess, bool]:
         definition = ProcessDefinition.from_document(document)
@@ -55,10 +59,16 @@ class SqlProcessCatalog:
                     )
                 except sa.exc.IntegrityError:
                     continue
+            self._latest_seen.pop(definition.name, None)
             return RegisteredProcess(definition.name, version, definition, digest), True
         raise RuntimeError(f"could not register process {definition.name!r}: too much contention")
 
     def get(self, name: str, version: int | None = None) -> RegisteredProcess:
+        """The given version, or the latest (as seen at most `latest_ttl` seconds ago)."""
+        if version is None:
+            seen = self._latest_seen.get(name)
+            if seen is not None and time.monotonic() - seen[0] < self.latest_ttl:
+                return seen[1]
         with self.engine.connect() as connection:
             if version is None:
                 record = self._latest(connection, name)
@@ -68,7 +78,10 @@ class SqlProcessCatalog:
                 ).first()
         if record is None:
             raise UnknownProcessError(name, version)
-        return _registered(record)
+        registered = _registered(record)
+        if version is None:
+            self._latest_seen[name] = (time.monotonic(), registered)
+        return registered
 
     def list_latest(self) -> list[RegisteredProcess]:
         latest = (

@@ -107,12 +107,21 @@ class TailHub:
         self._revoked: dict[str, float] = {}
 
     def publish(self, events: list[LoggedEvent]) -> None:
-        """Called on the change feed's thread: encode once, then fan out on the loop."""
+        """Called on the change feed's thread: encode once, then fan out on the loop.
+
+        Events of users nobody here follows are not encoded at all. A subscription that
+        registers meanwhile misses nothing: it catches up from the store after it registers.
+        """
+        if not events:
+            return
+        everyone = None in self._by_user  # read-only peeks from this thread are safe
         batch = []
         for logged in events:
+            if not everyone and getattr(logged.event, "user_id", None) not in self._by_user:
+                continue
             message = to_message(logged)
             batch.append(Outgoing(logged.position, message, json.dumps(message)))
-        self.loop.call_soon_threadsafe(self._fan_out, batch)
+        self.loop.call_soon_threadsafe(self._fan_out, batch, events[-1].position)
 
     def add(self, subject: str, issued_at: float, selection: TailFilter) -> Subscriber:
         """Register a subscription; it receives every event fanned out from now on."""
@@ -174,7 +183,7 @@ class TailHub:
                 subscriber.end(code, "server shutting down")
                 self.remove(subscriber)
 
-    def _fan_out(self, batch: list[Outgoing]) -> None:
+    def _fan_out(self, batch: list[Outgoing], last: int | None = None) -> None:
         everyone = self._by_user.get(None, set())
         for item in batch:
             user_id = item.message["user_id"]
@@ -183,5 +192,6 @@ class TailHub:
                 for subscriber in list(followers):
                     if subscriber.selection.accepts(item.message) and not subscriber.push(item):
                         self.remove(subscriber)
-        if batch:
-            self.position = max(self.position, batch[-1].position)
+        if last is None and batch:
+            last = batch[-1].position
+        self.position = max(self.position, last or 0)

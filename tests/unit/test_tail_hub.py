@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
+from application.executions import LoggedEvent
 from application.tail_filter import EVENT_TYPES, TailFilter, UnknownEventTypeError, parse_types
+from domain.executions import Execution
 from infrastructure.api.tail import (
     CloseCode,
     Ended,
@@ -216,3 +218,27 @@ def test_the_event_index_records_owner_execution_and_type_of_each_event() -> Non
         (10, "alice", execution.id, "execution_started"),
         (11, "alice", execution.id, "step_scheduled"),
     ]
+
+
+def test_events_of_users_nobody_follows_are_not_encoded_but_the_position_moves_on(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    hub = TailHub(loop)
+    alice = hub.add("alice", 0, TailFilter("alice"))
+    events = []
+    for position, user in enumerate(["bob", "alice", "bob"], start=1):
+        execution = Execution.start(
+            user_id=user,
+            process_name="p",
+            process_version=1,
+            definition={},
+            step_ids=[],
+            input={},
+        )
+        events.append(LoggedEvent(position, execution.collect_events()[0]))
+
+    hub.publish(events)
+    loop.run_until_complete(asyncio.sleep(0))
+
+    assert drain(alice) == [2]
+    assert hub.position == 3
