@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -33,6 +34,22 @@ def process(*steps: dict[str, Any], parallel: bool = True, **config: Any) -> dic
 
 def started_order(harness: EngineHarness, execution_id: Any) -> list[str]:
     return [e.step_id for e in harness.events(execution_id, "step_started")]
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll a condition on the event loop, failing the test if it stays false."""
+
+    async def poll() -> None:
+        while not condition():
+            await asyncio.sleep(0.005)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
+def failed(harness: EngineHarness, execution_id: Any, step_id: str) -> bool:
+    return harness.executions.get_execution(execution_id).steps[step_id].status is (
+        StepStatus.FAILED
+    )
 
 
 class Gate:
@@ -68,8 +85,7 @@ def test_a_diamond_runs_its_branches_together_and_the_join_waits_for_both() -> N
 
     async def scenario() -> None:
         draining = asyncio.create_task(harness.worker.drain(timeout=5))
-        while gate.most_at_once < 2:
-            await asyncio.sleep(0.01)
+        await until(lambda: gate.most_at_once >= 2)
         states = harness.executions.get_execution(execution_id).steps
         assert states["join"].status is StepStatus.PENDING  # a join never starts early
         gate.open.set()
@@ -133,9 +149,8 @@ def test_stop_on_failure_decides_whether_independent_branches_finish(
 
     async def scenario() -> None:
         draining = asyncio.create_task(harness.worker.drain(timeout=5))
-        while not gate.inside:
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.05)  # let the failure be recorded while "slow" still runs
+        await until(lambda: bool(gate.inside))
+        await until(lambda: failed(harness, execution_id, "broken"))  # while "slow" runs
         gate.open.set()
         await draining
 
