@@ -11,7 +11,7 @@ from operator import itemgetter
 from typing import Any, Protocol
 from uuid import UUID
 
-from eventsourcing.persistence import Notification
+from eventsourcing.persistence import Cipher, Compressor, Notification
 
 from application.checkpoints import Checkpoint, CheckpointSigner, CheckpointStore
 from application.executions import ExecutionNotFoundError, Executions, HistoryReader
@@ -191,6 +191,21 @@ class Verification:
         return self.verdict.ok and self.checkpoint_authentic is not False
 
 
+def unsealer(cipher: Cipher | None, compressor: Compressor | None) -> Unseal | None:
+    """Undo what the mapper did to a stored state (encryption, then compression), if anything."""
+    if cipher is None and compressor is None:
+        return None
+
+    def unseal(state: bytes) -> bytes:
+        if cipher is not None:
+            state = cipher.decrypt(state)
+        if compressor is not None:
+            state = compressor.decompress(state)
+        return state
+
+    return unseal
+
+
 class Audit:
     """Answers auditors from the events alone: nothing is re-run, nothing is changed."""
 
@@ -267,19 +282,7 @@ class Audit:
 
     def unseal(self) -> Unseal | None:
         """How stored states are decrypted and decompressed, or None when they are plain."""
-        mapper = self.executions.mapper
-        cipher, compressor = mapper.cipher, mapper.compressor
-        if cipher is None and compressor is None:
-            return None
-
-        def unseal(state: bytes) -> bytes:
-            if cipher is not None:
-                state = cipher.decrypt(state)
-            if compressor is not None:
-                state = compressor.decompress(state)
-            return state
-
-        return unseal
+        return unsealer(self.executions.mapper.cipher, self.executions.mapper.compressor)
 
     def links(self, execution_id: UUID) -> Iterator[ChainLink]:
         """The execution's events as stored (decrypted, never upcast), in version order."""

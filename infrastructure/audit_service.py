@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from eventsourcing.persistence import Cipher, Compressor, Notification
 from eventsourcing.utils import Environment, resolve_topic
 
-from application.audit import Audit, Unseal, Verification, verify_stored_chains
+from application.audit import Audit, Unseal, Verification, unsealer, verify_stored_chains
 from application.checkpoints import Checkpoint, CheckpointSigner
 from application.executions import Executions
 from domain.hash_chain import ChainHead, ChainVerdict, ChainVerifier
@@ -217,17 +217,7 @@ def _unseal(env: Mapping[str, str]) -> Unseal | None:
     if env.get("COMPRESSOR_TOPIC"):
         found = resolve_topic(env["COMPRESSOR_TOPIC"])
         compressor = found() if isinstance(found, type) else found
-    if cipher is None and compressor is None:
-        return None
-
-    def unseal(state: bytes) -> bytes:
-        if cipher is not None:
-            state = cipher.decrypt(state)
-        if compressor is not None:
-            state = compressor.decompress(state)
-        return state
-
-    return unseal
+    return unsealer(cipher, compressor)
 
 
 def latest_checkpoints(engine: sa.Engine) -> dict[UUID, Checkpoint]:
