@@ -25,6 +25,7 @@ class Caller:
 
     user_id: str
     roles: frozenset[str]
+    issued_at: float = 0.0
 
     @property
     def is_auditor(self) -> bool:
@@ -73,7 +74,12 @@ def authenticate(token: str | None, secret: str) -> Caller:
     subject = claims["sub"]
     if not isinstance(subject, str) or not subject:
         raise AuthenticationError("the token's subject must be a non-empty string")
-    return Caller(user_id=subject, roles=frozenset(roles) & ROLES)
+    issued_at = claims.get("iat", 0)
+    return Caller(
+        user_id=subject,
+        roles=frozenset(roles) & ROLES,
+        issued_at=float(issued_at) if isinstance(issued_at, int | float) else 0.0,
+    )
 
 
 def bearer_token(authorization: str | None) -> str | None:

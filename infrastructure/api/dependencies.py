@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
-from infrastructure.auth import Caller, authenticate, bearer_token
+from infrastructure.auth import AuthenticationError, Caller, authenticate, bearer_token
 from infrastructure.runtime import Runtime
 
 
@@ -19,7 +19,12 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
 def get_caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> Caller:
-    return authenticate(bearer_token(authorization), request.app.state.jwt_secret)
+    """The token's subject, unless the token is invalid, expired or revoked (401)."""
+    caller = authenticate(bearer_token(authorization), request.app.state.jwt_secret)
+    # the tail keeps every process's view of revocations fresh (re-read periodically)
+    if request.app.state.tail_hub.is_revoked(caller.user_id, caller.issued_at):
+        raise AuthenticationError("the token was revoked")
+    return caller
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]

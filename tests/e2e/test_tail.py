@@ -218,7 +218,7 @@ def test_revoking_a_subjects_tokens_ends_its_subscriptions_on_every_process(
             malformed = admin.post("/v1/auth/revocations", json={"sub": ""})
         code = closed_code(ws)
         closed = sse_close(stream)
-    with cluster.a.client(token("leaver")) as user:
+    with cluster.a.client(token("bystander")) as user:  # not revoked, not an admin
         not_admin = user.post("/v1/auth/revocations", json={"sub": "root"})
     with websocket(cluster.b.url, revoked) as ws:
         reopened = closed_code(ws)

@@ -1,4 +1,4 @@
-"""Registering process definitions over the API and from a file, on PostgreSQL."""
+"""Admin surfaces on PostgreSQL: process registration (API and file), body limit, revocation."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -148,3 +150,24 @@ def test_a_body_over_the_request_limit_is_refused_before_it_is_read(client: Test
     assert response.json()["type"] == "/problems/request-too-large"
     listed = client.get("/v1/executions", headers=USER).json()["items"]
     assert all(item["process"] != "echo" for item in listed)  # nothing was started
+
+
+def test_a_revoked_token_is_refused_by_every_endpoint_and_a_newer_one_works(
+    client: TestClient,
+) -> None:
+    old = {"Authorization": f"Bearer {issue_token(SECRET, 'revoked-user')}"}
+    assert client.get("/v1/executions", headers=old).status_code == 200
+
+    revoked = client.post("/v1/auth/revocations", json={"sub": "revoked-user"}, headers=ADMIN)
+    revoked_at = datetime.fromisoformat(revoked.json()["revoked_at"]).timestamp()
+    deadline = time.monotonic() + 3
+    while time.time() < revoked_at + 1 and time.monotonic() < deadline:
+        time.sleep(0.05)  # tokens carry whole seconds: the next one must be issued later
+    fresh = {"Authorization": f"Bearer {issue_token(SECRET, 'revoked-user')}"}
+
+    assert revoked.status_code == 201
+    refused = client.get("/v1/executions", headers=old)
+    assert refused.status_code == 401
+    assert "revoked" in refused.json()["detail"]
+    assert client.post("/v1/executions", json={"process": "echo"}, headers=old).status_code == 401
+    assert client.get("/v1/executions", headers=fresh).status_code == 200
