@@ -101,9 +101,12 @@ def sse_events(stream: SseStream, last: int) -> list[Message]:
     return found
 
 
-def read_forever(ws: ClientConnection) -> None:
-    while True:
+def read_forever(ws: ClientConnection, limit: float = 30.0) -> None:
+    """Read (heartbeats included) until the connection closes, for at most `limit` seconds."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
         ws.recv(timeout=10)
+    raise AssertionError(f"the server did not close the connection within {limit} s")
 
 
 def closed_code(ws: ClientConnection) -> int:
@@ -182,7 +185,8 @@ def test_an_idle_subscription_gets_heartbeats_that_carry_a_resume_position(
 def test_a_user_may_hold_only_so_many_subscriptions(cluster: Cluster) -> None:
     held = [websocket(cluster.a.url, token("greedy")) for _ in range(6)]
     for connection in held:
-        connection.__enter__()
+        # a first message (a heartbeat) shows the subscription is registered and serving
+        connection.__enter__().recv(timeout=10)
     try:
         with websocket(cluster.a.url, token("greedy")) as ws:
             code = closed_code(ws)
