@@ -181,12 +181,12 @@ class EngineAgentContext:
         except Exception as error:
             failure = error if isinstance(error, ToolError) else ToolError(f"{error}")
             details = {"type": type(error).__name__, "message": str(error)}
-            elapsed = _ms(self._clock.monotonic() - started)
+            elapsed = milliseconds(self._clock.monotonic() - started)
             await self._session.record(
                 lambda e: e.fail_tool(step_id, attempt, call_id, details, elapsed)
             )
             raise failure from error
-        elapsed = _ms(self._clock.monotonic() - started)
+        elapsed = milliseconds(self._clock.monotonic() - started)
         await self._session.record(
             lambda e: e.complete_tool(step_id, attempt, call_id, result, elapsed)
         )
@@ -204,7 +204,7 @@ class EngineAgentContext:
         """Record the end of a tool call reported with `report_tool_started`."""
         step_id, attempt = self._run.step_id, self._run.attempt
         started = self._remote_calls.pop(call_id, self._clock.monotonic())
-        elapsed = _ms(self._clock.monotonic() - started)
+        elapsed = milliseconds(self._clock.monotonic() - started)
         if error is None:
             await self._session.record(
                 lambda e: e.complete_tool(step_id, attempt, call_id, result, elapsed)
@@ -216,7 +216,8 @@ class EngineAgentContext:
             )
 
 
-def _ms(seconds: float) -> float:
+def milliseconds(seconds: float) -> float:
+    """A duration as recorded in events: milliseconds, to the microsecond."""
     return round(seconds * 1000, 3)
 
 

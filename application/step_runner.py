@@ -18,7 +18,12 @@ from application.agents import (
     RemoteAgentContext,
 )
 from application.clock import Clock
-from application.execution_session import EngineAgentContext, ExecutionSession, error_details
+from application.execution_session import (
+    EngineAgentContext,
+    ExecutionSession,
+    error_details,
+    milliseconds,
+)
 from domain.errors import ExpressionError
 from domain.execution_state import StepStatus
 from domain.executions import Execution
@@ -296,4 +301,4 @@ class StepRunner:
         )
 
     def _elapsed(self, started: float) -> float:
-        return round((self.clock.monotonic() - started) * 1000, 3)
+        return milliseconds(self.clock.monotonic() - started)

@@ -126,6 +126,7 @@ class Projector:
         self.engine = engine
         self.names = names if names is not None else all_projection_names()
         self.batch_size = batch_size
+        self.backlog = False  # the last run_once found a full batch somewhere
         self.poll_interval = poll_interval
         self.locks = locks
         self._wake = threading.Event()
@@ -142,6 +143,7 @@ class Projector:
     def run_once(self) -> int:
         """Apply the next batch of every projection this process runs; returns events applied."""
         applied = 0
+        self.backlog = False
         page: tuple[int, list[LoggedEvent]] | None = None  # projections at one position share it
         for name in self.names:
             if self.locks is not None and not self.locks.try_acquire(name):
@@ -151,6 +153,7 @@ class Projector:
             self._active.add(name)
             count, page = self._run_batch(name, page)
             applied += count
+            self.backlog |= count == self.batch_size
         return applied
 
     def catch_up(self) -> None:
@@ -230,9 +233,10 @@ class Projector:
             self._wake.clear()  # before reading, so a wake-up during the batch is not lost
             try:
                 if self.run_once():
-                    # commits keep notifying: gather them into fuller batches
-                    self._stopped.wait(BATCH_GATHER_SECONDS)
-                    continue
+                    if not self.backlog:
+                        # caught up while commits keep notifying: gather fuller batches
+                        self._stopped.wait(BATCH_GATHER_SECONDS)
+                    continue  # a full batch means a backlog: read on at once
             except Exception:
                 log.exception("projection batch failed; retrying")
                 self._stopped.wait(1.0)

@@ -19,7 +19,6 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Field(default=Path(".agent-ledger"), description="embedded mode's files")
     jwt_secret: str | None = Field(default=None, description="HS256 secret for bearer tokens")
-    jwt_audience: str | None = None
     max_input_bytes: int = Field(default=64 * 1024, description="largest execution input (JSON)")
     max_request_bytes: int = Field(default=1024 * 1024, description="largest request body")
     engine_concurrency: int = Field(default=32, description="executions driven at once per worker")

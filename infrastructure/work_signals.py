@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 MIN_INTERVAL = 0.02
 """Seconds between reads while events keep arriving (a wake-up costs two queries)."""
 
+PAGE = 10_000
+
 TOPICS = (Execution.ExecutionStarted.TOPIC, Execution.ExecutionCancellationRequested.TOPIC)
 
 
@@ -74,7 +76,7 @@ class WorkSignals:
                 if head > position:
                     notifications = self.executions.recorder.select_notifications(
                         start=position,
-                        limit=10_000,
+                        limit=PAGE,
                         stop=head,
                         topics=TOPICS,
                         inclusive_of_start=False,
@@ -85,9 +87,12 @@ class WorkSignals:
                     ]
                     if events:
                         self.deliver(events)
-                    position = head if len(notifications) < 10_000 else events[-1].position
-                    # notifications come with every commit: read at most every MIN_INTERVAL
-                    self._stopped.wait(MIN_INTERVAL)
+                    if len(notifications) < PAGE:
+                        position = head
+                        # notifications come with every commit: read at most every MIN_INTERVAL
+                        self._stopped.wait(MIN_INTERVAL)
+                    else:
+                        position = events[-1].position  # more to read: at once
                     continue
             except Exception:
                 log.exception("reading work signals failed; retrying")
