@@ -12,7 +12,7 @@ from application.clock import Clock
 from application.execution_session import ExecutionSession
 from application.step_runner import StepRunner, WorkerLostError, scope_of
 from application.work import Reschedule
-from domain.errors import ExpressionError
+from domain.errors import DomainError, ExpressionError
 from domain.execution_state import StepStatus
 from domain.executions import Execution
 from domain.expressions import render
@@ -35,6 +35,9 @@ def definition_of(execution: Execution) -> ProcessDefinition:
     _DEFINITIONS[key] = (execution.definition, definition)
     return definition
 
+
+FLUSH_WINDOW = 0.01
+"""Seconds the start of an attempt may stay unsaved while its agent runs (see `_wait`)."""
 
 LOCAL_WAIT = timedelta(seconds=5)
 """Waits shorter than this are slept in the worker; longer ones let the lease go."""
@@ -122,15 +125,25 @@ class ExecutionDriver:
             await self._wait(decision.wake_at, now)
 
     async def _wait(self, wake_at: datetime | None, now: datetime) -> None:
-        """Until a running attempt ends or the next due time comes."""
+        """Until a running attempt ends or the next due time comes.
+
+        What is staged (attempts just opened, results just in) is saved once the running
+        agents have had `FLUSH_WINDOW` to finish: an agent that answers at once has its
+        start and its end saved in one write, and a slow one is seen running soon after.
+        """
         timeout = None if wake_at is None else max(0.0, (wake_at - now).total_seconds())
-        await self.session.flush()  # nothing is recorded next for a while: save what is staged
         if not self.tasks:
+            await self.session.flush()
             await self.clock.sleep(timeout or 0.0)
             return
+        window = timeout
+        if self.session.staged:
+            window = FLUSH_WINDOW if timeout is None else min(timeout, FLUSH_WINDOW)
         done, _ = await asyncio.wait(
-            set(self.tasks.values()), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            set(self.tasks.values()), timeout=window, return_when=asyncio.FIRST_COMPLETED
         )
+        if not done:
+            await self.session.flush()
         for step_id, task in list(self.tasks.items()):
             if task in done:
                 del self.tasks[step_id]
@@ -165,7 +178,8 @@ class ExecutionDriver:
                     )
                 except ExpressionError as problem:
                     broken_gateways.append((step_id, problem))
-        await self.session.record(*commands)
+        # saved with the attempt's end if the agent answers within FLUSH_WINDOW, else then
+        await self.session.stage(*commands)
         for step_id, broken in broken_gateways:
             await self.runner.after_failure(
                 self.session, self.definition.step(step_id), attempts[step_id], broken
@@ -237,6 +251,8 @@ class ExecutionDriver:
 
     async def record_cancellation(self) -> None:
         """Stop everything and record who cancelled the execution and why."""
+        with contextlib.suppress(DomainError):
+            await self.session.flush()  # attempts already under way are recorded, then cancelled
         execution = await self.session.reload()
         request = execution.cancellation or {"by": "engine", "reason": "cancelled"}
         await self._stop(

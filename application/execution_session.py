@@ -62,6 +62,11 @@ class ExecutionSession:
     def id(self) -> UUID:
         return self.execution.id
 
+    @property
+    def staged(self) -> bool:
+        """Whether commands were applied that are not saved yet."""
+        return bool(self._staged)
+
     async def reload(self) -> Execution:
         """The execution as stored; anything staged and not yet saved is dropped."""
         self._staged.clear()

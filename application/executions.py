@@ -10,13 +10,19 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import DomainEventProtocol
-from eventsourcing.persistence import Notification, RecordConflictError, Recording
+from eventsourcing.persistence import (
+    Mapper,
+    Notification,
+    RecordConflictError,
+    Recording,
+    StoredEvent,
+)
 
 from application.processes import RegisteredProcess
 from application.work import Enqueue, Wake, WorkChange
 from domain.errors import DomainError
 from domain.execution_state import CancellationAlreadyRequestedError, execution_id_for
-from domain.executions import Execution
+from domain.executions import Execution, event_type, type_of_topic
 
 MAX_PAGE = 1000
 SNAPSHOT_INTERVAL = 100
@@ -41,12 +47,68 @@ class IdempotencyKeyReusedError(DomainError):
         )
 
 
-@dataclass(frozen=True)
 class LoggedEvent:
-    """A stored domain event with its position in the store's total order."""
+    """A stored domain event with its position in the store's total order.
 
-    position: int
-    event: DomainEventProtocol[UUID]
+    Read from the store, it is decoded only when `event` is first asked for: readers that
+    pass most events by (the tail, by their type) never pay for decoding them.
+    """
+
+    __slots__ = ("_event", "_mapper", "_stored", "position", "type")
+
+    def __init__(self, position: int, event: DomainEventProtocol[UUID]):
+        self.position = position
+        self.type = event_type(event)
+        """The event's wire type (`agent_started`), known without decoding it."""
+        self._event: DomainEventProtocol[UUID] | None = event
+        self._stored: StoredEvent | None = None
+        self._mapper: Mapper[UUID] | None = None
+
+    @classmethod
+    def stored(cls, position: int, stored: StoredEvent, mapper: Mapper[UUID]) -> LoggedEvent:
+        """A stored event, to be decoded by `mapper` when first needed."""
+        logged = cls.__new__(cls)
+        logged.position, logged.type = position, type_of_topic(stored.topic)
+        logged._event, logged._stored, logged._mapper = None, stored, mapper
+        return logged
+
+    @property
+    def event(self) -> DomainEventProtocol[UUID]:
+        event = self._event
+        if event is None:
+            stored, mapper = self._stored, self._mapper
+            if stored is None or mapper is None:
+                raise RuntimeError("a logged event has neither its event nor its record")
+            event = self._event = mapper.to_domain_event(stored)
+        return event
+
+    def __repr__(self) -> str:
+        return f"LoggedEvent({self.position}, {self.type})"
+
+
+@dataclass(frozen=True)
+class StartRequest:
+    """What starting an execution needs: who, which process, with what input."""
+
+    user_id: str
+    process: RegisteredProcess
+    input: dict[str, Any]
+    thread_id: str | None = None
+    idempotency_key: str | None = None
+    request_id: str | None = None
+    caused_by: str | None = None
+    correlation_id: str | None = None
+
+    def work(self, execution: Execution) -> list[WorkChange]:
+        """The new execution waits for a worker."""
+        return [Enqueue(execution.id, self.user_id)]
+
+
+def execution_id_for_request(start: StartRequest) -> UUID | str:
+    """The id a keyed start request gives its execution (for messages)."""
+    if start.idempotency_key is None:
+        return "with a random id"
+    return execution_id_for(start.user_id, start.idempotency_key)
 
 
 @dataclass(frozen=True)
@@ -82,45 +144,52 @@ class Executions(Application[UUID]):
 
     # -- commands ------------------------------------------------------------------------------
 
-    def start_execution(
-        self,
-        *,
-        user_id: str,
-        process: RegisteredProcess,
-        input: dict[str, Any],
-        thread_id: str | None = None,
-        idempotency_key: str | None = None,
-        request_id: str | None = None,
-        caused_by: str | None = None,
-        correlation_id: str | None = None,
-    ) -> StartedExecution:
-        """Record `ExecutionStarted`; with an idempotency key, a repeated request starts nothing."""
-        if idempotency_key is not None:
-            existing = self._replay(user_id, idempotency_key, process, input, thread_id)
-            if existing is not None:
-                return existing
-        execution = Execution.start(
-            user_id=user_id,
-            process_name=process.name,
-            process_version=process.version,
-            definition=process.document,
-            step_ids=list(process.definition.topological_order()),
-            input=input,
-            thread_id=thread_id,
-            request_id=request_id,
-            idempotency_key=idempotency_key,
-            caused_by=caused_by or f"user:{user_id}",
-            correlation_id=correlation_id or request_id,
-        )
-        try:
-            position = self.save_and_position(execution, work=[Enqueue(execution.id, user_id)])
-        except RecordConflictError:
-            assert idempotency_key is not None  # random ids do not collide
-            existing = self._replay(user_id, idempotency_key, process, input, thread_id)
-            if existing is None:
-                raise
+    def start_execution(self, **request: Any) -> StartedExecution:
+        """Record `ExecutionStarted`; with an idempotency key, a repeated request starts nothing.
+
+        Takes the fields of `StartRequest` as keywords.
+        """
+        start = StartRequest(**request)
+        existing = self.replay(start)
+        if existing is not None:
             return existing
+        execution = self.new_execution(start)
+        try:
+            position = self.save_and_position(execution, work=start.work(execution))
+        except RecordConflictError:
+            return self.replayed_after_conflict(start)
         return StartedExecution(execution.id, position, created=True)
+
+    def new_execution(self, start: StartRequest) -> Execution:
+        """The new execution a start request creates (not saved yet)."""
+        return Execution.start(
+            user_id=start.user_id,
+            process_name=start.process.name,
+            process_version=start.process.version,
+            definition=start.process.document,
+            step_ids=list(start.process.definition.topological_order()),
+            input=start.input,
+            thread_id=start.thread_id,
+            request_id=start.request_id,
+            idempotency_key=start.idempotency_key,
+            caused_by=start.caused_by or f"user:{start.user_id}",
+            correlation_id=start.correlation_id or start.request_id,
+        )
+
+    def replay(self, start: StartRequest) -> StartedExecution | None:
+        """The execution an earlier request with the same idempotency key started, if any."""
+        if start.idempotency_key is None:
+            return None
+        return self._replay(
+            start.user_id, start.idempotency_key, start.process, start.input, start.thread_id
+        )
+
+    def replayed_after_conflict(self, start: StartRequest) -> StartedExecution:
+        """A start that lost a race: a concurrent request with its key started it first."""
+        existing = self.replay(start)
+        if existing is None:
+            raise RecordConflictError(f"execution {execution_id_for_request(start)} exists")
+        return existing
 
     def request_cancellation(
         self,
@@ -224,7 +293,7 @@ class Executions(Application[UUID]):
         return StartedExecution(execution.id, self.last_position(), created=False)
 
     def _decode(self, notifications: Iterable[Notification]) -> list[LoggedEvent]:
-        return [LoggedEvent(n.id, self.mapper.to_domain_event(n)) for n in notifications]
+        return [LoggedEvent.stored(n.id, n, self.mapper) for n in notifications]
 
     def _scan_history(self, execution_id: UUID, after: int, limit: int) -> list[Notification]:
         """Fallback history reader for stores without an index by originator (in-memory)."""

@@ -49,6 +49,9 @@ class ProcessCatalog(Protocol):
     def get(self, name: str, version: int | None = None) -> RegisteredProcess:
         """The latest version, or the given one; raises `UnknownProcessError`."""
 
+    def peek(self, name: str, version: int | None = None) -> RegisteredProcess | None:
+        """What `get` would return, if it is known without I/O; else None."""
+
     def list_latest(self) -> list[RegisteredProcess]:
         """The latest version of every process, by name."""
 
@@ -70,6 +73,12 @@ class InMemoryProcessCatalog:
             registered = RegisteredProcess(definition.name, len(versions) + 1, definition, digest)
             versions.append(registered)
             return registered, True
+
+    def peek(self, name: str, version: int | None = None) -> RegisteredProcess | None:
+        try:
+            return self.get(name, version)
+        except UnknownProcessError:
+            return None
 
     def get(self, name: str, version: int | None = None) -> RegisteredProcess:
         versions = self._versions.get(name, [])

@@ -18,7 +18,6 @@ from application.executions import Executions, LoggedEvent
 from application.group_commit import GroupCommitter
 from application.step_runner import StepRunner
 from application.work import Claim, LeaseLostError, WorkQueue
-from domain.executions import Execution
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +74,10 @@ class Worker:
         if self._loop is None:
             return
         for logged in events:
-            event = logged.event
-            if isinstance(event, Execution.ExecutionCancellationRequested):
-                self._loop.call_soon_threadsafe(self.cancel, event.originator_id)
-            elif isinstance(event, Execution.ExecutionStarted):
+            kind = logged.type  # known without decoding the event
+            if kind == "execution_cancellation_requested":
+                self._loop.call_soon_threadsafe(self.cancel, logged.event.originator_id)
+            elif kind == "execution_started":
                 self._loop.call_soon_threadsafe(self.wake)
 
     def wake(self) -> None:

@@ -6,7 +6,10 @@ A 3-step process of no-op (echo) agents on PostgreSQL, driven over the real API:
 subscription (for `execution_completed` events); it keeps a window
 of executions in flight, POSTing a new one as each completes.
 
-    python bench/engine_throughput.py [--seconds 10] [--window 16]
+    python bench/engine_throughput.py [--seconds 10] [--window 16] [--cpu]
+
+With `--cpu` it also prints the CPU time each part spends per execution (the API, the
+projector, the workers, every PostgreSQL process and this benchmark's own client).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import psutil
 import psycopg
 import websockets
 
@@ -93,6 +97,7 @@ class Deployment:
         engine.dispose()
         binary = str(Path(sys.executable).parent / "agent-ledger")
         self.processes = []
+        self.names = []
         # the deployment's shape: an API process, a projector process, worker processes
         api_env = {**env, "AGENT_LEDGER_RUN_ENGINE": "false", "AGENT_LEDGER_RUN_PROJECTOR": "false"}
         roles = [
@@ -101,6 +106,7 @@ class Deployment:
         ]
         roles += [(f"worker-{n}", ["worker"], env) for n in range(workers)]
         for name, arguments, environment in roles:
+            self.names.append(name)
             with (log_dir / f"{name}.log").open("wb") as log:
                 self.processes.append(
                     subprocess.Popen(
@@ -168,6 +174,22 @@ async def client(base: str, user: str, window: int, until: float, latencies: lis
     return done
 
 
+def cpu_seconds(deployment: Deployment) -> dict[str, float]:
+    """CPU seconds used so far by each part of the deployment, PostgreSQL and this client."""
+    used: dict[str, float] = {}
+    for name, process in zip(deployment.names, deployment.processes, strict=True):
+        times = psutil.Process(process.pid).cpu_times()
+        used[name.split("-")[0]] = used.get(name.split("-")[0], 0.0) + times.user + times.system
+    postgres = 0.0
+    for process in psutil.process_iter(["name", "cpu_times"]):
+        if process.info["name"] == "postgres" and process.info["cpu_times"] is not None:
+            postgres += process.info["cpu_times"].user + process.info["cpu_times"].system
+    used["postgres"] = postgres
+    mine = psutil.Process().cpu_times()
+    used["client"] = mine.user + mine.system
+    return used
+
+
 async def measure(base: str, clients: int, window: int, seconds: float) -> dict[str, float]:
     latencies: list[float] = []
     began = time.perf_counter()
@@ -192,6 +214,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--window", type=int, default=16, help="executions in flight per client")
+    parser.add_argument("--cpu", action="store_true", help="print CPU ms per execution per part")
     arguments = parser.parse_args()
     print(
         f"3-step no-op process, PostgreSQL, {arguments.seconds:g} s per run, "
@@ -207,15 +230,24 @@ def main() -> None:
             try:
                 asyncio.run(measure(deployment.base, 1, 4, 2.0))  # warm up
                 for clients in (1, 4):
+                    before = cpu_seconds(deployment)
                     figures = asyncio.run(
                         measure(deployment.base, clients, arguments.window, arguments.seconds)
                     )
+                    after = cpu_seconds(deployment)
                     print(
                         f"{workers:>7} {clients:>7} {figures['executions']:>10.0f} "
                         f"{figures['per_second']:>8.1f} {figures['p50_ms']:>8.1f} "
                         f"{figures['p99_ms']:>8.1f}",
                         flush=True,
                     )
+                    if arguments.cpu:
+                        per = {
+                            part: (after[part] - before[part]) * 1000 / figures["executions"]
+                            for part in after
+                        }
+                        parts = "  ".join(f"{part} {ms:.2f}" for part, ms in per.items())
+                        print(f"{'':>16} CPU ms/execution: {parts}  total {sum(per.values()):.2f}")
             except Exception:
                 print((Path(scratch) / "api.log").read_text()[-3000:], file=sys.stderr)
                 raise

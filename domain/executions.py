@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
@@ -631,4 +632,11 @@ class Execution(Aggregate):
 def event_type(event: object) -> str:
     """The wire name of an event: its class name in snake_case (`AgentStarted`: `agent_started`)."""
     name = type(event).__name__
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
+
+
+@functools.cache
+def type_of_topic(topic: str) -> str:
+    """The wire name of the event class a stored topic names."""
+    name = topic.rpartition(".")[2].rpartition(":")[2]
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")

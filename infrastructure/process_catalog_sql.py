@@ -37,6 +37,7 @@ class SqlProcessCatalog:
         self.latest_ttl = latest_ttl
         # name → (when looked up, latest version): every start asks for the latest
         self._latest_seen: dict[str, tuple[float, RegisteredProcess]] = {}
+        self._versions: dict[tuple[str, int], RegisteredProcess] = {}
 
     def register(self, document: Mapping[str, Any]) -> tuple[RegisteredProcess, bool]:
         definition = ProcessDefinition.from_document(document)
@@ -63,12 +64,20 @@ class SqlProcessCatalog:
             return RegisteredProcess(definition.name, version, definition, digest), True
         raise RuntimeError(f"could not register process {definition.name!r}: too much contention")
 
+    def peek(self, name: str, version: int | None = None) -> RegisteredProcess | None:
+        """`get` without a query: the version if already known (latest: seen recently)."""
+        if version is not None:
+            return self._versions.get((name, version))
+        seen = self._latest_seen.get(name)
+        if seen is not None and time.monotonic() - seen[0] < self.latest_ttl:
+            return seen[1]
+        return None
+
     def get(self, name: str, version: int | None = None) -> RegisteredProcess:
         """The given version, or the latest (as seen at most `latest_ttl` seconds ago)."""
-        if version is None:
-            seen = self._latest_seen.get(name)
-            if seen is not None and time.monotonic() - seen[0] < self.latest_ttl:
-                return seen[1]
+        known = self.peek(name, version)
+        if known is not None:
+            return known
         with self.engine.connect() as connection:
             if version is None:
                 record = self._latest(connection, name)
@@ -81,6 +90,9 @@ class SqlProcessCatalog:
         registered = _registered(record)
         if version is None:
             self._latest_seen[name] = (time.monotonic(), registered)
+        if len(self._versions) > 1024:
+            self._versions.clear()
+        self._versions[(name, registered.version)] = registered  # versions never change
         return registered
 
     def list_latest(self) -> list[RegisteredProcess]:

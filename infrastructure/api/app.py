@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
+from application.starter import ExecutionStarter
 from infrastructure.api import errors
 from infrastructure.api.body_limit import BodyLimit
 from infrastructure.api.routes import (
@@ -42,6 +43,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             else runtime
         )
         app.state.jwt_secret = settings.resolved_jwt_secret()
+        app.state.starter = ExecutionStarter(app.state.runtime.executions)
         tail = TailService.start(app.state.runtime, settings, app.state.jwt_secret)
         app.state.tail, app.state.tail_hub = tail, tail.hub
         try:

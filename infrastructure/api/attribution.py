@@ -20,7 +20,7 @@ def actor_of(caller: Caller) -> str:
     return f"{role}:{caller.user_id}"
 
 
-def get_correlation_id(
+async def get_correlation_id(
     correlation: Annotated[str | None, Header(alias="X-Correlation-ID", max_length=200)] = None,
     request: Annotated[str | None, Header(alias="X-Request-ID", max_length=200)] = None,
 ) -> str:

@@ -6,11 +6,12 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
+from application.starter import ExecutionStarter
 from infrastructure.auth import AuthenticationError, Caller, authenticate, bearer_token
 from infrastructure.runtime import Runtime
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -18,7 +19,9 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> Caller:
+async def get_caller(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> Caller:
     """The token's subject, unless the token is invalid, expired or revoked (401)."""
     caller = authenticate(bearer_token(authorization), request.app.state.jwt_secret)
     # the tail keeps every process's view of revocations fresh (re-read periodically)
@@ -28,3 +31,11 @@ def get_caller(request: Request, authorization: Annotated[str | None, Header()] 
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+async def get_starter(request: Request) -> ExecutionStarter:
+    starter: ExecutionStarter = request.app.state.starter
+    return starter
+
+
+StarterDep = Annotated[ExecutionStarter, Depends(get_starter)]

@@ -105,18 +105,23 @@ class TailHub:
         self._by_user: dict[str | None, set[Subscriber]] = defaultdict(set)
         self._per_subject: dict[str, int] = defaultdict(int)
         self._revoked: dict[str, float] = {}
+        self._types: frozenset[str] | None = frozenset()  # followed by someone; None: all
 
     def publish(self, events: list[LoggedEvent]) -> None:
         """Called on the change feed's thread: encode once, then fan out on the loop.
 
-        Events of users nobody here follows are not encoded at all. A subscription that
-        registers meanwhile misses nothing: it catches up from the store after it registers.
+        Events of users or types nobody here follows are not encoded at all. A subscription
+        that registers meanwhile misses nothing: it catches up from the store after it
+        registers.
         """
         if not events:
             return
         everyone = None in self._by_user  # read-only peeks from this thread are safe
+        types = self._types
         batch = []
         for logged in events:
+            if types is not None and logged.type not in types:
+                continue  # not even decoded
             if not everyone and getattr(logged.event, "user_id", None) not in self._by_user:
                 continue
             message = to_message(logged)
@@ -132,6 +137,7 @@ class TailHub:
         subscriber = Subscriber(subject, issued_at, selection, self.max_queue)
         self._per_subject[subject] += 1
         self._by_user[selection.user_id].add(subscriber)
+        self._follow_types()
         return subscriber
 
     def remove(self, subscriber: Subscriber) -> None:
@@ -144,6 +150,7 @@ class TailHub:
         self._per_subject[subscriber.subject] -= 1
         if self._per_subject[subscriber.subject] <= 0:
             del self._per_subject[subscriber.subject]
+        self._follow_types()
 
     def renew(self, subscriber: Subscriber) -> Subscriber:
         """A fresh registration in place of one that overflowed (used during catch-up)."""
@@ -153,7 +160,19 @@ class TailHub:
         )
         self._per_subject[renewed.subject] += 1
         self._by_user[renewed.selection.user_id].add(renewed)
+        self._follow_types()
         return renewed
+
+    def _follow_types(self) -> None:
+        """Which event types anyone here follows (read by `publish` on the feed's thread)."""
+        types: set[str] = set()
+        for followers in self._by_user.values():
+            for subscriber in followers:
+                if not subscriber.selection.types:
+                    self._types = None
+                    return
+                types |= subscriber.selection.types
+        self._types = frozenset(types)
 
     @property
     def count(self) -> int:

@@ -9,10 +9,12 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Body, Header, Query, Response
+from starlette.concurrency import run_in_threadpool
 
 from application.event_messages import to_message
+from application.executions import StartRequest
 from infrastructure.api.attribution import CorrelationDep, actor_of, record_auditor_read
-from infrastructure.api.dependencies import CallerDep, RuntimeDep
+from infrastructure.api.dependencies import CallerDep, RuntimeDep, StarterDep
 from infrastructure.api.errors import ProblemError
 from infrastructure.api.read_model_schemas import ExecutionDetail, StepView
 from infrastructure.api.schemas import (
@@ -40,10 +42,11 @@ StartedTo = Annotated[datetime | None, Query(alias="to", description="started be
 
 
 @router.post("", status_code=201, response_model=ExecutionCreated)
-def start_execution(
+async def start_execution(
     body: StartExecution,
     caller: CallerDep,
     runtime: RuntimeDep,
+    starter: StarterDep,
     response: Response,
     correlation_id: CorrelationDep,
     idempotency_key: IdempotencyKey = None,
@@ -51,16 +54,20 @@ def start_execution(
 ) -> ExecutionCreated:
     """Start an execution; repeat safely with the same `Idempotency-Key`."""
     _check_input_size(body, runtime.settings.max_input_bytes)
-    process = runtime.catalog.get(body.process, body.version)
-    started = runtime.executions.start_execution(
-        user_id=caller.user_id,
-        process=process,
-        input=body.input,
-        thread_id=body.thread_id,
-        idempotency_key=idempotency_key,
-        request_id=request_id,
-        caused_by=actor_of(caller),
-        correlation_id=correlation_id,
+    process = runtime.catalog.peek(body.process, body.version)
+    if process is None:  # not looked up lately: ask the catalog's database
+        process = await run_in_threadpool(runtime.catalog.get, body.process, body.version)
+    started = await starter.start(
+        StartRequest(
+            user_id=caller.user_id,
+            process=process,
+            input=body.input,
+            thread_id=body.thread_id,
+            idempotency_key=idempotency_key,
+            request_id=request_id,
+            caused_by=actor_of(caller),
+            correlation_id=correlation_id,
+        )
     )
     response.headers["Location"] = f"/v1/executions/{started.execution_id}"
     if not started.created:
