@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import (
     Mapper,
@@ -214,6 +214,26 @@ class Executions(Application[UUID]):
             except RecordConflictError:
                 continue  # the engine wrote meanwhile: decide again on the newer state
         raise RecordConflictError(f"execution {execution_id} kept changing; try again")
+
+    def save_collected(
+        self,
+        changes: Sequence[tuple[Execution, Sequence[DomainEventProtocol[UUID]]]],
+        work: Sequence[WorkChange] = (),
+    ) -> list[Recording[UUID]]:
+        """Save events already collected from their executions, in one transaction.
+
+        Like `save()`, snapshots included, for callers that collect each execution's
+        events when its change is made and save many changes later, together.
+        """
+        processing = ProcessingEvent[UUID]()
+        for execution, events in changes:
+            processing.events.extend(events)
+            processing.aggregates[execution.id] = execution
+        processing.saved_kwargs["work"] = list(work)
+        recordings = self._record(processing)
+        self._take_snapshots(processing)
+        self._notify(recordings)
+        return recordings
 
     def save_and_position(self, *aggregates: Execution, work: Sequence[WorkChange] = ()) -> int:
         """Save, with the work queue changes that follow, and return the last event's position."""

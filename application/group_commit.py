@@ -10,19 +10,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import DomainEventProtocol
 
 from application.executions import Executions
 from application.work import WorkChange
+from domain.executions import Execution
 
 MAX_BATCH = 128
 
 
 @dataclass
 class _Write:
+    execution: Execution
     events: list[DomainEventProtocol[UUID]]
     work: Sequence[WorkChange]
     done: asyncio.Future[int]
@@ -38,9 +39,14 @@ class GroupCommitter:
         self._queue: list[_Write] = []
         self._in_flight = 0
 
-    async def save(self, aggregate: Any, work: Sequence[WorkChange]) -> int:
-        """Save the aggregate's pending events with the work changes; returns the position."""
-        write = _Write(aggregate.collect_events(), work, asyncio.get_running_loop().create_future())
+    async def save(self, execution: Execution, work: Sequence[WorkChange]) -> int:
+        """Save the execution's pending events with the work changes; returns the position."""
+        write = _Write(
+            execution,
+            list(execution.collect_events()),
+            work,
+            asyncio.get_running_loop().create_future(),
+        )
         self._queue.append(write)
         # a second batch is encoded and sent while the first waits for the table lock
         if self._in_flight < self.max_in_flight:
@@ -73,9 +79,10 @@ class GroupCommitter:
                 _resolve(write, position)
 
     def _save(self, batch: list[_Write]) -> list[int]:
-        events = [event for write in batch for event in write.events]
         work = [change for write in batch for change in write.work]
-        recordings = self.executions.save(*events, work=work)
+        recordings = self.executions.save_collected(
+            [(write.execution, write.events) for write in batch], work
+        )
         last = {r.domain_event.originator_id: r.notification.id for r in recordings}
         head = recordings[-1].notification.id if recordings else 0
         return [

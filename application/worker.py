@@ -18,6 +18,7 @@ from application.executions import Executions, LoggedEvent
 from application.group_commit import GroupCommitter
 from application.step_runner import StepRunner
 from application.work import Claim, LeaseLostError, WorkQueue
+from domain.executions import Execution
 
 log = logging.getLogger(__name__)
 
@@ -119,23 +120,34 @@ class Worker:
         free = self.capacity - len(self.tasks)
         if free <= 0 or self._stopping:
             return 0
-        claims = await asyncio.to_thread(self.queue.claim, self.name, free, self.lease_seconds)
-        for claim in claims:
-            self._start(claim)
-        return len(claims)
+        claimed = await asyncio.to_thread(self._claim_and_load, free)
+        for claim, loaded in claimed:
+            self._start(claim, loaded)
+        return len(claimed)
 
-    def _start(self, claim: Claim) -> None:
+    def _claim_and_load(self, limit: int) -> list[tuple[Claim, Execution | Exception]]:
+        """Claim, then load what was claimed, in one trip to a thread."""
+        claims = self.queue.claim(self.name, limit, self.lease_seconds)
+        claimed: list[tuple[Claim, Execution | Exception]] = []
+        for claim in claims:
+            try:
+                claimed.append((claim, self.executions.get_execution(claim.execution_id)))
+            except Exception as error:  # the driver reports it and lets the lease go
+                claimed.append((claim, error))
+        return claimed
+
+    def _start(self, claim: Claim, loaded: Execution | Exception) -> None:
         if claim.execution_id in self.tasks:
             return
-        task = asyncio.create_task(self._drive(claim))
+        task = asyncio.create_task(self._drive(claim, loaded))
         self.tasks[claim.execution_id] = task
         task.add_done_callback(lambda _: self._finished(claim.execution_id))
 
-    async def _drive(self, claim: Claim) -> None:
+    async def _drive(self, claim: Claim, loaded: Execution | Exception) -> None:
         try:
-            session = await ExecutionSession.load(
-                self.executions, claim.execution_id, self.name, self.committer
-            )
+            if isinstance(loaded, Exception):
+                raise loaded
+            session = ExecutionSession(self.executions, loaded, self.name, self.committer)
             driver = ExecutionDriver(
                 session, self.runner, self.clock, taken_over_from=claim.taken_over_from
             )
