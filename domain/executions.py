@@ -631,12 +631,15 @@ class Execution(Aggregate):
 
 def event_type(event: object) -> str:
     """The wire name of an event: its class name in snake_case (`AgentStarted`: `agent_started`)."""
-    name = type(event).__name__
+    return _snake_case(type(event).__name__)
+
+
+@functools.cache
+def _snake_case(name: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
 
 
 @functools.cache
 def type_of_topic(topic: str) -> str:
     """The wire name of the event class a stored topic names."""
-    name = topic.rpartition(".")[2].rpartition(":")[2]
-    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
+    return _snake_case(topic.rpartition(".")[2].rpartition(":")[2])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import asdict
+from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 from uuid import UUID
@@ -39,6 +39,14 @@ class RowBatch(Generic[Row]):
         self._new: set[tuple[Any, ...]] = set()
         self._dirty: set[tuple[Any, ...]] = set()
         self._loaded: set[UUID] = set()
+        self._names: list[str] | None = None
+
+    def _values(self, row: Row) -> dict[str, Any]:
+        """A row's columns (shallow: the statement is executed before the row changes again)."""
+        names = self._names
+        if names is None:
+            names = self._names = [f.name for f in fields(row)]  # type: ignore[arg-type]
+        return {name: getattr(row, name) for name in names}
 
     def key_of(self, row: Row) -> tuple[Any, ...]:
         return tuple(getattr(row, k) for k in self.keys)
@@ -73,8 +81,8 @@ class RowBatch(Generic[Row]):
 
     def flush(self) -> None:
         """Insert the new rows in one statement, update the changed ones in another."""
-        inserts = [asdict(self.rows[k]) for k in self._dirty if k in self._new]  # type: ignore[call-overload]
-        updates = [asdict(self.rows[k]) for k in self._dirty if k not in self._new]  # type: ignore[call-overload]
+        inserts = [self._values(self.rows[k]) for k in self._dirty if k in self._new]
+        updates = [self._values(self.rows[k]) for k in self._dirty if k not in self._new]
         if inserts:
             self.connection.execute(sa.insert(self.table), inserts)
         if updates:
