@@ -51,11 +51,13 @@ POSTGRES_DDL = [
     f"CREATE TABLE IF NOT EXISTS {WORK_TABLE} " + _COLUMNS.format(uuid="uuid", serial="BIGSERIAL"),
     f"CREATE INDEX IF NOT EXISTS {WORK_TABLE}_ready ON {WORK_TABLE} (ready_at, seq)",
     f"CREATE INDEX IF NOT EXISTS {WORK_TABLE}_user ON {WORK_TABLE} (user_id, admitted)",
-    f"""CREATE OR REPLACE FUNCTION agent_ledger_check_lease(id uuid, owner text)
+    f"""CREATE OR REPLACE FUNCTION agent_ledger_check_leases(ids uuid[], owner text)
     RETURNS void AS $$
+    DECLARE lost uuid;
     BEGIN
-      IF NOT EXISTS (SELECT 1 FROM {WORK_TABLE} WHERE execution_id = id AND lease_owner = owner)
-      THEN RAISE EXCEPTION '{LEASE_LOST} on %', id;
+      SELECT i INTO lost FROM unnest(ids) AS i WHERE NOT EXISTS (
+        SELECT 1 FROM {WORK_TABLE} WHERE execution_id = i AND lease_owner = owner) LIMIT 1;
+      IF FOUND THEN RAISE EXCEPTION '{LEASE_LOST} on %', lost;
       END IF;
     END $$ LANGUAGE plpgsql""",
 ]
@@ -123,9 +125,7 @@ class PostgresWorkRecorder(PostgresApplicationRecorder):
     def _insert_events(
         self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> None:
-        now = time.time()
-        for change in kwargs.get("work", ()):
-            statement, params = _postgres_change(change, now)
+        for statement, params in _postgres_statements(kwargs.get("work", ()), time.time()):
             curs.execute(statement, params, prepare=True)
         super()._insert_events(curs, stored_events, **kwargs)
 
@@ -147,20 +147,52 @@ class PostgresWorkRecorder(PostgresApplicationRecorder):
         )
 
 
+def _postgres_statements(
+    changes: Sequence[WorkChange], now: float
+) -> list[tuple[str, tuple[Any, ...]]]:
+    """The changes of a (group-committed) write as few statements: one per kind for the
+    frequent kinds. Each execution's own changes keep their order: its fence first, its
+    reschedules and wake-ups next, its removal from the queue last."""
+    fences: dict[str, list[UUID]] = {}
+    enqueued: list[Enqueue] = []
+    finished: list[UUID] = []
+    others: list[tuple[str, tuple[Any, ...]]] = []
+    for change in changes:
+        match change:
+            case Fence(execution_id, owner):
+                fences.setdefault(owner, []).append(execution_id)
+            case Enqueue():
+                enqueued.append(change)
+            case Finish(execution_id):
+                finished.append(execution_id)
+            case _:
+                others.append(_postgres_change(change, now))
+    statements: list[tuple[str, tuple[Any, ...]]] = [
+        ("SELECT agent_ledger_check_leases(%s, %s)", (ids, owner)) for owner, ids in fences.items()
+    ]
+    if enqueued:
+        statements.append(
+            (
+                f"INSERT INTO {WORK_TABLE} (execution_id, user_id, ready_at) "
+                "SELECT * FROM unnest(%s::uuid[], %s::text[], %s::float8[]) "
+                "ON CONFLICT (execution_id) DO NOTHING",
+                (
+                    [e.execution_id for e in enqueued],
+                    [e.user_id for e in enqueued],
+                    [now] * len(enqueued),
+                ),
+            )
+        )
+    statements += others
+    if finished:
+        statements.append((f"DELETE FROM {WORK_TABLE} WHERE execution_id = ANY(%s)", (finished,)))
+    return statements
+
+
 def _postgres_change(change: WorkChange, now: float) -> tuple[str, tuple[Any, ...]]:
     match change:
-        case Enqueue(execution_id, user_id):
-            return (
-                f"INSERT INTO {WORK_TABLE} (execution_id, user_id, ready_at) VALUES (%s, %s, %s) "
-                "ON CONFLICT (execution_id) DO NOTHING",
-                (execution_id, user_id, now),
-            )
-        case Fence(execution_id, owner):
-            return "SELECT agent_ledger_check_lease(%s, %s)", (execution_id, owner)
         case Reschedule(execution_id, ready_at, release):
             return _reschedule("%s", release), (_epoch(ready_at), execution_id)
-        case Finish(execution_id):
-            return f"DELETE FROM {WORK_TABLE} WHERE execution_id = %s", (execution_id,)
         case Wake(execution_id, cancel):
             return _wake("%s"), (now, cancel, execution_id)
     raise TypeError(f"unknown work change {change!r}")
@@ -241,16 +273,25 @@ class SqlWorkQueue:
             cursor.execute(_ADMIT.format(p=p), (self.per_user_limit, limit))
             cursor.execute(pick, (now, now, limit))
             picked = [(row["execution_id"], row["lease_owner"]) for row in cursor.fetchall()]
-            claims = []
-            for execution_id, previous in picked:
+            if not picked:
+                return []
+            ids = [execution_id for execution_id, _ in picked]
+            if self.postgres:
                 cursor.execute(
-                    f"UPDATE {WORK_TABLE} SET lease_owner = {p}, lease_expires_at = {p} "
-                    f"WHERE execution_id = {p}",
-                    (owner, now + lease_seconds, execution_id),
+                    f"UPDATE {WORK_TABLE} SET lease_owner = %s, lease_expires_at = %s "
+                    "WHERE execution_id = ANY(%s)",
+                    (owner, now + lease_seconds, ids),
                 )
-                taken_over = previous if previous not in (None, owner) else None
-                claims.append(Claim(self._uuid(execution_id), taken_over))
-        return claims
+            else:
+                cursor.execute(
+                    f"UPDATE {WORK_TABLE} SET lease_owner = ?, lease_expires_at = ? "
+                    f"WHERE execution_id IN ({', '.join('?' * len(ids))})",
+                    (owner, now + lease_seconds, *ids),
+                )
+        return [
+            Claim(self._uuid(execution_id), previous if previous not in (None, owner) else None)
+            for execution_id, previous in picked
+        ]
 
     def renew(self, owner: str, execution_ids: list[UUID], lease_seconds: float) -> Renewal:
         held: set[UUID] = set()
