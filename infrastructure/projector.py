@@ -141,17 +141,46 @@ class Projector:
         self._wake.set()
 
     def run_once(self) -> int:
-        """Apply the next batch of every projection this process runs; returns events applied."""
-        applied = 0
+        """Apply the next batch of every projection this process runs; returns events applied.
+
+        The batches share one transaction; should that fail, each projection retries in a
+        transaction of its own, so that one broken projection does not hold up the others.
+        """
         self.backlog = False
-        page: tuple[int, list[LoggedEvent]] | None = None  # projections at one position share it
+        names = []
         for name in self.names:
             if self.locks is not None and not self.locks.try_acquire(name):
                 self._active.discard(name)
                 self.refresh(name)
                 continue
             self._active.add(name)
-            count, page = self._run_batch(name, page)
+            names.append(name)
+        try:
+            with self.engine.begin() as connection:
+                reached = self._apply_batches(connection, names)
+        except Exception:
+            log.debug("a shared projection batch failed; one transaction each", exc_info=True)
+            return self._run_separately(names)
+        return self._reached(reached)
+
+    def _run_separately(self, names: list[str]) -> int:
+        applied, failure = 0, None
+        for name in names:
+            try:
+                with self.engine.begin() as connection:
+                    reached = self._apply_batches(connection, [name])
+            except Exception as error:
+                failure = failure or error
+            else:
+                applied += self._reached(reached)
+        if failure is not None:
+            raise failure
+        return applied
+
+    def _reached(self, reached: dict[str, tuple[int, int]]) -> int:
+        applied = 0
+        for name, (count, position) in reached.items():
+            self._publish(name, position)
             applied += count
             self.backlog |= count == self.batch_size
         return applied
@@ -168,10 +197,13 @@ class Projector:
         with self.engine.connect() as connection:
             self._publish(name, active_position(connection, name))
 
-    def _run_batch(
-        self, name: str, page: tuple[int, list[LoggedEvent]] | None
-    ) -> tuple[int, tuple[int, list[LoggedEvent]] | None]:
-        with self.engine.begin() as connection:
+    def _apply_batches(
+        self, connection: sa.Connection, names: list[str]
+    ) -> dict[str, tuple[int, int]]:
+        """Apply each projection's next batch; returns how many events and the position reached."""
+        reached = {}
+        page: tuple[int, list[LoggedEvent]] | None = None  # projections at one position share it
+        for name in names:
             tables = active_tables(connection, name) if name in VERSIONED_PROJECTIONS else None
             tracking = tables.tracking_name if tables is not None else name
             old = tracked_position(connection, tracking)
@@ -181,8 +213,8 @@ class Projector:
             if events:
                 apply_events(connection, name, tables, events)
                 advance_tracking(connection, tracking, old, events[-1].position)
-        self._publish(name, events[-1].position if events else old)
-        return len(events), page
+            reached[name] = (len(events), events[-1].position if events else old)
+        return reached
 
     def _publish(self, name: str, position: int) -> None:
         with self._progress:
