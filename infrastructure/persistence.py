@@ -81,12 +81,15 @@ def event_store_env(settings: Settings, *, create_tables: bool) -> dict[str, str
 def read_model_engine(settings: Settings) -> sa.Engine:
     """SQLAlchemy engine for the read side (same database as events in PostgreSQL mode)."""
     if settings.uses_postgres:
-        return sa.create_engine(
+        engine = sa.create_engine(
             postgres_url(settings),
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
             pool_pre_ping=True,
         )
+        # the projector's many-row inserts as multi-row statements, not one statement a row
+        engine.dialect.use_insertmanyvalues_wo_returning = True
+        return engine
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(
         f"sqlite:///{settings.data_dir / 'read_model.sqlite'}",
