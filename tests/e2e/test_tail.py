@@ -146,6 +146,23 @@ def test_an_event_written_through_one_api_process_reaches_a_subscriber_of_the_ot
     assert [m["position"] for m in received] == sorted({m["position"] for m in received})
 
 
+def test_a_live_only_subscriber_sees_every_event_of_what_it_starts_once_connected(
+    cluster: Cluster,
+) -> None:
+    for _ in range(15):  # a new user each time: nobody followed its events before
+        user = token(f"live-{uuid.uuid4().hex[:8]}")
+        with websocket(cluster.a.url, user) as ws, cluster.a.client(user) as a:
+            started = a.post("/v1/executions", json={"process": "echo", "input": {"n": 1}})
+            assert started.status_code == 201, started.text
+            types: list[str] = []
+            while not types or types[-1] != "execution_completed":
+                message = json.loads(ws.recv(timeout=10))
+                if message["type"] != "heartbeat":
+                    assert message["execution_id"] == started.json()["id"]
+                    types.append(message["type"])
+        assert types[0] == "execution_started"
+
+
 def test_sse_and_websocket_deliver_the_same_events_and_sse_resumes_by_last_event_id(
     cluster: Cluster,
 ) -> None:

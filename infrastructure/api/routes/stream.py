@@ -20,16 +20,22 @@ _GONE = (WebSocketDisconnect, RuntimeError, OSError)  # the client went away mid
 async def stream(websocket: WebSocket) -> None:
     """Events of the caller (or one execution, or every user for auditors), then live."""
     service: TailService = websocket.app.state.tail
-    await websocket.accept()
+    # registered before the handshake completes: a live-only client that starts an
+    # execution once connected sees every one of its events
     try:
         token = bearer_token(websocket.headers.get("authorization"))
         request = TailRequest.parse(websocket.query_params)
         session = await service.open(token or websocket.query_params.get("access_token"), request)
     except AuthenticationError as error:
-        await websocket.close(CloseCode.UNAUTHENTICATED, str(error)[:120])
+        await _refuse(websocket, CloseCode.UNAUTHENTICATED, str(error))
         return
     except TailRefusedError as refused:
-        await websocket.close(refused.code, refused.detail[:120])
+        await _refuse(websocket, refused.code, refused.detail)
+        return
+    try:
+        await websocket.accept()
+    except _GONE:
+        session.close()
         return
     watcher = asyncio.create_task(_watch_client(websocket, session))
     try:
@@ -45,6 +51,13 @@ async def stream(websocket: WebSocket) -> None:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError, *_GONE):
             await watcher
+
+
+async def _refuse(websocket: WebSocket, code: CloseCode, reason: str) -> None:
+    """Refusals are told after the handshake, with a close code the client can act on."""
+    with contextlib.suppress(*_GONE):
+        await websocket.accept()
+        await websocket.close(code, reason[:120])
 
 
 async def _watch_client(websocket: WebSocket, session: TailSession) -> None:
