@@ -149,7 +149,9 @@ async def client(base: str, user: str, window: int, until: float, latencies: lis
     ws_url = base.replace("http", "ws", 1) + "/v1/stream?types=execution_completed"
     # aiohttp: a lean client, so that the machine's CPU goes to the service measured
     async with (
-        aiohttp.ClientSession(base, headers=headers) as http,
+        aiohttp.ClientSession(
+            base, headers=headers, timeout=aiohttp.ClientTimeout(total=30)
+        ) as http,
         websockets.connect(ws_url, additional_headers=headers, max_queue=None) as ws,
     ):
 
@@ -162,13 +164,17 @@ async def client(base: str, user: str, window: int, until: float, latencies: lis
                 pending[(await response.json())["id"]] = sent
 
         await asyncio.gather(*(start() for _ in range(window)))
+        progress = time.perf_counter()
         while pending:
+            if time.perf_counter() - progress > 30:  # heartbeats alone do not count
+                raise RuntimeError(f"{len(pending)} executions did not complete in 30 s")
             message = json.loads(await asyncio.wait_for(ws.recv(), 30))
             if message.get("type") != "execution_completed":
                 continue
             sent = pending.pop(message["execution_id"], None)
             if sent is None:
                 continue
+            progress = time.perf_counter()
             latencies.append(time.perf_counter() - sent)
             done += 1
             if time.perf_counter() < until:
