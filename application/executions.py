@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.application import (
+    AggregateNotFoundError,
+    Application,
+    ProcessingEvent,
+    project_aggregate,
+)
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import (
     Mapper,
@@ -120,6 +126,10 @@ class StartedExecution:
     created: bool
 
 
+HistoriesReader = Callable[[Sequence[UUID]], Mapping[UUID, Sequence[StoredEvent]]]
+"""Execution ids → each one's latest snapshot (if any) then its events after it, in order."""
+
+
 class HistoryReader(Protocol):
     """Reads one execution's stored notifications in order, after a position."""
 
@@ -141,6 +151,7 @@ class Executions(Application[UUID]):
         self._listeners: list[SavedListener] = []
         self._listeners_lock = threading.Lock()
         self.history_reader: HistoryReader = self._scan_history
+        self.histories_reader: HistoriesReader | None = None
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -253,6 +264,22 @@ class Executions(Application[UUID]):
         if user_id is not None and execution.user_id != user_id:
             raise ExecutionNotFoundError(execution_id)
         return execution
+
+    def get_executions(self, execution_ids: Sequence[UUID]) -> dict[UUID, Execution]:
+        """Load many executions at once (those that exist)."""
+        if self.histories_reader is None:
+            found = {}
+            for execution_id in execution_ids:
+                with contextlib.suppress(ExecutionNotFoundError):
+                    found[execution_id] = self.get_execution(execution_id)
+            return found
+        executions: dict[UUID, Execution] = {}
+        for execution_id, stored in self.histories_reader(execution_ids).items():
+            events = [self.mapper.to_domain_event(s) for s in stored]
+            execution = project_aggregate(None, events)
+            if execution is not None:
+                executions[execution_id] = execution
+        return executions
 
     def get_history(
         self, execution_id: UUID, *, after: int = 0, limit: int = MAX_PAGE

@@ -14,7 +14,7 @@ from uuid import UUID
 from application.clock import Clock, SystemClock
 from application.driver import ExecutionDriver
 from application.execution_session import ExecutionSession
-from application.executions import Executions, LoggedEvent
+from application.executions import ExecutionNotFoundError, Executions, LoggedEvent
 from application.group_commit import GroupCommitter
 from application.step_runner import StepRunner
 from application.work import Claim, LeaseLostError, WorkQueue
@@ -128,13 +128,16 @@ class Worker:
     def _claim_and_load(self, limit: int) -> list[tuple[Claim, Execution | Exception]]:
         """Claim, then load what was claimed, in one trip to a thread."""
         claims = self.queue.claim(self.name, limit, self.lease_seconds)
-        claimed: list[tuple[Claim, Execution | Exception]] = []
-        for claim in claims:
-            try:
-                claimed.append((claim, self.executions.get_execution(claim.execution_id)))
-            except Exception as error:  # the driver reports it and lets the lease go
-                claimed.append((claim, error))
-        return claimed
+        if not claims:
+            return []
+        try:
+            loaded = self.executions.get_executions([c.execution_id for c in claims])
+        except Exception as error:  # each driver reports it and lets its lease go
+            return [(claim, error) for claim in claims]
+        return [
+            (claim, loaded.get(claim.execution_id) or ExecutionNotFoundError(claim.execution_id))
+            for claim in claims
+        ]
 
     def _start(self, claim: Claim, loaded: Execution | Exception) -> None:
         if claim.execution_id in self.tasks:

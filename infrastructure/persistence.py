@@ -10,10 +10,11 @@ from uuid import UUID
 import psycopg
 import sqlalchemy as sa
 from eventsourcing.persistence import Notification
-from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder
 
 from application.executions import Executions
 from infrastructure.audit_sql import AUDIT_APPEND_ONLY_DDL
+from infrastructure.histories_sql import HistoriesBySql
 from infrastructure.settings import Settings
 from infrastructure.tables import metadata
 
@@ -139,6 +140,13 @@ def open_executions(settings: Settings) -> Executions:
     """The Executions application on the configured store (schema must exist)."""
     executions = Executions(env=event_store_env(settings, create_tables=False))
     executions.history_reader = HistoryBySql(executions)
+    if isinstance(executions.recorder, PostgresAggregateRecorder) and isinstance(
+        executions.snapshots.recorder if executions.snapshots else None, PostgresAggregateRecorder
+    ):
+        executions.histories_reader = HistoriesBySql(
+            executions.recorder,
+            executions.snapshots.recorder,  # type: ignore[union-attr, arg-type]
+        )
     return executions
 
 

@@ -123,6 +123,11 @@ def test_twelve_agents_run_at_the_same_time_when_the_limits_allow_it(
     ids = [engine.start(name, {"n": n}, user="crowd-user") for n in range(12)]
 
     wait_until(lambda: gate.count_inside() == 12, what="twelve agents inside at once")
+    # an attempt's start is saved within the engine's flush window of its agent starting
+    wait_until(
+        lambda: all(engine.execution(i).steps["work"].status is StepStatus.RUNNING for i in ids),
+        what="twelve steps recorded running",
+    )
     running = [engine.execution(i).steps["work"].status for i in ids]
     gate.opened.set()
     finished = [engine.finish(i) for i in ids]

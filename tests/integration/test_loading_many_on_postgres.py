@@ -1,0 +1,68 @@
+"""Loading many executions at once (a worker's claims): snapshots and the events after them."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from application.executions import Executions
+from application.processes import InMemoryProcessCatalog
+from infrastructure.persistence import initialize_schema, open_executions
+from infrastructure.settings import Settings
+
+pytestmark = pytest.mark.postgres
+
+PROCESS = {
+    "name": "chatty",
+    "steps": [{"id": "talk", "type": "agent_task", "agent": "echo", "input": {}}],
+}
+
+
+@pytest.fixture(scope="module")
+def executions(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Executions]:
+    data_dir: Path = tmp_path_factory.mktemp("data")
+    settings = Settings(database_url=postgres_url, jwt_secret="x" * 40, data_dir=data_dir)
+    initialize_schema(settings)
+    opened = open_executions(settings)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def started(executions: Executions) -> uuid.UUID:
+    process, _ = InMemoryProcessCatalog().register(PROCESS)
+    return executions.start_execution(user_id="loader", process=process, input={}).execution_id
+
+
+def test_a_long_execution_is_loaded_from_its_snapshot_and_later_events(
+    executions: Executions,
+) -> None:
+    long_id, short_id = started(executions), started(executions)
+    execution = executions.get_execution(long_id)
+    execution.schedule_step("talk", 1)
+    execution.start_step("talk", 1)
+    execution.start_agent("talk", 1, "echo", {})
+    for n in range(130):  # past the snapshot interval of 100 events
+        execution.record_thinking("talk", 1, f"thought {n}")
+        if n % 20 == 19:  # saved as the engine saves: collected events, many writes
+            executions.save_collected([(execution, list(execution.collect_events()))])
+    executions.save_collected([(execution, list(execution.collect_events()))])
+
+    snapshots = list(executions.snapshots.get(long_id, desc=True, limit=1))  # type: ignore[union-attr]
+    assert snapshots, "a snapshot was taken on the way"
+    assert snapshots[0].originator_version == 100
+
+    missing = uuid.uuid4()
+    loaded = executions.get_executions([long_id, short_id, missing])
+
+    assert set(loaded) == {long_id, short_id}
+    assert executions.histories_reader is not None  # PostgreSQL reads them in one go
+    for execution_id in (long_id, short_id):
+        one = executions.get_execution(execution_id)
+        assert loaded[execution_id].version == one.version
+        assert loaded[execution_id].steps == one.steps
+    assert loaded[long_id].version == 134
