@@ -108,9 +108,10 @@ class Worker:
         try:
             while not self._stopping:
                 self._wake.clear()
+                asked = self.capacity - len(self.tasks)
                 claimed = await self.claim_once()
-                if claimed and len(self.tasks) < self.capacity:
-                    continue  # there may be more waiting
+                if claimed and claimed == asked and len(self.tasks) < self.capacity:
+                    continue  # it took all it asked for: there may be more waiting
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_interval)
         finally:

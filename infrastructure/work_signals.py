@@ -82,8 +82,7 @@ class WorkSignals:
                         inclusive_of_start=False,
                     )
                     events = [
-                        LoggedEvent(n.id, self.executions.mapper.to_domain_event(n))
-                        for n in notifications
+                        LoggedEvent.stored(n.id, n, self.executions.mapper) for n in notifications
                     ]
                     if events:
                         self.deliver(events)
