@@ -6,6 +6,7 @@ from collections.abc import Collection
 
 import sqlalchemy as sa
 
+from infrastructure.bulk_sql import insert_rows
 from infrastructure.tables import event_index
 from projections.event_index import EventIndexProjection, IndexEntry
 
@@ -28,9 +29,8 @@ class SqlEventIndexView:
         )
 
     def flush(self) -> None:
-        if self._rows:
-            self.connection.execute(sa.insert(event_index), self._rows)
-            self._rows = []
+        insert_rows(self.connection, event_index, self._rows)
+        self._rows = []
 
 
 class EventIndexBatch:

@@ -10,6 +10,8 @@ from uuid import UUID
 
 import sqlalchemy as sa
 
+from infrastructure.bulk_sql import insert_rows, update_rows
+
 Row = TypeVar("Row")
 
 
@@ -83,17 +85,7 @@ class RowBatch(Generic[Row]):
         """Insert the new rows in one statement, update the changed ones in another."""
         inserts = [self._values(self.rows[k]) for k in self._dirty if k in self._new]
         updates = [self._values(self.rows[k]) for k in self._dirty if k not in self._new]
-        if inserts:
-            self.connection.execute(sa.insert(self.table), inserts)
-        if updates:
-            columns = [c.name for c in self.table.columns]
-            statement = (
-                sa.update(self.table)
-                .where(*(self.table.c[k] == sa.bindparam(f"b_{k}") for k in self.keys))
-                .values({c: sa.bindparam(f"b_{c}") for c in columns if c not in self.keys})
-            )
-            self.connection.execute(
-                statement, [{f"b_{k}": v for k, v in row.items()} for row in updates]
-            )
+        insert_rows(self.connection, self.table, inserts)
+        update_rows(self.connection, self.table, updates)
         self._new.clear()
         self._dirty.clear()
