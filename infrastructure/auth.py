@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
 
@@ -56,10 +57,36 @@ def issue_token(
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
+_VERIFIED: dict[tuple[str, str], tuple[Caller, float]] = {}
+"""Tokens whose signature and claims were checked: (token, secret) → (caller, expiry)."""
+_MAX_VERIFIED = 4096
+
+
 def authenticate(token: str | None, secret: str) -> Caller:
-    """Verify a bearer token and say who it belongs to."""
+    """Verify a bearer token and say who it belongs to.
+
+    A client sends the same token with every request: its signature is checked once, and
+    later uses only check that it has not expired (revocation is checked by the caller).
+    """
     if not token:
         raise AuthenticationError("a bearer token is required")
+    known = _VERIFIED.get((token, secret))
+    if known is not None:
+        if time.time() < known[1]:
+            return known[0]
+        _VERIFIED.pop((token, secret), None)
+    caller, claims = _verify(token, secret)
+    expires = claims["exp"]
+    if isinstance(expires, int | float) and expires <= time.time():
+        raise AuthenticationError("the token has expired")
+    if "nbf" not in claims and isinstance(expires, int | float):
+        if len(_VERIFIED) >= _MAX_VERIFIED:
+            _VERIFIED.clear()
+        _VERIFIED[(token, secret)] = (caller, float(expires))
+    return caller
+
+
+def _verify(token: str, secret: str) -> tuple[Caller, dict[str, Any]]:
     try:
         claims = jwt.decode(
             token, secret, algorithms=["HS256"], options={"require": ["sub", "exp"]}
@@ -75,11 +102,12 @@ def authenticate(token: str | None, secret: str) -> Caller:
     if not isinstance(subject, str) or not subject:
         raise AuthenticationError("the token's subject must be a non-empty string")
     issued_at = claims.get("iat", 0)
-    return Caller(
+    caller = Caller(
         user_id=subject,
         roles=frozenset(roles) & ROLES,
         issued_at=float(issued_at) if isinstance(issued_at, int | float) else 0.0,
     )
+    return caller, claims
 
 
 def bearer_token(authorization: str | None) -> str | None:
