@@ -121,7 +121,41 @@ def recorded_hash(topic: str, fields: Mapping[str, Any]) -> str:
     so the hash is taken over the JSON round trip of the fields, never over live objects.
     """
     document = {k: v for k, v in fields.items() if k not in NOT_HASHED}
-    return event_hash(topic, json.loads(_AS_STORED.encode(document)))
+    try:
+        stored = _as_stored(document, [_WALK_BUDGET])
+    except _NoShortcutError:
+        stored = json.loads(_AS_STORED.encode(document))
+    return event_hash(topic, stored)
+
+
+_WALK_BUDGET = 256
+"""Values `_as_stored` looks at before leaving a large document to the (C) round trip."""
+
+
+class _NoShortcutError(Exception):
+    """A value whose JSON round trip `_as_stored` does not predict, or too many values."""
+
+
+def _as_stored(value: Any, budget: list[int]) -> Any:
+    """What the JSON round trip of a small `value` gives, without encoding it: datetimes
+    and UUIDs become their text, tuples lists; anything else takes the real round trip."""
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise _NoShortcutError
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or kind is float or value is None:
+        return value
+    if kind is dict:
+        if not all(type(key) is str for key in value):
+            raise _NoShortcutError  # other keys turn into text, and may then collide
+        return {key: _as_stored(item, budget) for key, item in value.items()}
+    if kind is list or kind is tuple:
+        return [_as_stored(item, budget) for item in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if kind is UUID:
+        return str(value)
+    raise _NoShortcutError
 
 
 @dataclass(frozen=True)

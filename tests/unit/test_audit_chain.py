@@ -8,6 +8,7 @@ import io
 import itertools
 import json
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -442,3 +443,33 @@ def test_the_bulk_verifier_of_stored_rows_gives_the_verdict_of_the_chain(app: Ex
         assert reason in verdict.broken.reason, (name, verdict.broken)
         others = dict(verify_stored_chains(tampered, checkpoints))
         assert all(v.ok for k, v in others.items() if k != first), name
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "text",
+        "naïve 日本 😀",
+        1.5,
+        1e-05,
+        float("inf"),
+        2**70,
+        True,
+        None,
+        (1, "two", (3.0,)),
+        {"nested": [{"k": (None, False)}]},
+        {1: "an int key", "1": "a text key"},
+        datetime(2026, 11, 21, 12, 0, tzinfo=UTC),
+        datetime(2026, 11, 21, 12, 0, 0, 123456),
+        UUID("12345678-1234-5678-1234-567812345678"),
+        Decimal("1.10"),
+    ],
+)
+def test_a_recorded_hash_is_the_hash_of_the_json_round_trip_whatever_the_values(
+    value: Any,
+) -> None:
+    from domain.hash_chain import _AS_STORED, event_hash, recorded_hash
+
+    fields = {"value": value, "when": datetime(2026, 1, 1, tzinfo=UTC), "previous_hash": GENESIS}
+    round_trip = json.loads(_AS_STORED.encode(fields))
+    assert recorded_hash("topic", fields) == event_hash("topic", round_trip)
