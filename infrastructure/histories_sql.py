@@ -22,12 +22,13 @@ class HistoriesBySql:
             f"FROM {schema}.{snapshots.events_table_name} WHERE originator_id = ANY(%s) "
             f"ORDER BY originator_id, originator_version DESC"
         )
+        # one index range scan per execution (a join may scan the whole table instead)
         self._events = (
             f"SELECT e.originator_id, e.originator_version, e.topic, e.state "
-            f"FROM {schema}.{events.events_table_name} e "
-            f"JOIN unnest(%s::uuid[], %s::bigint[]) AS s(id, after) "
-            f"ON e.originator_id = s.id AND e.originator_version > s.after "
-            f"ORDER BY e.originator_id, e.originator_version"
+            f"FROM unnest(%s::uuid[], %s::bigint[]) AS s(id, after) "
+            f"CROSS JOIN LATERAL (SELECT * FROM {schema}.{events.events_table_name} "
+            f"WHERE originator_id = s.id AND originator_version > s.after "
+            f"ORDER BY originator_version) AS e"
         )
 
     def __call__(self, execution_ids: Sequence[UUID]) -> dict[UUID, list[StoredEvent]]:
