@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 from uuid import UUID
@@ -28,7 +28,7 @@ from application.processes import RegisteredProcess
 from application.work import Enqueue, Wake, WorkChange
 from domain.errors import DomainError
 from domain.execution_state import CancellationAlreadyRequestedError, execution_id_for
-from domain.executions import Execution, event_type, type_of_topic
+from domain.executions import Execution, event_type, topics_by_type, type_of_topic
 
 MAX_PAGE = 1000
 SNAPSHOT_INTERVAL = 100
@@ -288,10 +288,25 @@ class Executions(Application[UUID]):
         notifications = self.history_reader(execution_id, after, min(limit, MAX_PAGE))
         return self._decode(notifications)
 
-    def read_log(self, *, after: int, limit: int = MAX_PAGE) -> list[LoggedEvent]:
-        """Every event after a position, in the store's order."""
+    def read_log(
+        self,
+        *,
+        after: int,
+        limit: int = MAX_PAGE,
+        upto: int | None = None,
+        types: Collection[str] | None = None,
+    ) -> list[LoggedEvent]:
+        """Every event after a position (up to `upto`), in the store's order; with `types`,
+        only events of those wire types."""
+        topics = () if types is None else [topics_by_type()[t] for t in sorted(types)]
+        if types is not None and not topics:
+            return []
         notifications = self.recorder.select_notifications(
-            start=after, limit=min(limit, MAX_PAGE), inclusive_of_start=False
+            start=after,
+            limit=min(limit, MAX_PAGE),
+            stop=upto,
+            topics=topics,
+            inclusive_of_start=False,
         )
         return self._decode(notifications)
 

@@ -70,7 +70,10 @@ class Worker:
         """Attach to the event loop that `run()` runs on."""
         self._loop = loop
 
-    def on_events(self, events: Iterable[LoggedEvent]) -> None:
+    SIGNALS = frozenset({"execution_started", "execution_cancellation_requested"})
+    """The event types `on_events` acts on."""
+
+    def on_events(self, events: Iterable[LoggedEvent], upto: int | None = None) -> None:
         """Thread-safe: new executions and cancellation requests wake the worker."""
         if self._loop is None:
             return

@@ -643,3 +643,20 @@ def _snake_case(name: str) -> str:
 def type_of_topic(topic: str) -> str:
     """The wire name of the event class a stored topic names."""
     return _snake_case(topic.rpartition(".")[2].rpartition(":")[2])
+
+
+@functools.cache
+def topics_by_type() -> dict[str, str]:
+    """Each recorded event's wire type and stored topic (`agent_started`: `...AgentStarted`)."""
+    return {
+        event_type_of_class(cls): str(getattr(cls, "TOPIC"))  # noqa: B009
+        for name, cls in vars(Execution).items()
+        if isinstance(cls, type)
+        and name not in {"Created", "Event", "Snapshot"}
+        and isinstance(getattr(cls, "TOPIC", None), str)
+    }
+
+
+def event_type_of_class(cls: type) -> str:
+    """The wire name of an event class."""
+    return _snake_case(cls.__name__)

@@ -4,15 +4,28 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import psycopg
 
-from application.executions import Executions, LoggedEvent
+from application.executions import MAX_PAGE, Executions, LoggedEvent
 
 log = logging.getLogger(__name__)
 
-Subscriber = Callable[[list[LoggedEvent]], None]
+Subscriber = Callable[[list[LoggedEvent], int], None]
+"""Called with the new events it may want and the position the feed has read up to."""
+
+WantedTypes = Callable[[], frozenset[str] | None]
+"""The event types a subscriber wants now (wire names); None for every type."""
+
+
+def every_type() -> None:
+    return None
+
+
+def nothing() -> frozenset[str]:
+    return frozenset()
+
 
 MIN_INTERVAL = 0.005
 """Seconds between reads of the store while wake-ups keep arriving."""
@@ -39,15 +52,17 @@ class ChangeFeed:
         self.listen_dsn = listen_dsn
         self.channel = channel
         self.position = 0
-        self._subscribers: list[Subscriber] = []
+        self._subscribers: list[tuple[Subscriber, WantedTypes]] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._threads: list[threading.Thread] = []
 
-    def subscribe(self, subscriber: Subscriber) -> None:
+    def subscribe(self, subscriber: Subscriber, wants: WantedTypes = every_type) -> None:
+        """Deliver new events to `subscriber`; events of types no subscriber `wants` are not
+        read from the store at all."""
         with self._lock:
-            self._subscribers.append(subscriber)
+            self._subscribers.append((subscriber, wants))
 
     def wake(self, *_: object) -> None:
         """Look at the store again soon (any arguments are ignored)."""
@@ -88,17 +103,22 @@ class ChangeFeed:
             self._wake.wait(self.poll_interval)
 
     def _deliver_next_page(self) -> bool:
-        events = self.executions.read_log(after=self.position)
-        if not events:
+        # the head first, then what is wanted: a subscriber that starts wanting a type after
+        # this reads the store itself (its catch-up) beyond everything up to this head
+        head = self.executions.last_position()
+        if head <= self.position:
             return False
         with self._lock:
             subscribers = list(self._subscribers)
-        for subscriber in subscribers:
+        wanted = _union(wants() for _, wants in subscribers)
+        events = self.executions.read_log(after=self.position, upto=head, types=wanted)
+        upto = events[-1].position if len(events) == MAX_PAGE else head
+        for subscriber, _ in subscribers:
             try:
-                subscriber(events)
+                subscriber(events, upto)
             except Exception:
                 log.exception("a change feed subscriber failed")
-        self.position = events[-1].position
+        self.position = upto
         return True
 
     def _listen(self) -> None:
@@ -115,3 +135,13 @@ class ChangeFeed:
             except psycopg.Error:
                 log.warning("lost the notification connection; reconnecting", exc_info=True)
                 self._stopped.wait(1.0)
+
+
+def _union(choices: Iterable[frozenset[str] | None]) -> frozenset[str] | None:
+    """Every type any subscriber wants; None when one of them wants every type."""
+    union: set[str] = set()
+    for chosen in choices:
+        if chosen is None:
+            return None
+        union |= chosen
+    return frozenset(union)

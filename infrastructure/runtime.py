@@ -15,7 +15,7 @@ from application.executions import Executions
 from application.sample_processes import COST_OPTIMIZATION, ECHO
 from application.step_runner import StepRunner
 from application.worker import Worker
-from infrastructure.change_feed import ChangeFeed
+from infrastructure.change_feed import ChangeFeed, nothing
 from infrastructure.commit_listener import CommitListener
 from infrastructure.execution_status_sql import ExecutionStatusQueries
 from infrastructure.http_agents import HttpAgentClient
@@ -104,7 +104,7 @@ class Runtime:
             )
             runtime.projector.catch_up()
             if feed:
-                change_feed.subscribe(runtime.projector.wake)
+                change_feed.subscribe(runtime.projector.wake, nothing)  # a wake-up is enough
             else:  # a projector alone reads the store itself; it only needs wake-ups
                 runtime.commits = CommitListener(
                     executions,
@@ -117,7 +117,7 @@ class Runtime:
             worker = runtime.build_worker()
             runtime.worker_thread = WorkerThread(worker, settings.shutdown_grace)
             if feed:
-                change_feed.subscribe(worker.on_events)
+                change_feed.subscribe(worker.on_events, lambda: Worker.SIGNALS)
             else:
                 runtime.signals = WorkSignals(
                     executions,

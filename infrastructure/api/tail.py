@@ -107,7 +107,11 @@ class TailHub:
         self._revoked: dict[str, float] = {}
         self._types: frozenset[str] | None = frozenset()  # followed by someone; None: all
 
-    def publish(self, events: list[LoggedEvent]) -> None:
+    def wanted_types(self) -> frozenset[str] | None:
+        """The event types some subscriber here follows (None: every type)."""
+        return self._types
+
+    def publish(self, events: list[LoggedEvent], upto: int | None = None) -> None:
         """Called on the change feed's thread: encode once, then fan out on the loop.
 
         Events of users or types nobody here follows are not encoded at all. A subscription
@@ -115,6 +119,8 @@ class TailHub:
         registers.
         """
         if not events:
+            if upto is not None:  # nothing anyone here follows: still, everything up to here
+                self.loop.call_soon_threadsafe(self._fan_out, [], upto)
             return
         everyone = None in self._by_user  # read-only peeks from this thread are safe
         types = self._types
@@ -126,7 +132,7 @@ class TailHub:
                 continue
             message = to_message(logged)
             batch.append(Outgoing(logged.position, message, json.dumps(message)))
-        self.loop.call_soon_threadsafe(self._fan_out, batch, events[-1].position)
+        self.loop.call_soon_threadsafe(self._fan_out, batch, max(events[-1].position, upto or 0))
 
     def add(self, subject: str, issued_at: float, selection: TailFilter) -> Subscriber:
         """Register a subscription; it receives every event fanned out from now on."""

@@ -120,7 +120,7 @@ class TailService:
             jwt_secret,
             heartbeat_interval=settings.tail_heartbeat_interval,
         )
-        runtime.feed.subscribe(hub.publish)
+        runtime.feed.subscribe(hub.publish, hub.wanted_types)
         service._spawn(service._watch(settings.revocation_check_interval))
         return service
 
