@@ -203,3 +203,53 @@ def test_a_gateway_takes_the_first_matching_route_and_skips_the_other_branch() -
     assert [(s.step_id, s.reason) for s in harness.events(execution_id, "step_skipped")] == [
         ("right", "branch_not_taken")
     ]
+
+
+def _count_writes(harness: EngineHarness) -> list[int]:
+    """Counts the engine's writes (each a list of how many events it saved)."""
+    writes: list[int] = []
+    save = harness.executions.save_collected
+
+    def counting(changes: Any, work: Any = ()) -> Any:
+        writes.append(sum(len(events) for _, events in changes))
+        return save(changes, work)
+
+    harness.executions.save_collected = counting  # type: ignore[method-assign]
+    return writes
+
+
+def test_agents_that_answer_at_once_cost_one_write_for_the_whole_execution() -> None:
+    harness = EngineHarness()
+    harness.agent("instant", lambda context, data: _answer(data))
+    steps = [
+        {"id": "a", "type": "agent_task", "agent": "instant", "input": {}},
+        {"id": "b", "type": "agent_task", "agent": "instant", "input": {}, "depends_on": ["a"]},
+    ]
+    execution_id = harness.start(harness.process({"name": "two", "steps": steps}))
+    writes = _count_writes(harness)
+
+    execution = asyncio.run(harness.run(execution_id))
+
+    assert execution.status is ExecutionStatus.COMPLETED
+    assert writes == [len(harness.types(execution_id)) - 1]  # all but the start, in one write
+
+
+def test_a_slow_agent_is_recorded_running_while_it_works() -> None:
+    harness = EngineHarness()
+    seen: list[StepStatus] = []
+
+    async def slow(context: AgentContext, data: Any) -> Any:
+        await asyncio.sleep(0.1)  # well past the engine's flush window
+        seen.append(harness.executions.get_execution(context.run.execution_id).steps["work"].status)
+        return {"done": True}
+
+    harness.agent("slow", slow)
+    execution_id = harness.start(harness.process(one_step("slow")))
+    execution = asyncio.run(harness.run(execution_id))
+
+    assert execution.status is ExecutionStatus.COMPLETED
+    assert seen == [StepStatus.RUNNING]
+
+
+async def _answer(data: Any) -> Any:
+    return {"echo": data}
