@@ -110,13 +110,6 @@ class StartRequest:
         return [Enqueue(execution.id, self.user_id)]
 
 
-def execution_id_for_request(start: StartRequest) -> UUID | str:
-    """The id a keyed start request gives its execution (for messages)."""
-    if start.idempotency_key is None:
-        return "with a random id"
-    return execution_id_for(start.user_id, start.idempotency_key)
-
-
 @dataclass(frozen=True)
 class StartedExecution:
     """The outcome of a start command."""
@@ -155,20 +148,37 @@ class Executions(Application[UUID]):
 
     # -- commands ------------------------------------------------------------------------------
 
-    def start_execution(self, **request: Any) -> StartedExecution:
-        """Record `ExecutionStarted`; with an idempotency key, a repeated request starts nothing.
-
-        Takes the fields of `StartRequest` as keywords.
-        """
-        start = StartRequest(**request)
+    def start_execution(
+        self,
+        *,
+        user_id: str,
+        process: RegisteredProcess,
+        input: dict[str, Any],
+        thread_id: str | None = None,
+        idempotency_key: str | None = None,
+        request_id: str | None = None,
+        caused_by: str | None = None,
+        correlation_id: str | None = None,
+    ) -> StartedExecution:
+        """Record `ExecutionStarted`; with an idempotency key, a repeated request starts nothing."""
+        start = StartRequest(
+            user_id=user_id,
+            process=process,
+            input=input,
+            thread_id=thread_id,
+            idempotency_key=idempotency_key,
+            request_id=request_id,
+            caused_by=caused_by,
+            correlation_id=correlation_id,
+        )
         existing = self.replay(start)
         if existing is not None:
             return existing
         execution = self.new_execution(start)
         try:
             position = self.save_and_position(execution, work=start.work(execution))
-        except RecordConflictError:
-            return self.replayed_after_conflict(start)
+        except RecordConflictError as conflict:
+            return self.replayed_after_conflict(start, conflict)
         return StartedExecution(execution.id, position, created=True)
 
     def new_execution(self, start: StartRequest) -> Execution:
@@ -195,11 +205,13 @@ class Executions(Application[UUID]):
             start.user_id, start.idempotency_key, start.process, start.input, start.thread_id
         )
 
-    def replayed_after_conflict(self, start: StartRequest) -> StartedExecution:
+    def replayed_after_conflict(
+        self, start: StartRequest, conflict: RecordConflictError
+    ) -> StartedExecution:
         """A start that lost a race: a concurrent request with its key started it first."""
         existing = self.replay(start)
         if existing is None:
-            raise RecordConflictError(f"execution {execution_id_for_request(start)} exists")
+            raise conflict  # random ids do not collide: this is not a lost race
         return existing
 
     def request_cancellation(

@@ -26,6 +26,6 @@ class ExecutionStarter:
         execution = self.executions.new_execution(start)
         try:
             position = await self.committer.save(execution, start.work(execution))
-        except RecordConflictError:
-            return await asyncio.to_thread(self.executions.replayed_after_conflict, start)
+        except RecordConflictError as conflict:
+            return await asyncio.to_thread(self.executions.replayed_after_conflict, start, conflict)
         return StartedExecution(execution.id, position, created=True)
