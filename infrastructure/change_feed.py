@@ -20,10 +20,12 @@ WantedTypes = Callable[[], frozenset[str] | None]
 
 
 def every_type() -> None:
+    """Wants every event (the default)."""
     return None
 
 
 def nothing() -> frozenset[str]:
+    """Wants no event, only the call that says the store moved on (a wake-up)."""
     return frozenset()
 
 
@@ -36,7 +38,8 @@ class ChangeFeed:
     other processes, and by a slow poll as a fallback for any missed wake-up.
 
     The store is the truth; a wake-up only says "look again", so nothing is lost if one
-    is missed, and subscribers see every event once, in position order.
+    is missed, and subscribers see every event of the types they want once, in position
+    order.
     """
 
     def __init__(
