@@ -140,13 +140,11 @@ def open_executions(settings: Settings) -> Executions:
     """The Executions application on the configured store (schema must exist)."""
     executions = Executions(env=event_store_env(settings, create_tables=False))
     executions.history_reader = HistoryBySql(executions)
+    snapshots = executions.snapshots.recorder if executions.snapshots is not None else None
     if isinstance(executions.recorder, PostgresAggregateRecorder) and isinstance(
-        executions.snapshots.recorder if executions.snapshots else None, PostgresAggregateRecorder
+        snapshots, PostgresAggregateRecorder
     ):
-        executions.histories_reader = HistoriesBySql(
-            executions.recorder,
-            executions.snapshots.recorder,  # type: ignore[union-attr, arg-type]
-        )
+        executions.histories_reader = HistoriesBySql(executions.recorder, snapshots)
     return executions
 
 
