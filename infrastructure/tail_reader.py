@@ -64,7 +64,7 @@ class TailReader:
         if self.postgres:
             statement = (
                 f"SELECT notification_id, {columns} FROM {datastore.schema}.{EVENTS_TABLE} "
-                "WHERE notification_id = ANY(%s) ORDER BY notification_id"
+                "WHERE notification_id = ANY(%b) ORDER BY notification_id"
             )
             params: tuple[object, ...] = (list(positions),)
         else:
