@@ -60,6 +60,7 @@ class Worker:
         self.tasks: dict[UUID, asyncio.Task[None]] = {}
         self._drivers: dict[UUID, ExecutionDriver] = {}
         self._cancel_on_load: set[UUID] = set()
+        self._checks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._stopping = False
@@ -83,6 +84,31 @@ class Worker:
                 self._loop.call_soon_threadsafe(self.cancel, logged.event.originator_id)
             elif kind == "execution_started":
                 self._loop.call_soon_threadsafe(self.wake)
+
+    def on_notice(self, cancelled: UUID | None = None) -> None:
+        """Thread-safe: work was queued (claim now), or `cancelled` was asked to cancel."""
+        if self._loop is None:
+            return
+        if cancelled is None:
+            self._loop.call_soon_threadsafe(self.wake)
+        else:
+            self._loop.call_soon_threadsafe(self.cancel, cancelled)
+
+    def on_missed_notices(self) -> None:
+        """Thread-safe: notices may have been lost; claim now and look for cancellations."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._recheck)
+
+    def _recheck(self) -> None:
+        self.wake()
+        task = asyncio.ensure_future(self.renew_once())  # finds requested cancellations
+        self._checks.add(task)
+        task.add_done_callback(self._checked)
+
+    def _checked(self, task: asyncio.Task[None]) -> None:
+        self._checks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("checking held executions failed", exc_info=task.exception())
 
     def wake(self) -> None:
         if self._wake is not None:

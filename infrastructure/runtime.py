@@ -30,6 +30,7 @@ from infrastructure.projection_lock import projection_locks
 from infrastructure.projector import Projector, active_position
 from infrastructure.settings import Settings
 from infrastructure.thread_history import ThreadHistoryFromViews
+from infrastructure.work_notifications import WorkNotifications
 from infrastructure.work_queue_sql import SqlWorkQueue
 from infrastructure.work_signals import WorkSignals
 from infrastructure.worker_thread import WorkerThread
@@ -53,7 +54,7 @@ class Runtime:
     feed: ChangeFeed
     projector: Projector | None = None
     worker_thread: WorkerThread | None = None
-    signals: WorkSignals | None = None
+    signals: WorkSignals | WorkNotifications | None = None
     commits: CommitListener | None = None
     _stopped: bool = field(default=False, repr=False)
 
@@ -69,8 +70,9 @@ class Runtime:
         """Create the schema if needed, then start the roles asked for.
 
         Without `feed` (a worker or projector alone), no change feed decodes every event:
-        a worker is woken by `WorkSignals`, which reads only the events workers react to,
-        and a projector by `CommitListener`.
+        a worker is woken by `WorkNotifications` on PostgreSQL (by `WorkSignals`, which
+        reads only the events workers react to, on SQLite), and a projector by
+        `CommitListener`.
         """
         initialize_schema(settings)
         executions = open_executions(settings)
@@ -118,13 +120,13 @@ class Runtime:
             runtime.worker_thread = WorkerThread(worker, settings.shutdown_grace)
             if feed:
                 change_feed.subscribe(worker.on_events, lambda: Worker.SIGNALS)
-            else:
-                runtime.signals = WorkSignals(
-                    executions,
-                    worker.on_events,
-                    libpq_dsn(settings) if settings.uses_postgres else None,
-                    settings.poll_interval,
+            elif settings.uses_postgres:  # woken by the writes that queue or cancel work
+                runtime.signals = WorkNotifications(
+                    libpq_dsn(settings), worker.on_notice, worker.on_missed_notices
                 )
+                runtime.signals.start()
+            else:  # no notifications: follow the store for the events workers react to
+                runtime.signals = WorkSignals(executions, worker.on_events, settings.poll_interval)
                 runtime.signals.start()
             runtime.worker_thread.start()
         if feed:

@@ -16,9 +16,8 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import PersistenceError, StoredEvent
-from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL
 
 from application.work import (
     Claim,
@@ -31,8 +30,13 @@ from application.work import (
     Wake,
     WorkChange,
 )
+from infrastructure.postgres_recorder import PostgresStoreRecorder
 
 WORK_TABLE = "execution_work"
+WORK_CHANNEL = "agent_ledger_work"
+"""Notified on commit when executions are queued (empty payload) or asked to cancel (the
+execution's id): what wakes a worker on PostgreSQL, without reading any event."""
+_NOTIFY = "SELECT pg_notify(%s, %s)"
 LEASE_LOST = "agent-ledger: lease lost"
 _ADMISSION_LOCK = zlib.crc32(b"agent-ledger:admission")
 
@@ -90,6 +94,21 @@ WHERE (admitted OR cancel_requested) AND ready_at <= {{p}}
 ORDER BY ready_at, seq LIMIT {{p}}"""
 
 
+# Rows that a write of this worker has locked are skipped, not waited for: that write may
+# be waiting for one this renewal locked (a deadlock, broken only after deadlock_timeout,
+# with the events table locked all along). A skipped row keeps its lease until the next
+# renewal; what is held, and asked to cancel, is read from the statement's snapshot.
+_RENEW = f"""
+WITH renewed AS (
+  UPDATE {WORK_TABLE} AS w SET lease_expires_at = %s
+  FROM (SELECT execution_id FROM {WORK_TABLE}
+        WHERE execution_id = ANY(%b) AND lease_owner = %s FOR UPDATE SKIP LOCKED) AS free
+  WHERE w.execution_id = free.execution_id
+  RETURNING w.execution_id)
+SELECT execution_id, cancel_requested FROM {WORK_TABLE}
+WHERE execution_id = ANY(%b) AND lease_owner = %s"""
+
+
 def _epoch(moment: datetime) -> float:
     return moment.timestamp()
 
@@ -98,18 +117,12 @@ def from_epoch(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
 
-class PostgresWorkRecorder(PostgresApplicationRecorder):
-    """The library's PostgreSQL recorder, plus work-queue changes in the same transaction."""
+class PostgresWorkRecorder(PostgresStoreRecorder):
+    """The PostgreSQL recorder, plus work-queue changes in the same transaction."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.sql_create_statements.extend(SQL(s).format() for s in POSTGRES_DDL)
-        # one array per column, sent in binary: no composite values to quote as text
-        self.insert_columns_statement = SQL(
-            "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
-            "SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[]) "
-            "RETURNING notification_id"
-        ).format(schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name))
 
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -128,23 +141,6 @@ class PostgresWorkRecorder(PostgresApplicationRecorder):
         for statement, params in _postgres_statements(kwargs.get("work", ()), time.time()):
             curs.execute(statement, params, prepare=True)
         super()._insert_events(curs, stored_events, **kwargs)
-
-    def _insert_stored_events(
-        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
-    ) -> None:
-        """As the library's (table lock, notify, insert in order), with a cheaper insert."""
-        self._lock_table(curs)
-        self._notify_channel(curs)
-        curs.execute(
-            self.insert_columns_statement,
-            (
-                [e.originator_id for e in stored_events],
-                [e.originator_version for e in stored_events],
-                [e.topic for e in stored_events],
-                [e.state for e in stored_events],
-            ),
-            prepare=True,
-        )
 
 
 def _postgres_statements(
@@ -165,6 +161,9 @@ def _postgres_statements(
                 enqueued.append(change)
             case Finish(execution_id):
                 finished.append(execution_id)
+            case Wake(execution_id, cancel=True):
+                others.append(_postgres_change(change, now))
+                others.append((_NOTIFY, (WORK_CHANNEL, str(execution_id))))
             case _:
                 others.append(_postgres_change(change, now))
     statements: list[tuple[str, tuple[Any, ...]]] = [
@@ -174,7 +173,7 @@ def _postgres_statements(
         statements.append(
             (
                 f"INSERT INTO {WORK_TABLE} (execution_id, user_id, ready_at) "
-                "SELECT * FROM unnest(%s::uuid[], %s::text[], %s::float8[]) "
+                "SELECT * FROM unnest(%b::uuid[], %b::text[], %b::float8[]) "
                 "ON CONFLICT (execution_id) DO NOTHING",
                 (
                     [e.execution_id for e in enqueued],
@@ -183,9 +182,10 @@ def _postgres_statements(
                 ),
             )
         )
+        statements.append((_NOTIFY, (WORK_CHANNEL, "")))
     statements += others
     if finished:
-        statements.append((f"DELETE FROM {WORK_TABLE} WHERE execution_id = ANY(%s)", (finished,)))
+        statements.append((f"DELETE FROM {WORK_TABLE} WHERE execution_id = ANY(%b)", (finished,)))
     return statements
 
 
@@ -279,7 +279,7 @@ class SqlWorkQueue:
             if self.postgres:
                 cursor.execute(
                     f"UPDATE {WORK_TABLE} SET lease_owner = %s, lease_expires_at = %s "
-                    "WHERE execution_id = ANY(%s)",
+                    "WHERE execution_id = ANY(%b)",
                     (owner, now + lease_seconds, ids),
                 )
             else:
@@ -298,19 +298,26 @@ class SqlWorkQueue:
         cancel: set[UUID] = set()
         if not execution_ids:
             return Renewal(frozenset(), frozenset())
-        p = self.p
+        expires = time.time() + lease_seconds
         with self.recorder.datastore.transaction(commit=True) as cursor:
-            for execution_id in execution_ids:
-                cursor.execute(
-                    f"UPDATE {WORK_TABLE} SET lease_expires_at = {p} "
-                    f"WHERE execution_id = {p} AND lease_owner = {p} RETURNING cancel_requested",
-                    (time.time() + lease_seconds, self._id(execution_id), owner),
-                )
-                row = cursor.fetchone()
-                if row is not None:
-                    held.add(execution_id)
-                    if row["cancel_requested"]:
-                        cancel.add(execution_id)
+            if self.postgres:
+                cursor.execute(_RENEW, (expires, execution_ids, owner, execution_ids, owner))
+                found = [(r["execution_id"], r["cancel_requested"]) for r in cursor.fetchall()]
+            else:
+                found = []
+                for execution_id in execution_ids:
+                    cursor.execute(
+                        f"UPDATE {WORK_TABLE} SET lease_expires_at = ? "
+                        "WHERE execution_id = ? AND lease_owner = ? RETURNING cancel_requested",
+                        (expires, execution_id.hex, owner),
+                    )
+                    row = cursor.fetchone()
+                    if row is not None:
+                        found.append((execution_id, row["cancel_requested"]))
+        for execution_id, cancel_requested in found:
+            held.add(self._uuid(execution_id))
+            if cancel_requested:
+                cancel.add(self._uuid(execution_id))
         return Renewal(frozenset(held), frozenset(cancel))
 
     def release(self, owner: str, execution_ids: list[UUID]) -> None:

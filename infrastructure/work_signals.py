@@ -1,8 +1,10 @@
-"""Wake-ups for a worker process: new executions and cancellation requests, nothing else.
+"""Wake-ups for a worker process without notifications (SQLite): new executions and
+cancellation requests, nothing else.
 
 A worker alone does not need every event decoded (the API's change feed does that for
-the live tail); it listens for the store's notifications and reads only the two kinds of
-event it reacts to, filtered by topic in SQL.
+the live tail); it polls the store (and is woken by saves in its own process) and reads
+only the two kinds of event it reacts to, filtered by topic in SQL. On PostgreSQL a
+worker uses `WorkNotifications` instead and reads no event at all.
 """
 
 from __future__ import annotations
@@ -10,8 +12,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-
-import psycopg
 
 from application.executions import Executions, LoggedEvent
 from domain.executions import Execution
@@ -33,15 +33,11 @@ class WorkSignals:
         self,
         executions: Executions,
         deliver: Callable[[list[LoggedEvent]], None],
-        listen_dsn: str | None,
         poll_interval: float = 0.5,
-        channel: str = "executions_events",
     ):
         self.executions = executions
         self.deliver = deliver
-        self.listen_dsn = listen_dsn
         self.poll_interval = poll_interval
-        self.channel = channel
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -49,8 +45,6 @@ class WorkSignals:
     def start(self) -> None:
         self.executions.add_listener(self.wake)
         self._spawn(self._follow)
-        if self.listen_dsn:
-            self._spawn(self._listen)
 
     def stop(self) -> None:
         self._stopped.set()
@@ -88,7 +82,7 @@ class WorkSignals:
                         self.deliver(events)
                     if len(notifications) < PAGE:
                         position = head
-                        # notifications come with every commit: read at most every MIN_INTERVAL
+                        # saves keep waking it: read at most every MIN_INTERVAL
                         self._stopped.wait(MIN_INTERVAL)
                     else:
                         position = events[-1].position  # more to read: at once
@@ -97,17 +91,3 @@ class WorkSignals:
                 log.exception("reading work signals failed; retrying")
                 self._stopped.wait(1.0)
             self._wake.wait(self.poll_interval)
-
-    def _listen(self) -> None:
-        assert self.listen_dsn is not None
-        while not self._stopped.is_set():
-            try:
-                with psycopg.connect(self.listen_dsn, autocommit=True) as connection:
-                    connection.execute(f'LISTEN "{self.channel}"')
-                    self._wake.set()
-                    while not self._stopped.is_set():
-                        for _ in connection.notifies(timeout=1.0, stop_after=1):
-                            self._wake.set()
-            except psycopg.Error:
-                log.warning("lost the notification connection; reconnecting", exc_info=True)
-                self._stopped.wait(1.0)

@@ -1,0 +1,129 @@
+"""Workers on PostgreSQL are woken by work notices alone: queued work and cancellations."""
+
+from __future__ import annotations
+
+import queue
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+
+from application.executions import Executions
+from domain.executions import event_type
+from infrastructure.persistence import (
+    initialize_schema,
+    libpq_dsn,
+    open_executions,
+    read_model_engine,
+)
+from infrastructure.process_catalog_sql import SqlProcessCatalog
+from infrastructure.settings import Settings
+from infrastructure.work_notifications import WorkNotifications
+from tests.integration.test_worker_crashes import worker_environment
+
+pytestmark = pytest.mark.postgres
+
+SECRET = "work-notices-secret-" + "x" * 30
+WAITING = {
+    "name": "waiting",
+    "steps": [
+        {"id": "first", "type": "agent_task", "agent": "echo", "input": {}},
+        {"id": "pause", "type": "timer", "seconds": 4.0, "depends_on": ["first"]},
+    ],
+}
+
+
+@pytest.fixture
+def settings(postgres_url: str, tmp_path: Path) -> Settings:
+    settings = Settings(
+        database_url=postgres_url,
+        jwt_secret=SECRET,
+        data_dir=tmp_path,
+        lease_seconds=1.5,
+        poll_interval=0.2,
+        per_user_limit=100,
+    )
+    initialize_schema(settings)
+    return settings
+
+
+@pytest.fixture
+def executions(settings: Settings) -> Iterator[Executions]:
+    opened = open_executions(settings)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def registered(settings: Settings) -> object:
+    engine = read_model_engine(settings)
+    try:
+        process, _ = SqlProcessCatalog(engine).register(WAITING)
+    finally:
+        engine.dispose()
+    return process
+
+
+def test_queued_and_cancelled_executions_are_noticed_on_commit(
+    settings: Settings, executions: Executions
+) -> None:
+    notices: queue.Queue[UUID | str | None] = queue.Queue()
+    listener = WorkNotifications(libpq_dsn(settings), notices.put, lambda: notices.put("missed"))
+    listener.start()
+    try:
+        assert notices.get(timeout=10) == "missed"  # connected: anything before may be lost
+        started = executions.start_execution(
+            user_id="notified", process=registered(settings), input={}
+        )
+        assert notices.get(timeout=5) is None  # queued work: claim
+        executions.request_cancellation(
+            started.execution_id, user_id="notified", by="notified", reason="test"
+        )
+        assert notices.get(timeout=5) == started.execution_id
+        assert notices.empty()
+    finally:
+        listener.stop()
+
+
+def test_a_worker_process_stops_a_held_execution_as_soon_as_it_is_cancelled(
+    settings: Settings, executions: Executions, tmp_path: Path
+) -> None:
+    environment = worker_environment(settings) | {
+        "AGENT_LEDGER_JWT_SECRET": SECRET,
+        "AGENT_LEDGER_LEASE_SECONDS": "30",  # renewals (every 10 s) cannot be what stops it
+    }
+    log_path = tmp_path / "worker.log"
+    with log_path.open("wb") as log:
+        worker = subprocess.Popen(
+            [str(Path(sys.executable).parent / "agent-ledger"), "worker", "--log-level", "info"],
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        started = executions.start_execution(
+            user_id="held", process=registered(settings), input={}
+        ).execution_id
+        deadline = time.monotonic() + 20
+        while "timer_started" not in history_of(executions, started):
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.05)
+
+        asked = time.monotonic()
+        executions.request_cancellation(started, user_id="held", by="held", reason="no more")
+        while "execution_cancelled" not in history_of(executions, started):
+            assert time.monotonic() - asked < 3, "the cancellation waited for something else"
+            time.sleep(0.05)
+        assert "timer_fired" not in history_of(executions, started)
+    finally:
+        worker.terminate()
+        worker.wait(20)
+
+
+def history_of(executions: Executions, execution_id: UUID) -> list[str]:
+    return [event_type(e.event) for e in executions.get_history(execution_id)]
