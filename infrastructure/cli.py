@@ -125,7 +125,53 @@ def demo(
     raise typer.Exit(run_demo(url, question, issue_token(settings.resolved_jwt_secret(), sub)))
 
 
+db_app = typer.Typer(help="The read-model schema: alembic migrations.", no_args_is_help=True)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create the store's tables and migrate the read model to the newest revision."""
+    from infrastructure.persistence import initialize_schema
+
+    initialize_schema(Settings())
+    db_current()
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the read model's revision and the newest one this code knows."""
+    from infrastructure import migrations
+    from infrastructure.persistence import read_model_engine
+
+    engine = read_model_engine(Settings())
+    try:
+        current = migrations.current_revision(engine)
+    finally:
+        engine.dispose()
+    typer.echo(f"{current or 'none'} (head: {migrations.head_revision()})")
+
+
+@db_app.command("revision")
+def db_revision(
+    message: Annotated[str, typer.Option("--message", "-m", help="what the revision changes")],
+) -> None:
+    """Write the next revision: tables.py compared with the database (which must be at head)."""
+    from alembic.util import CommandError
+
+    from infrastructure import migrations
+    from infrastructure.persistence import read_model_engine
+
+    engine = read_model_engine(Settings())
+    try:
+        typer.echo(migrations.new_revision(engine, message))
+    except CommandError as error:
+        raise typer.BadParameter(str(error)) from None
+    finally:
+        engine.dispose()
+
+
 app.add_typer(audit_app, name="audit")
+app.add_typer(db_app, name="db")
 app.add_typer(projections_app, name="projections")
 
 

@@ -13,10 +13,10 @@ from eventsourcing.persistence import Notification
 from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder
 
 from application.executions import Executions
+from infrastructure import migrations
 from infrastructure.audit_sql import AUDIT_APPEND_ONLY_DDL
 from infrastructure.histories_sql import HistoriesBySql
 from infrastructure.settings import Settings
-from infrastructure.tables import metadata
 
 EVENTS_TABLE = "executions_events"
 SQLITE_EVENTS_TABLE = "stored_events"
@@ -122,12 +122,12 @@ def _schema_lock(settings: Settings) -> Iterator[None]:
 
 
 def initialize_schema(settings: Settings) -> None:
-    """Create every table once; safe when several processes start together."""
+    """Create the event store and migrate the read model; safe when processes start together."""
     with _schema_lock(settings):
         Executions(env=event_store_env(settings, create_tables=True)).close()
         engine = read_model_engine(settings)
         try:
-            metadata.create_all(engine)
+            migrations.upgrade(engine)
         finally:
             engine.dispose()
         if settings.uses_postgres:
