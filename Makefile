@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint check format bench clean
+.PHONY: install browser run test lint check format bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,12 +12,25 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# the dashboard tests' headless browser: Debian's Chromium (Playwright's own download fails here)
+AGENT_LEDGER_TEST_CHROMIUM ?= /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+$(AGENT_LEDGER_TEST_CHROMIUM):
+	@command -v apt-get >/dev/null || { echo "make: the dashboard tests need Chromium at $@:" \
+		"install it, or set AGENT_LEDGER_TEST_CHROMIUM to one" >&2; exit 1; }
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+	@test -x $@ || { echo "make: chromium was installed but $@ is still missing" >&2; exit 1; }
+
 install: $(BIN)/.installed
+
+browser: $(AGENT_LEDGER_TEST_CHROMIUM)  ## the headless Chromium of the dashboard tests
 
 run: install  ## start the service on the embedded SQLite store
 	$(BIN)/agent-ledger serve
 
-test: install  ## every test: unit, integration (PostgreSQL), end-to-end
+test: install browser  ## every test: unit, integration (PostgreSQL), end-to-end
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install  ## formatting, lint, types and the layer contract

@@ -13,6 +13,7 @@ from infrastructure.api import errors
 from infrastructure.api.body_limit import BodyLimit
 from infrastructure.api.routes import (
     audit,
+    dashboard,
     executions,
     health,
     processes,
@@ -72,4 +73,5 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(stream_sse.router)
     app.include_router(revocations.router)
     app.include_router(audit.router)
+    app.include_router(dashboard.router)
     return app
