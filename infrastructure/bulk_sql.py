@@ -1,6 +1,6 @@
 """Many rows of one table written by one statement whose text never changes.
 
-On PostgreSQL the rows travel as one array per column (`unnest`), so the statement is
+On PostgreSQL the rows travel as one binary array per column (`unnest`), so the statement is
 parsed and planned once and prepared by the driver; a multi-row VALUES list would be a
 new text, parsed anew, for every batch size. Other databases use executemany.
 """
@@ -13,7 +13,7 @@ from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import postgresql, sqlite
 
 Rows = Sequence[dict[str, Any]]
 
@@ -48,6 +48,36 @@ def update_rows(connection: sa.Connection, table: sa.Table, rows: Rows) -> None:
     connection.exec_driver_sql(_update_statement(table), _arrays(table, rows))
 
 
+def add_to_rows(connection: sa.Connection, table: sa.Table, rows: Rows) -> None:
+    """Add each row's non-key values to the stored row with its key, or insert it."""
+    if not rows:
+        return
+    keys = [c.name for c in table.primary_key.columns]
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(_add_statement(table), _arrays(table, rows))
+        return
+    statement = sqlite.insert(table)
+    added = {
+        c.name: table.c[c.name] + statement.excluded[c.name]
+        for c in table.columns
+        if c.name not in keys
+    }
+    connection.execute(statement.on_conflict_do_update(index_elements=keys, set_=added), rows)
+
+
+def select_rows(
+    connection: sa.Connection, table: sa.Table, column: str, values: Sequence[Any]
+) -> list[dict[str, Any]]:
+    """Every row whose `column` holds one of `values`, as dicts of column values."""
+    if not values:
+        return []
+    if connection.dialect.name != "postgresql":
+        query = sa.select(table).where(table.c[column].in_(values))
+        return [dict(record._mapping) for record in connection.execute(query)]
+    result = connection.exec_driver_sql(_select_statement(table, column), (list(values),))
+    return [dict(record._mapping) for record in result]
+
+
 def _arrays(table: sa.Table, rows: Rows) -> tuple[list[Any], ...]:
     return tuple(
         [convert(row[column.name]) for row in rows]
@@ -78,7 +108,7 @@ def _array_type(column: sa.Column[Any]) -> str:
 
 
 def _unnest(table: sa.Table) -> str:
-    arrays = ", ".join(f"%s::{_array_type(c)}" for c in table.columns)
+    arrays = ", ".join(f"%b::{_array_type(c)}" for c in table.columns)
     names = ", ".join(f'"{c.name}"' for c in table.columns)
     return f"unnest({arrays}) AS v({names})"
 
@@ -93,6 +123,25 @@ def _insert_statement(table: sa.Table) -> str:
     names = ", ".join(f'"{c.name}"' for c in table.columns)
     values = ", ".join(_value(c) for c in table.columns)
     return f'INSERT INTO "{table.name}" ({names}) SELECT {values} FROM {_unnest(table)}'
+
+
+@cache
+def _add_statement(table: sa.Table) -> str:
+    keys = [c.name for c in table.primary_key.columns]
+    conflict = ", ".join(f'"{k}"' for k in keys)
+    sums = ", ".join(
+        f'"{c.name}" = "{table.name}"."{c.name}" + excluded."{c.name}"'
+        for c in table.columns
+        if c.name not in keys
+    )
+    return f"{_insert_statement(table)} ON CONFLICT ({conflict}) DO UPDATE SET {sums}"
+
+
+@cache
+def _select_statement(table: sa.Table, column: str) -> str:
+    names = ", ".join(f'"{c.name}"' for c in table.columns)
+    kind = _array_type(table.c[column])
+    return f'SELECT {names} FROM "{table.name}" WHERE "{column}" = ANY(%b::{kind})'
 
 
 @cache

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from application.executions import LoggedEvent
 from domain.executions import Execution
+from infrastructure.bulk_sql import add_to_rows
 from infrastructure.projection_tables import TableSet
 from infrastructure.row_batch import RowBatch
 from projections.metrics import MetricRun, MetricsProjection
@@ -55,23 +56,8 @@ class SqlMetricsView:
         self.counts.clear()
 
     def _add_counts(self) -> None:
-        table = self.counts_table
-        existing = set(
-            self.connection.execute(
-                sa.select(table.c.type).where(table.c.type.in_(list(self.counts)))
-            ).scalars()
-        )
-        inserts = [{"type": t, "count": n} for t, n in self.counts.items() if t not in existing]
-        updates = [{"t": t, "n": n} for t, n in self.counts.items() if t in existing]
-        if inserts:
-            self.connection.execute(sa.insert(table), inserts)
-        if updates:
-            self.connection.execute(
-                sa.update(table)
-                .where(table.c.type == sa.bindparam("t"))
-                .values(count=table.c.count + sa.bindparam("n")),
-                updates,
-            )
+        rows = [{"type": t, "count": n} for t, n in self.counts.items()]
+        add_to_rows(self.connection, self.counts_table, rows)
 
 
 class MetricsBatch:

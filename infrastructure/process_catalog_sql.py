@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -38,6 +39,8 @@ class SqlProcessCatalog:
         # name → (when looked up, latest version): every start asks for the latest
         self._latest_seen: dict[str, tuple[float, RegisteredProcess]] = {}
         self._versions: dict[tuple[str, int], RegisteredProcess] = {}
+        # when the latest expires, the many starts waiting on it share one lookup
+        self._lookup = threading.Lock()
 
     def register(self, document: Mapping[str, Any]) -> tuple[RegisteredProcess, bool]:
         definition = ProcessDefinition.from_document(document)
@@ -78,6 +81,10 @@ class SqlProcessCatalog:
         known = self.peek(name, version)
         if known is not None:
             return known
+        with self._lookup:
+            return self.peek(name, version) or self._look_up(name, version)
+
+    def _look_up(self, name: str, version: int | None) -> RegisteredProcess:
         with self.engine.connect() as connection:
             if version is None:
                 record = self._latest(connection, name)

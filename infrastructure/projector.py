@@ -15,7 +15,7 @@ from application.executions import Executions, LoggedEvent
 from infrastructure.event_index_sql import EventIndexBatch
 from infrastructure.metrics_batch import MetricsBatch
 from infrastructure.projection_lock import ProjectionLocks
-from infrastructure.projection_tables import TableSet, active_tables
+from infrastructure.projection_tables import TableSet, active_table_sets, active_tables
 from infrastructure.status_batch import ExecutionStatusBatch
 from infrastructure.tables import projection_tracking
 from projections.event_index import EventIndexProjection
@@ -91,6 +91,50 @@ def advance_tracking(connection: sa.Connection, name: str, old: int, new: int) -
         raise TrackingConflictError(f"projection {name!r} moved past {old} elsewhere")
 
 
+def tracked_positions(connection: sa.Connection, names: list[str]) -> dict[str, int]:
+    """The tracked position of each of these names (0 for one not tracked yet)."""
+    rows = connection.execute(
+        sa.select(projection_tracking.c.name, projection_tracking.c.position).where(
+            projection_tracking.c.name.in_(names)
+        )
+    )
+    return {name: 0 for name in names} | {row.name: int(row.position) for row in rows}
+
+
+def advance_all(connection: sa.Connection, moves: list[tuple[str, int, int]]) -> None:
+    """`advance_tracking` for each (name, old, new), in one statement on PostgreSQL."""
+    guarded = [move for move in moves if move[1] != 0]
+    if connection.dialect.name != "postgresql" or len(guarded) < 2:
+        for name, old, new in moves:
+            advance_tracking(connection, name, old, new)
+        return
+    for name, old, new in moves:
+        if old == 0:
+            advance_tracking(connection, name, old, new)
+    moved = {
+        row[0]
+        for row in connection.exec_driver_sql(
+            _ADVANCE,
+            (
+                datetime.now(UTC),
+                [name for name, _, _ in guarded],
+                [old for _, old, _ in guarded],
+                [new for _, _, new in guarded],
+            ),
+        )
+    }
+    lost = sorted({name for name, _, _ in guarded} - moved)
+    if lost:
+        raise TrackingConflictError(f"projections {lost} moved on elsewhere")
+
+
+_ADVANCE = (
+    f'UPDATE "{projection_tracking.name}" AS t SET position = v.new, updated_at = %b '
+    "FROM unnest(%b::text[], %b::bigint[], %b::bigint[]) AS v(name, old, new) "
+    "WHERE t.name = v.name AND t.position = v.old RETURNING t.name"
+)
+
+
 def apply_events(
     connection: sa.Connection, name: str, tables: TableSet | None, events: list[LoggedEvent]
 ) -> None:
@@ -159,7 +203,7 @@ class Projector:
             with self.engine.begin() as connection:
                 reached = self._apply_batches(connection, names)
         except Exception:
-            log.debug("a shared projection batch failed; one transaction each", exc_info=True)
+            log.warning("a shared projection batch failed; one transaction each", exc_info=True)
             return self._run_separately(names)
         return self._reached(reached)
 
@@ -201,19 +245,21 @@ class Projector:
         self, connection: sa.Connection, names: list[str]
     ) -> dict[str, tuple[int, int]]:
         """Apply each projection's next batch; returns how many events and the position reached."""
-        reached = {}
+        tables = active_table_sets(connection, [n for n in names if n in VERSIONED_PROJECTIONS])
+        tracking = {n: tables[n].tracking_name if n in tables else n for n in names}
+        olds = tracked_positions(connection, list(tracking.values()))
+        reached, moves = {}, []
         page: tuple[int, list[LoggedEvent]] | None = None  # projections at one position share it
         for name in names:
-            tables = active_tables(connection, name) if name in VERSIONED_PROJECTIONS else None
-            tracking = tables.tracking_name if tables is not None else name
-            old = tracked_position(connection, tracking)
+            old = olds[tracking[name]]
             if page is None or page[0] != old:
                 page = (old, self.executions.read_log(after=old, limit=self.batch_size))
             events = page[1]
             if events:
-                apply_events(connection, name, tables, events)
-                advance_tracking(connection, tracking, old, events[-1].position)
+                apply_events(connection, name, tables.get(name), events)
+                moves.append((tracking[name], old, events[-1].position))
             reached[name] = (len(events), events[-1].position if events else old)
+        advance_all(connection, moves)
         return reached
 
     def _publish(self, name: str, position: int) -> None:

@@ -10,7 +10,7 @@ from uuid import UUID
 
 import sqlalchemy as sa
 
-from infrastructure.bulk_sql import insert_rows, update_rows
+from infrastructure.bulk_sql import insert_rows, select_rows, update_rows
 
 Row = TypeVar("Row")
 
@@ -56,12 +56,10 @@ class RowBatch(Generic[Row]):
     def load(self, ids: Iterable[UUID]) -> None:
         """Read every row of these executions (one query per 500 ids)."""
         wanted = sorted(set(ids) - self._loaded)
-        column = self.table.c[self.by]
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
-            for record in self.connection.execute(sa.select(self.table).where(column.in_(chunk))):
-                values = {k: aware(v) for k, v in record._mapping.items()}
-                row = self.make(**values)
+            for record in select_rows(self.connection, self.table, self.by, chunk):
+                row = self.make(**{k: aware(v) for k, v in record.items()})
                 self.rows.setdefault(self.key_of(row), row)
             self._loaded.update(chunk)
 

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from application.executions import LoggedEvent
 from domain.executions import Execution
+from infrastructure.bulk_sql import add_to_rows
 from infrastructure.projection_tables import TableSet
 from infrastructure.row_batch import RowBatch
 from projections.execution_status import ExecutionStatusProjection, ExecutionStatusRow
@@ -65,45 +66,14 @@ class SqlExecutionStatusView:
         self.latency.clear()
 
     def _add_latencies(self) -> None:
-        table = self.tables["step_latency"]
-        keys = list(self.latency)
-        existing = {
-            (r.process_name, r.step_id, r.bucket)
-            for r in self.connection.execute(
-                sa.select(table.c.process_name, table.c.step_id, table.c.bucket).where(
-                    sa.tuple_(table.c.process_name, table.c.step_id, table.c.bucket).in_(keys)
-                )
-            )
-        }
-        rows = [
-            {"p": k[0], "s": k[1], "b": k[2], "n": len(v), "us": sum(v)}
-            for k, v in self.latency.items()
-        ]
-        inserts = [r for r in rows if (r["p"], r["s"], r["b"]) not in existing]
-        updates = [r for r in rows if (r["p"], r["s"], r["b"]) in existing]
-        if inserts:
-            self.connection.execute(
-                sa.insert(table),
-                [
-                    {"process_name": r["p"], "step_id": r["s"], "bucket": r["b"]}
-                    | {"count": r["n"], "sum_us": r["us"]}
-                    for r in inserts
-                ],
-            )
-        if updates:
-            self.connection.execute(
-                sa.update(table)
-                .where(
-                    table.c.process_name == sa.bindparam("p"),
-                    table.c.step_id == sa.bindparam("s"),
-                    table.c.bucket == sa.bindparam("b"),
-                )
-                .values(
-                    count=table.c.count + sa.bindparam("n"),
-                    sum_us=table.c.sum_us + sa.bindparam("us"),
-                ),
-                updates,
-            )
+        add_to_rows(
+            self.connection,
+            self.tables["step_latency"],
+            [
+                {"process_name": p, "step_id": s, "bucket": b, "count": len(v), "sum_us": sum(v)}
+                for (p, s, b), v in self.latency.items()
+            ],
+        )
 
 
 class ExecutionStatusBatch:
