@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -100,9 +101,12 @@ class ExecutionSession:
             self._staged.extend(commands)
 
     async def flush(self) -> None:
-        """Save whatever is staged."""
+        """Save whatever is staged, or wait for a write under way to end."""
         if self._staged:
             await self.record()
+            return
+        async with self._writing:
+            pass
 
     def _attribute(self) -> None:
         """Events the engine records are caused by this worker, correlated to the start request."""
@@ -123,20 +127,20 @@ class ExecutionSession:
                         raise
                 self._stale = True  # until the save is known to have happened
                 try:
-                    if self.committer is not None:
-                        self.position = await self.committer.save(self.execution, self._work(work))
-                    else:
-                        self.position = await asyncio.to_thread(
-                            self.executions.save_and_position,
-                            self.execution,
-                            work=self._work(work),
-                        )
+                    self.position = await _outlive_cancellation(self._save(self._work(work)))
                 except RecordConflictError:
                     continue
                 self._stale = False
                 self._staged.clear()
                 return
         raise RecordConflictError(f"execution {self.id} kept changing under the engine")
+
+    def _save(self, work: list[WorkChange]) -> asyncio.Future[int]:
+        if self.committer is not None:
+            return self.committer.submit(self.execution, work)
+        return asyncio.ensure_future(
+            asyncio.to_thread(self.executions.save_and_position, self.execution, work=work)
+        )
 
     def _work(self, extra: Sequence[WorkChange]) -> list[WorkChange]:
         changes: list[WorkChange] = []
@@ -146,6 +150,21 @@ class ExecutionSession:
         if self.execution.status.is_terminal:
             changes.append(Finish(self.id))
         return changes
+
+
+async def _outlive_cancellation(write: asyncio.Future[int]) -> int:
+    """Await a write that goes on if the caller is cancelled; a cancelled caller first waits
+    for the write to end (holding the session), so that whoever cancelled it and reloads
+    the execution reads it with that write, not while it is still being saved."""
+    try:
+        return await asyncio.shield(write)
+    except asyncio.CancelledError:
+        while not write.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([write])
+        if not write.cancelled():
+            write.exception()  # retrieved: the caller is gone, the next holder reloads
+        raise
 
 
 class EngineAgentContext:

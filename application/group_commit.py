@@ -38,21 +38,27 @@ class GroupCommitter:
         self.max_in_flight = max_in_flight
         self._queue: list[_Write] = []
         self._in_flight = 0
+        self._draining: set[asyncio.Task[None]] = set()
 
     async def save(self, execution: Execution, work: Sequence[WorkChange]) -> int:
         """Save the execution's pending events with the work changes; returns the position."""
-        write = _Write(
-            execution,
-            list(execution.collect_events()),
-            work,
-            asyncio.get_running_loop().create_future(),
-        )
+        return await asyncio.shield(self.submit(execution, work))
+
+    def submit(self, execution: Execution, work: Sequence[WorkChange]) -> asyncio.Future[int]:
+        """Queue the execution's pending events and work changes; the future gives the position.
+
+        The write goes on whatever becomes of its caller.
+        """
+        loop = asyncio.get_running_loop()
+        write = _Write(execution, list(execution.collect_events()), work, loop.create_future())
         self._queue.append(write)
         # a second batch is encoded and sent while the first waits for the table lock
         if self._in_flight < self.max_in_flight:
             self._in_flight += 1
-            asyncio.get_running_loop().create_task(self._drain())
-        return await asyncio.shield(write.done)
+            drain = loop.create_task(self._drain())
+            self._draining.add(drain)  # a task nobody references may be collected mid-way
+            drain.add_done_callback(self._draining.discard)
+        return write.done
 
     async def _drain(self) -> None:
         try:
