@@ -65,7 +65,7 @@ def _stored_fields(state: bytes) -> tuple[dict[str, Any], bool]:
             document = orjson.loads(state)
         except orjson.JSONDecodeError:
             document = None
-        # no floats: orjson reads too-big ints as floats; the reference keeps them ints
+        # orjson reads too-big ints as floats (>= 1e19, never plain); the reference keeps ints
         if type(document) is dict and is_plain(document):
             tags = state.count(_TAG)
             if tags == 0:

@@ -52,18 +52,29 @@ def _sorted_json(document: Any) -> str:
 
 _SCALARS = frozenset({str, int, bool, type(None)})
 
+_FIXED_FLOATS = (1e-4, 1e15)
+"""Floats in this range (and zero) print alike in orjson and Python: digits, no exponent."""
+
+
+def _is_fixed_float(value: float) -> bool:
+    return _FIXED_FLOATS[0] <= abs(value) < _FIXED_FLOATS[1] or value == 0.0
+
 
 def is_plain(value: Any) -> bool:
-    """Whether `value` holds only dicts, lists, strings, ints, booleans and nulls (no floats).
+    """Whether `value` holds only dicts, lists, strings, ints, booleans, nulls and floats
+    written without an exponent.
 
     On such values orjson and the reference encoder agree byte for byte once the output is
-    printable ASCII; floats (whose exponent forms differ), other types and wider text do not.
+    printable ASCII; other floats (whose exponent forms differ: `1e-05` and `1e-5`), NaN,
+    infinities, other types and wider text do not.
     """
     kind = type(value)
     if kind is dict:
         items: Iterable[Any] = value.values()
     elif kind is list:
         items = value
+    elif kind is float:
+        return _is_fixed_float(value)
     else:
         return kind in _SCALARS
     for item in items:  # noqa: SIM110 - a loop is cheaper than all() on the hot path

@@ -7,6 +7,7 @@ import hashlib
 import io
 import itertools
 import json
+import random
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -383,6 +384,13 @@ def test_the_fast_reading_agrees_with_the_reference_on_odd_or_hostile_states(
         "ascii but for del \x7f and nul \x00",
         '\\ "quoted" / \b\f\n\r\t',
         1.5,
+        0.0,
+        -0.0,
+        0.1 + 0.2,
+        1e-4,
+        9.9999e-05,
+        999999999999999.9,
+        1e15,
         1e16,
         1e-05,
         5e-324,
@@ -405,6 +413,18 @@ def test_canonical_bytes_are_the_reference_bytes_whatever_the_values(value: Any)
 
     fields = {"value": value, "hash": "x", "class_version": 2, "previous_hash": GENESIS}
     assert canonical("topic", fields) == reference_canonical("topic", fields)
+
+
+def test_canonical_bytes_of_floats_of_every_magnitude_are_the_reference_bytes() -> None:
+    from domain.hash_chain import canonical, reference_canonical
+
+    rng = random.Random(7)
+    for exponent in range(-8, 20):
+        for _ in range(300):
+            value = rng.choice((1, -1)) * rng.random() * 10**exponent
+            for candidate in (value, round(value, 3), float(int(value))):
+                fields = {"duration_ms": candidate, "nested": [{"x": candidate}]}
+                assert canonical("t", fields) == reference_canonical("t", fields), candidate
 
 
 def test_the_bulk_verifier_of_stored_rows_gives_the_verdict_of_the_chain(app: Executions) -> None:
