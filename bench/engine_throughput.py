@@ -7,6 +7,7 @@ subscription (for `execution_completed` events); it keeps a window
 of executions in flight, POSTing a new one as each completes.
 
     python bench/engine_throughput.py [--seconds 10] [--window 16] [--cpu]
+        [--workers 1 2] [--clients 1 4]
 
 With `--cpu` it also prints the CPU time each part spends per execution (the API, the
 projector, the workers, every PostgreSQL process and this benchmark's own client).
@@ -34,6 +35,8 @@ import psycopg
 import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from machine import describe
 
 from infrastructure.auth import issue_token
 from infrastructure.persistence import initialize_schema, read_model_engine
@@ -223,7 +226,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--window", type=int, default=16, help="executions in flight per client")
     parser.add_argument("--cpu", action="store_true", help="print CPU ms per execution per part")
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[1, 2], help="worker counts to run (1 2)"
+    )
+    parser.add_argument(
+        "--clients", type=int, nargs="+", default=[1, 4], help="client counts to run (1 4)"
+    )
     arguments = parser.parse_args()
+    print(describe())
     print(
         f"3-step no-op process, PostgreSQL, {arguments.seconds:g} s per run, "
         f"window {arguments.window} per client"
@@ -232,12 +242,12 @@ def main() -> None:
         f"{'workers':>7} {'clients':>7} {'executions':>10} {'exec/s':>8} {'p50 ms':>8} "
         f"{'p99 ms':>8}"
     )
-    for workers in (1, 2):
+    for workers in arguments.workers:
         with tempfile.TemporaryDirectory() as scratch:
             deployment = Deployment(workers, Path(scratch))
             try:
                 asyncio.run(measure(deployment.base, 1, 4, 2.0))  # warm up
-                for clients in (1, 4):
+                for clients in arguments.clients:
                     before = cpu_seconds(deployment)
                     figures = asyncio.run(
                         measure(deployment.base, clients, arguments.window, arguments.seconds)
@@ -261,6 +271,7 @@ def main() -> None:
                 raise
             finally:
                 deployment.close()
+    print(f"after the runs: {describe()}")
 
 
 if __name__ == "__main__":
