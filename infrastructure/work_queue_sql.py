@@ -15,9 +15,15 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import PersistenceError, StoredEvent
+from eventsourcing.persistence import (
+    InterfaceError,
+    OperationalError,
+    PersistenceError,
+    StoredEvent,
+)
 from eventsourcing.sqlite import SQLiteApplicationRecorder
-from psycopg.sql import SQL
+from eventsourcing.utils import retry
+from psycopg.sql import SQL, Identifier
 
 from application.work import (
     Claim,
@@ -28,15 +34,15 @@ from application.work import (
     Renewal,
     Reschedule,
     Wake,
-    WorkChange,
 )
 from infrastructure.postgres_recorder import PostgresStoreRecorder
+from infrastructure.work_append_sql import CALL as APPEND_CALL
+from infrastructure.work_append_sql import append_arguments, append_ddl
 
 WORK_TABLE = "execution_work"
 WORK_CHANNEL = "agent_ledger_work"
 """Notified on commit when executions are queued (empty payload) or asked to cancel (the
 execution's id): what wakes a worker on PostgreSQL, without reading any event."""
-_NOTIFY = "SELECT pg_notify(%s, %s)"
 LEASE_LOST = "agent-ledger: lease lost"
 _ADMISSION_LOCK = zlib.crc32(b"agent-ledger:admission")
 
@@ -55,15 +61,6 @@ POSTGRES_DDL = [
     f"CREATE TABLE IF NOT EXISTS {WORK_TABLE} " + _COLUMNS.format(uuid="uuid", serial="BIGSERIAL"),
     f"CREATE INDEX IF NOT EXISTS {WORK_TABLE}_ready ON {WORK_TABLE} (ready_at, seq)",
     f"CREATE INDEX IF NOT EXISTS {WORK_TABLE}_user ON {WORK_TABLE} (user_id, admitted)",
-    f"""CREATE OR REPLACE FUNCTION agent_ledger_check_leases(ids uuid[], owner text)
-    RETURNS void AS $$
-    DECLARE lost uuid;
-    BEGIN
-      SELECT i INTO lost FROM unnest(ids) AS i WHERE NOT EXISTS (
-        SELECT 1 FROM {WORK_TABLE} WHERE execution_id = i AND lease_owner = owner) LIMIT 1;
-      IF FOUND THEN RAISE EXCEPTION '{LEASE_LOST} on %', lost;
-      END IF;
-    END $$ LANGUAGE plpgsql""",
 ]
 
 SQLITE_DDL = [
@@ -118,84 +115,42 @@ def from_epoch(seconds: float) -> datetime:
 
 
 class PostgresWorkRecorder(PostgresStoreRecorder):
-    """The PostgreSQL recorder, plus work-queue changes in the same transaction."""
+    """The PostgreSQL recorder, plus work-queue changes in the same transaction.
+
+    Each write is one call of `agent_ledger_append` (see `work_append_sql`).
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.sql_create_statements.extend(SQL(s).format() for s in POSTGRES_DDL)
+        events_table = SQL("{0}.{1}").format(
+            Identifier(self.datastore.schema), Identifier(self.events_table_name)
+        )
+        ddl = append_ddl(
+            work_table=WORK_TABLE,
+            work_channel=WORK_CHANNEL,
+            lease_lost=LEASE_LOST,
+            events_table=events_table.as_string(None),
+            events_channel=Identifier(self.channel_name).as_string(None),
+            lock_timeout=self.datastore.lock_timeout,
+        )
+        self.sql_create_statements.append(SQL(ddl).format())
 
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
+        """Save the events and the write's work changes (`work=`) in one statement."""
+        arguments = append_arguments(kwargs.get("work", ()), stored_events, time.time())
         try:
-            ids: Sequence[int] | None = super().insert_events(stored_events, **kwargs)
+            with self.datastore.get_connection() as connection, connection.cursor() as cursor:
+                cursor.execute(APPEND_CALL, arguments, prepare=True)
+                ids = [row["agent_ledger_append"] for row in cursor.fetchall()]
         except PersistenceError as error:
             if LEASE_LOST in str(error):
                 raise LeaseLostError() from error
             raise
-        return ids
-
-    def _insert_events(
-        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
-    ) -> None:
-        for statement, params in _postgres_statements(kwargs.get("work", ()), time.time()):
-            curs.execute(statement, params, prepare=True)
-        super()._insert_events(curs, stored_events, **kwargs)
-
-
-def _postgres_statements(
-    changes: Sequence[WorkChange], now: float
-) -> list[tuple[str, tuple[Any, ...]]]:
-    """The changes of a (group-committed) write as few statements: one per kind for the
-    frequent kinds. Each execution's own changes keep their order: its fence first, its
-    reschedules and wake-ups next, its removal from the queue last."""
-    fences: dict[str, list[UUID]] = {}
-    enqueued: list[Enqueue] = []
-    finished: list[UUID] = []
-    others: list[tuple[str, tuple[Any, ...]]] = []
-    for change in changes:
-        match change:
-            case Fence(execution_id, owner):
-                fences.setdefault(owner, []).append(execution_id)
-            case Enqueue():
-                enqueued.append(change)
-            case Finish(execution_id):
-                finished.append(execution_id)
-            case Wake(execution_id, cancel=True):
-                others.append(_postgres_change(change, now))
-                others.append((_NOTIFY, (WORK_CHANNEL, str(execution_id))))
-            case _:
-                others.append(_postgres_change(change, now))
-    statements: list[tuple[str, tuple[Any, ...]]] = [
-        ("SELECT agent_ledger_check_leases(%s, %s)", (ids, owner)) for owner, ids in fences.items()
-    ]
-    if enqueued:
-        statements.append(
-            (
-                f"INSERT INTO {WORK_TABLE} (execution_id, user_id, ready_at) "
-                "SELECT * FROM unnest(%b::uuid[], %b::text[], %b::float8[]) "
-                "ON CONFLICT (execution_id) DO NOTHING",
-                (
-                    [e.execution_id for e in enqueued],
-                    [e.user_id for e in enqueued],
-                    [now] * len(enqueued),
-                ),
-            )
-        )
-        statements.append((_NOTIFY, (WORK_CHANNEL, "")))
-    statements += others
-    if finished:
-        statements.append((f"DELETE FROM {WORK_TABLE} WHERE execution_id = ANY(%b)", (finished,)))
-    return statements
-
-
-def _postgres_change(change: WorkChange, now: float) -> tuple[str, tuple[Any, ...]]:
-    match change:
-        case Reschedule(execution_id, ready_at, release):
-            return _reschedule("%s", release), (_epoch(ready_at), execution_id)
-        case Wake(execution_id, cancel):
-            return _wake("%s"), (now, cancel, execution_id)
-    raise TypeError(f"unknown work change {change!r}")
+        return ids if stored_events else None
 
 
 def _reschedule(p: str, release: bool) -> str:
