@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     tail_queue_size: int = Field(default=5000, description="events buffered per tail subscriber")
     tail_max_per_user: int = Field(default=20, description="open tail subscriptions per user")
     revocation_check_interval: float = Field(default=5.0, description="revocation re-read, s")
+    opentelemetry: bool = Field(
+        default=False,
+        description="FastAPI's OpenTelemetry spans and metrics, when a provider is configured",
+    )
     db_pool_size: int = 2
     db_max_overflow: int = 10
     sla_agent_seconds: dict[str, float] = Field(
