@@ -85,10 +85,39 @@ UPDATE {WORK_TABLE} SET admitted = TRUE WHERE execution_id IN (
 )"""
 
 _PICK = f"""
-SELECT execution_id, lease_owner FROM {WORK_TABLE}
+SELECT execution_id, lease_owner, ready_at, seq FROM {WORK_TABLE}
 WHERE (admitted OR cancel_requested) AND ready_at <= {{p}}
   AND (lease_owner IS NULL OR lease_expires_at < {{p}})
 ORDER BY ready_at, seq LIMIT {{p}}"""
+
+
+def _fill(template: str, *names: str) -> str:
+    """The template with its placeholders, in order, replaced by these plpgsql names."""
+    text = template.format(p="%s")
+    for name in names:
+        text = text.replace("%s", name, 1)
+    return text
+
+
+_CLAIM_FUNCTION = f"""
+CREATE OR REPLACE FUNCTION agent_ledger_claim(
+  owner text, now_ float8, expires float8, per_user int, wanted int)
+RETURNS TABLE (claimed_id uuid, previous_owner text) LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_advisory_xact_lock({_ADMISSION_LOCK});
+  {_fill(_ADMIT, "per_user", "wanted")};
+  RETURN QUERY
+    WITH picked AS ({_fill(_PICK, "now_", "now_", "wanted")} FOR UPDATE SKIP LOCKED),
+    leased AS (
+      UPDATE {WORK_TABLE} AS w SET lease_owner = owner, lease_expires_at = expires
+      FROM picked WHERE w.execution_id = picked.execution_id
+      RETURNING w.execution_id)
+    SELECT picked.execution_id, picked.lease_owner
+    FROM picked JOIN leased ON leased.execution_id = picked.execution_id
+    ORDER BY picked.ready_at, picked.seq;
+END $$"""
+"""Admit waiting executions within each user's limit, then lease the next ready ones, in
+one statement: every worker claims on every wake-up, so its round trips add up."""
 
 
 # Rows that a write of this worker has locked are skipped, not waited for: that write may
@@ -123,6 +152,7 @@ class PostgresWorkRecorder(PostgresStoreRecorder):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.sql_create_statements.extend(SQL(s).format() for s in POSTGRES_DDL)
+        self.sql_create_statements.append(SQL(_CLAIM_FUNCTION).format())
         events_table = SQL("{0}.{1}").format(
             Identifier(self.datastore.schema), Identifier(self.events_table_name)
         )
@@ -220,33 +250,36 @@ class SqlWorkQueue:
         if limit <= 0:
             return []
         now = time.time()
-        p = self.p
-        pick = _PICK.format(p=p) + (" FOR UPDATE SKIP LOCKED" if self.postgres else "")
-        with self.recorder.datastore.transaction(commit=True) as cursor:
-            if self.postgres:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_ADMISSION_LOCK,))
-            cursor.execute(_ADMIT.format(p=p), (self.per_user_limit, limit))
-            cursor.execute(pick, (now, now, limit))
-            picked = [(row["execution_id"], row["lease_owner"]) for row in cursor.fetchall()]
-            if not picked:
-                return []
-            ids = [execution_id for execution_id, _ in picked]
-            if self.postgres:
-                cursor.execute(
-                    f"UPDATE {WORK_TABLE} SET lease_owner = %s, lease_expires_at = %s "
-                    "WHERE execution_id = ANY(%b)",
-                    (owner, now + lease_seconds, ids),
-                )
-            else:
-                cursor.execute(
-                    f"UPDATE {WORK_TABLE} SET lease_owner = ?, lease_expires_at = ? "
-                    f"WHERE execution_id IN ({', '.join('?' * len(ids))})",
-                    (owner, now + lease_seconds, *ids),
-                )
+        if isinstance(self.recorder, PostgresWorkRecorder):
+            with self.recorder.datastore.get_connection() as connection:
+                rows = connection.execute(
+                    "SELECT * FROM agent_ledger_claim(%s, %s, %s, %s, %s)",
+                    (owner, now, now + lease_seconds, self.per_user_limit, limit),
+                    prepare=True,
+                ).fetchall()
+            picked = [(row["claimed_id"], row["previous_owner"]) for row in rows]
+        else:
+            picked = self._claim_on_sqlite(owner, limit, now + lease_seconds, now)
         return [
             Claim(self._uuid(execution_id), previous if previous not in (None, owner) else None)
             for execution_id, previous in picked
         ]
+
+    def _claim_on_sqlite(
+        self, owner: str, limit: int, expires: float, now: float
+    ) -> list[tuple[Any, str | None]]:
+        with self.recorder.datastore.transaction(commit=True) as cursor:
+            cursor.execute(_ADMIT.format(p="?"), (self.per_user_limit, limit))
+            cursor.execute(_PICK.format(p="?"), (now, now, limit))
+            picked = [(row["execution_id"], row["lease_owner"]) for row in cursor.fetchall()]
+            ids = [execution_id for execution_id, _ in picked]
+            if ids:
+                cursor.execute(
+                    f"UPDATE {WORK_TABLE} SET lease_owner = ?, lease_expires_at = ? "
+                    f"WHERE execution_id IN ({', '.join('?' * len(ids))})",
+                    (owner, expires, *ids),
+                )
+        return picked
 
     def renew(self, owner: str, execution_ids: list[UUID], lease_seconds: float) -> Renewal:
         held: set[UUID] = set()
