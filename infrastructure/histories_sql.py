@@ -1,4 +1,4 @@
-"""Loads many executions at once: their latest snapshots and later events in two queries."""
+"""Loads many executions at once: their latest snapshots and later events in one query."""
 
 from __future__ import annotations
 
@@ -12,33 +12,32 @@ from eventsourcing.postgres import PostgresAggregateRecorder
 
 class HistoriesBySql:
     """PostgreSQL: for each execution, its latest snapshot (if any) and the events after it,
-    read in one transaction however many executions a worker has just claimed."""
+    read by one statement however many executions a worker has just claimed."""
 
     def __init__(self, events: PostgresAggregateRecorder, snapshots: PostgresAggregateRecorder):
         self.datastore = events.datastore
         schema = events.datastore.schema
-        self._snapshots = (
-            f"SELECT DISTINCT ON (originator_id) originator_id, originator_version, topic, state "
-            f"FROM {schema}.{snapshots.events_table_name} WHERE originator_id = ANY(%s) "
-            f"ORDER BY originator_id, originator_version DESC"
-        )
-        # one index range scan per execution (a join may scan the whole table instead)
-        self._events = (
-            f"SELECT e.originator_id, e.originator_version, e.topic, e.state "
-            f"FROM unnest(%s::uuid[], %s::bigint[]) AS s(id, after) "
+        # one statement, so one round trip and one snapshot of the database; the events
+        # part is one index range scan per execution (a join may scan the whole table)
+        self._histories = (
+            f"WITH latest AS (SELECT DISTINCT ON (originator_id) originator_id, "
+            f"originator_version, topic, state FROM {schema}.{snapshots.events_table_name} "
+            f"WHERE originator_id = ANY(%(ids)s) ORDER BY originator_id, originator_version DESC) "
+            f"SELECT TRUE AS snapshot, * FROM latest "
+            f"UNION ALL "
+            f"SELECT FALSE, e.originator_id, e.originator_version, e.topic, e.state "
+            f"FROM unnest(%(ids)s::uuid[]) AS w(id) "
+            f"LEFT JOIN latest ON latest.originator_id = w.id "
             f"CROSS JOIN LATERAL (SELECT * FROM {schema}.{events.events_table_name} "
-            f"WHERE originator_id = s.id AND originator_version > s.after "
-            f"ORDER BY originator_version) AS e"
+            f"WHERE originator_id = w.id "
+            f"AND originator_version > COALESCE(latest.originator_version, 0)) AS e "
+            f"ORDER BY 2, 1 DESC, 3"
         )
 
     def __call__(self, execution_ids: Sequence[UUID]) -> dict[UUID, list[StoredEvent]]:
         histories: dict[UUID, list[StoredEvent]] = {i: [] for i in execution_ids}
-        with self.datastore.transaction(commit=False) as cursor:
-            cursor.execute(self._snapshots, (list(execution_ids),), prepare=True)
-            for row in cursor.fetchall():
-                histories[row["originator_id"]].append(_stored(row))
-            after = [h[0].originator_version if h else 0 for h in histories.values()]
-            cursor.execute(self._events, (list(histories), after), prepare=True)
+        with self.datastore.get_connection() as connection, connection.cursor() as cursor:
+            cursor.execute(self._histories, {"ids": list(histories)}, prepare=True)
             for row in cursor.fetchall():
                 histories[row["originator_id"]].append(_stored(row))
         return histories
