@@ -14,7 +14,7 @@ from typing import Any
 from eventsourcing.persistence import InterfaceError, Notification, OperationalError
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.utils import retry
-from psycopg.sql import SQL, Composable, Identifier
+from psycopg.sql import SQL, Identifier
 
 
 class PostgresStoreRecorder(PostgresApplicationRecorder):
@@ -25,9 +25,11 @@ class PostgresStoreRecorder(PostgresApplicationRecorder):
         table = SQL("{schema}.{table}").format(
             schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name)
         )
-        self._max_id_statement = _bytes(SQL("SELECT MAX(notification_id) FROM {0}").format(table))
+        self._max_id_statement = (
+            SQL("SELECT MAX(notification_id) FROM {0}").format(table).as_bytes(None)
+        )
         self._select_statements = {
-            (exclusive, bounded, filtered): _bytes(
+            (exclusive, bounded, filtered): (
                 SQL("SELECT * FROM {0} WHERE notification_id {1} %s{2}{3} ").format(
                     table,
                     SQL(">" if exclusive else ">="),
@@ -35,7 +37,7 @@ class PostgresStoreRecorder(PostgresApplicationRecorder):
                     SQL(" AND topic = ANY(%s)" if filtered else ""),
                 )
                 + SQL("ORDER BY notification_id LIMIT %s")
-            )
+            ).as_bytes(None)
             for exclusive in (False, True)
             for bounded in (False, True)
             for filtered in (False, True)
@@ -79,13 +81,3 @@ class PostgresStoreRecorder(PostgresApplicationRecorder):
             curs.execute(self._max_id_statement, prepare=True)
             row = curs.fetchone()
             return None if row is None else row["max"]
-
-
-def _bytes(statement: object) -> bytes:
-    if isinstance(statement, Composable):
-        return statement.as_bytes(None)
-    if isinstance(statement, str):
-        return statement.encode()
-    if isinstance(statement, bytes):
-        return statement
-    raise TypeError(f"not a plain statement: {statement!r}")

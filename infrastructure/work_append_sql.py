@@ -14,7 +14,6 @@ Unlike the library's `POSTGRES_ENABLE_DB_FUNCTIONS` function, it takes the table
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -115,7 +114,7 @@ def append_arguments(
             case Reschedule(execution_id, ready_at, release):
                 kinds.append("release" if release else "reschedule")
                 changed.append(execution_id)
-                times.append(_epoch(ready_at))
+                times.append(ready_at.timestamp())
             case Wake(execution_id, cancel):
                 kinds.append("cancel" if cancel else "wake")
                 changed.append(execution_id)
@@ -137,7 +136,3 @@ def append_arguments(
         [e.state for e in events],
         now,
     )
-
-
-def _epoch(moment: datetime) -> float:
-    return moment.timestamp()

@@ -67,8 +67,9 @@ def test_every_kind_of_log_read_matches_the_library(executions: Executions) -> N
 def test_refused_writes_report_their_own_error_and_leave_the_connection_usable(
     postgres_url: str, tmp_path: Path
 ) -> None:
-    """In psycopg's pipeline mode (the library's way) this sequence, on one connection,
-    reports the version conflict as `OperationalError('pipeline aborted')`."""
+    """Refusals in psycopg's pipeline mode (the library's way) could leave a connection
+    reporting a later version conflict as `OperationalError('pipeline aborted')`, or naming
+    a prepared statement the server never had (seen after many refusals, not every time)."""
     settings = Settings(
         database_url=postgres_url,
         jwt_secret="x" * 40,

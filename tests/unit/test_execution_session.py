@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
+import threading
 from functools import partial
 
 from application.execution_session import ExecutionSession
@@ -17,41 +17,54 @@ from domain.executions import Execution
 PROCESS = {"name": "one", "steps": [{"id": "a", "type": "agent_task", "agent": "echo"}]}
 
 
-class SlowCommitter(GroupCommitter):
-    """Saves as usual, a little late: long enough to be cancelled while saving."""
+class HeldCommitter(GroupCommitter):
+    """Saves as usual, but says when a save begins and holds it until released."""
+
+    def __init__(self, executions: Executions):
+        super().__init__(executions)
+        self.saving = threading.Event()
+        self.release = threading.Event()
 
     def _save(self, batch: list[_Write]) -> list[int]:
-        time.sleep(0.2)
+        self.saving.set()
+        assert self.release.wait(10), "the test never released the save"
         return super()._save(batch)
 
 
 def test_a_cancelled_write_ends_before_the_session_can_be_read_again() -> None:
-    async def scenario() -> tuple[StepStatus, StepStatus]:
+    async def scenario() -> tuple[bool, StepStatus, StepStatus]:
         executions = Executions(env=IN_MEMORY_ENV)
         process, _ = InMemoryProcessCatalog().register(PROCESS)
         started = executions.start_execution(user_id="u", process=process, input={})
+        committer = HeldCommitter(executions)
+        committer.release.set()
         session = ExecutionSession(
-            executions,
-            executions.get_execution(started.execution_id),
-            committer=SlowCommitter(executions),
+            executions, executions.get_execution(started.execution_id), committer=committer
         )
         await session.record(
             partial(Execution.schedule_step, step_id="a", attempt=1),
             partial(Execution.start_step, step_id="a", attempt=1),
         )
+        committer.saving.clear()
+        committer.release.clear()
         failing = asyncio.create_task(
             session.record(
                 partial(Execution.fail_step, step_id="a", attempt=1, error={"type": "X"})
             )
         )
-        await asyncio.sleep(0.05)  # the failure is applied and being saved
+        assert await asyncio.to_thread(committer.saving.wait, 10)  # the failure is being saved
         failing.cancel()  # as a driver stopping after that very failure does
+        for _ in range(20):  # loop turns enough to deliver the cancellation
+            await asyncio.sleep(0)
+        waited = not failing.done()  # the cancelled caller waits while its write is held
+        committer.release.set()
         await asyncio.gather(failing, return_exceptions=True)
         await session.flush()
         reloaded = await session.reload()
         stored = executions.get_execution(started.execution_id)
-        return reloaded.steps["a"].status, stored.steps["a"].status
+        return waited, reloaded.steps["a"].status, stored.steps["a"].status
 
-    in_session, stored = asyncio.run(scenario())
+    waited, in_session, stored = asyncio.run(scenario())
+    assert waited
     assert in_session is StepStatus.FAILED
     assert stored is StepStatus.FAILED
