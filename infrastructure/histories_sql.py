@@ -18,8 +18,10 @@ class HistoriesBySql:
         self.datastore = events.datastore
         schema = events.datastore.schema
         # one statement, so one round trip and one snapshot of the database; the events
-        # part is one index range scan per execution (a join may scan the whole table)
-        self._histories = (
+        # part is one index range scan per execution: OFFSET 0 keeps the planner from
+        # flattening the lateral into a hash join, which on a young table's statistics
+        # scans every event (measured: 3 ms a load at 10,000 events)
+        self.statement = (
             f"WITH latest AS (SELECT DISTINCT ON (originator_id) originator_id, "
             f"originator_version, topic, state FROM {schema}.{snapshots.events_table_name} "
             f"WHERE originator_id = ANY(%(ids)s) ORDER BY originator_id, originator_version DESC) "
@@ -30,14 +32,14 @@ class HistoriesBySql:
             f"LEFT JOIN latest ON latest.originator_id = w.id "
             f"CROSS JOIN LATERAL (SELECT * FROM {schema}.{events.events_table_name} "
             f"WHERE originator_id = w.id "
-            f"AND originator_version > COALESCE(latest.originator_version, 0)) AS e "
+            f"AND originator_version > COALESCE(latest.originator_version, 0) OFFSET 0) AS e "
             f"ORDER BY 2, 1 DESC, 3"
         )
 
     def __call__(self, execution_ids: Sequence[UUID]) -> dict[UUID, list[StoredEvent]]:
         histories: dict[UUID, list[StoredEvent]] = {i: [] for i in execution_ids}
         with self.datastore.get_connection() as connection, connection.cursor() as cursor:
-            cursor.execute(self._histories, {"ids": list(histories)}, prepare=True)
+            cursor.execute(self.statement, {"ids": list(histories)}, prepare=True)
             for row in cursor.fetchall():
                 histories[row["originator_id"]].append(_stored(row))
         return histories

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,3 +67,23 @@ def test_a_long_execution_is_loaded_from_its_snapshot_and_later_events(
         assert loaded[execution_id].version == one.version
         assert loaded[execution_id].steps == one.steps
     assert loaded[long_id].version == 134
+
+
+def test_a_load_reads_each_execution_through_the_index_not_a_scan_of_all_events(
+    executions: Executions,
+) -> None:
+    for _ in range(300):  # a young table: thousands of events, no statistics yet
+        started(executions)
+    reader = executions.histories_reader
+    assert reader is not None
+    # the plan a worker's connection keeps once the statement is prepared
+    statement = reader.statement.replace("%(ids)s", "$1")
+    with reader.datastore.get_connection() as connection, connection.cursor() as cursor:
+        cursor.execute("SET plan_cache_mode = force_generic_plan")
+        cursor.execute(f"PREPARE load_histories(uuid[]) AS {statement}")
+        ids = ",".join(str(uuid.uuid4()) for _ in range(8))  # EXECUTE takes no parameters
+        cursor.execute(f"EXPLAIN (FORMAT JSON) EXECUTE load_histories('{{{ids}}}')")
+        plan = json.dumps(cursor.fetchone()["QUERY PLAN"])
+        cursor.execute("DEALLOCATE load_histories")
+        cursor.execute("RESET plan_cache_mode")
+    assert '"Seq Scan"' not in plan, plan
