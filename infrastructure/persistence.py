@@ -89,6 +89,10 @@ def read_model_engine(settings: Settings) -> sa.Engine:
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
             pool_pre_ping=True,
+            # a plan per execution, sized by the tables as they are now: a prepared
+            # statement's generic plan, made while a table was young, keeps scanning all of
+            # it until autovacuum analyzes it (read-model tables grow fast, from empty)
+            connect_args={"options": "-c plan_cache_mode=force_custom_plan"},
         )
         # the projector's many-row inserts as multi-row statements, not one statement a row
         engine.dialect.use_insertmanyvalues_wo_returning = True
