@@ -47,6 +47,7 @@ class Worker:
         capacity: int = 32,
         lease_seconds: float = 30.0,
         poll_interval: float = 1.0,
+        wake_on_finish: bool = True,
     ):
         self.executions = executions
         self.queue = queue
@@ -56,6 +57,10 @@ class Worker:
         self.capacity = capacity
         self.lease_seconds = lease_seconds
         self.poll_interval = poll_interval
+        self.wake_on_finish = wake_on_finish
+        """Claim again whenever an execution ends, as it may free a slot for a user's waiting
+        execution; False where the store announces that (PostgreSQL's work notices)."""
+        self._backlog = False  # the last claim found no free slot or filled all of them
         self.committer = GroupCommitter(executions)
         self.tasks: dict[UUID, asyncio.Task[None]] = {}
         self._drivers: dict[UUID, ExecutionDriver] = {}
@@ -148,9 +153,13 @@ class Worker:
 
     async def claim_once(self) -> int:
         free = self.capacity - len(self.tasks)
-        if free <= 0 or self._stopping:
+        if self._stopping:
+            return 0
+        if free <= 0:
+            self._backlog = True  # ready work may be left for when a slot frees
             return 0
         claimed = await asyncio.to_thread(self._claim_and_load, free)
+        self._backlog = len(claimed) == free
         for claim, loaded in claimed:
             self._start(claim, loaded)
         return len(claimed)
@@ -202,7 +211,8 @@ class Worker:
         self.tasks.pop(execution_id, None)
         self._drivers.pop(execution_id, None)
         self._cancel_on_load.discard(execution_id)
-        self.wake()
+        if self.wake_on_finish or self._backlog:
+            self.wake()
 
     async def _renew_forever(self) -> None:
         while True:

@@ -116,11 +116,12 @@ class Runtime:
                 runtime.commits.start()
             runtime.projector.start()
         if engine:
-            worker = runtime.build_worker()
+            notified = not feed and settings.uses_postgres
+            worker = runtime.build_worker(notified=notified)
             runtime.worker_thread = WorkerThread(worker, settings.shutdown_grace)
             if feed:
                 change_feed.subscribe(worker.on_events, lambda: Worker.SIGNALS)
-            elif settings.uses_postgres:  # woken by the writes that queue or cancel work
+            elif notified:  # woken by the writes that queue, cancel or free room for work
                 runtime.signals = WorkNotifications(
                     libpq_dsn(settings), worker.on_notice, worker.on_missed_notices
                 )
@@ -149,8 +150,9 @@ class Runtime:
         self.executions.close()
         self.read_engine.dispose()
 
-    def build_worker(self) -> Worker:
-        """A worker over this process's store, agents and read model."""
+    def build_worker(self, *, notified: bool = False) -> Worker:
+        """A worker over this process's store, agents and read model; `notified` when work
+        notices wake it (they also say when an ended execution lets a waiting one in)."""
         clock = SystemClock()
         runner = StepRunner(
             self.agents,
@@ -167,6 +169,7 @@ class Runtime:
             capacity=self.settings.engine_concurrency,
             lease_seconds=self.settings.lease_seconds,
             poll_interval=max(self.settings.poll_interval, 0.2),
+            wake_on_finish=not notified,
         )
 
     def projection_position(self, name: str = ExecutionStatusProjection.name) -> int:

@@ -48,6 +48,7 @@ CREATE OR REPLACE FUNCTION {APPEND_FUNCTION}(
 RETURNS SETOF int8 LANGUAGE plpgsql AS $$
 DECLARE
   lost uuid;
+  waiting boolean;
 BEGIN
   SELECT f.id INTO lost FROM unnest(fence_ids, fence_owners) AS f(id, owner)
   WHERE NOT EXISTS (SELECT 1 FROM {work_table} w
@@ -79,7 +80,15 @@ BEGIN
     END CASE;
   END LOOP;
   IF cardinality(finish_ids) > 0 THEN
-    DELETE FROM {work_table} WHERE execution_id = ANY(finish_ids);
+    -- an ended execution frees its user's slot: a worker admits the next one waiting
+    WITH ended AS (DELETE FROM {work_table} WHERE execution_id = ANY(finish_ids)
+                   RETURNING user_id)
+    SELECT EXISTS (SELECT 1 FROM {work_table} w
+                   WHERE NOT w.admitted AND w.user_id IN (SELECT user_id FROM ended))
+      INTO waiting;
+    IF waiting THEN
+      PERFORM pg_notify('{work_channel}', '');
+    END IF;
   END IF;
   IF cardinality(ids) > 0 THEN
     SET LOCAL lock_timeout = '{lock_timeout}s';

@@ -13,6 +13,7 @@ from uuid import UUID
 import pytest
 
 from application.executions import Executions
+from application.work import Fence, Finish
 from domain.executions import event_type
 from infrastructure.persistence import (
     initialize_schema,
@@ -23,6 +24,7 @@ from infrastructure.persistence import (
 from infrastructure.process_catalog_sql import SqlProcessCatalog
 from infrastructure.settings import Settings
 from infrastructure.work_notifications import WorkNotifications
+from infrastructure.work_queue_sql import SqlWorkQueue
 from tests.integration.test_worker_crashes import worker_environment
 
 pytestmark = pytest.mark.postgres
@@ -88,6 +90,40 @@ def test_queued_and_cancelled_executions_are_noticed_on_commit(
         assert notices.empty()
     finally:
         listener.stop()
+
+
+def test_an_ended_execution_is_noticed_when_its_user_has_another_waiting(
+    settings: Settings, executions: Executions
+) -> None:
+    queue_ = SqlWorkQueue(executions.recorder, per_user_limit=1)  # type: ignore[arg-type]
+    process = registered(settings)
+    notices: queue.Queue[UUID | str | None] = queue.Queue()
+    listener = WorkNotifications(libpq_dsn(settings), notices.put, lambda: notices.put("missed"))
+    listener.start()
+    try:
+        assert notices.get(timeout=10) == "missed"
+        alone, first, second = (
+            executions.start_execution(user_id=user, process=process, input={}).execution_id
+            for user in ("alone", "limited", "limited")
+        )
+        for _ in range(3):
+            assert notices.get(timeout=5) is None  # each queued
+        claimed = {c.execution_id for c in queue_.claim("w", 10, 30)}  # (and earlier tests')
+        assert {alone, first} <= claimed and second not in claimed
+
+        end(executions, alone, "w")  # nobody of its user waits: no notice
+        end(executions, first, "w")  # `second` waits for this slot: a worker should claim
+        assert notices.get(timeout=5) is None
+        assert second in {c.execution_id for c in queue_.claim("w", 10, 30)}
+        assert notices.empty()
+    finally:
+        listener.stop()
+
+
+def end(executions: Executions, execution_id: UUID, owner: str) -> None:
+    execution = executions.get_execution(execution_id)
+    execution.fail(error={"message": "ended by the test"})
+    executions.save_and_position(execution, work=[Fence(execution_id, owner), Finish(execution_id)])
 
 
 def test_a_worker_process_stops_a_held_execution_as_soon_as_it_is_cancelled(
