@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterable
 import psycopg
 
 from application.executions import MAX_PAGE, Executions, LoggedEvent
+from domain.executions import type_of_topic
+from infrastructure.work_append_sql import parse_notice
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +36,15 @@ MIN_INTERVAL = 0.005
 
 
 class ChangeFeed:
-    """One reader per process: woken by saves in this process, by PostgreSQL NOTIFY from
-    other processes, and by a slow poll as a fallback for any missed wake-up.
+    """One reader per process: woken by PostgreSQL NOTIFY (every process's writes, this
+    one's included) or, without it, by saves in this process, and by a slow poll as a
+    fallback for any missed wake-up.
 
     The store is the truth; a wake-up only says "look again", so nothing is lost if one
     is missed, and subscribers see every event of the types they want once, in position
-    order.
+    order. A notice also says how far the store reached and which types it committed:
+    while every wake-up since the last read came with one, the feed reads no head, and
+    reads no events at all when none of those types is wanted.
     """
 
     def __init__(
@@ -57,6 +62,10 @@ class ChangeFeed:
         self.position = 0
         self._subscribers: list[tuple[Subscriber, WantedTypes]] = []
         self._lock = threading.Lock()
+        # what notices said since the last read; _unknown: a wake-up said nothing
+        self._unknown = True
+        self._noticed_head = 0
+        self._noticed_types: set[str] | None = set()
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -69,15 +78,33 @@ class ChangeFeed:
 
     def wake(self, *_: object) -> None:
         """Look at the store again soon (any arguments are ignored)."""
+        with self._lock:
+            self._unknown = True
+        self._wake.set()
+
+    def notice(self, payload: str) -> None:
+        """A PostgreSQL notice on the events channel: read up to its position, soon."""
+        said = parse_notice(payload)
+        if said is None:
+            self.wake()
+            return
+        head, topics = said
+        with self._lock:
+            self._noticed_head = max(self._noticed_head, head)
+            if topics is None or self._noticed_types is None:
+                self._noticed_types = None
+            else:
+                self._noticed_types.update(type_of_topic(t) for t in topics)
         self._wake.set()
 
     def start(self, after: int | None = None) -> None:
         """Deliver events after `after` (default: from the store's current head)."""
         self.position = self.executions.last_position() if after is None else after
-        self.executions.add_listener(self.wake)
-        self._spawn(self._follow, "change-feed")
-        if self.listen_dsn:
+        if self.listen_dsn:  # this process's own writes are noticed like any other's
             self._spawn(self._listen, "change-feed-listen")
+        else:
+            self.executions.add_listener(self.wake)
+        self._spawn(self._follow, "change-feed")
 
     def stop(self) -> None:
         self._stopped.set()
@@ -103,19 +130,31 @@ class ChangeFeed:
             except Exception:
                 log.exception("change feed failed to read the store; retrying")
                 self._stopped.wait(1.0)
-            self._wake.wait(self.poll_interval)
+                self.wake()  # what the notices said went with the failed read
+            if not self._wake.wait(self.poll_interval):
+                self.wake()  # the poll: notices may have been missed
 
     def _deliver_next_page(self) -> bool:
         # the head first, then what is wanted: a subscriber that starts wanting a type after
         # this reads the store itself (its catch-up) beyond everything up to this head
-        head = self.executions.last_position()
+        with self._lock:
+            unknown, head, committed = self._unknown, self._noticed_head, self._noticed_types
+            self._unknown, self._noticed_types = False, set()
+        if unknown:
+            head, committed = self.executions.last_position(), None
         if head <= self.position:
             return False
         with self._lock:
             subscribers = list(self._subscribers)
         wanted = _union(wants() for _, wants in subscribers)
-        events = self.executions.read_log(after=self.position, upto=head, types=wanted)
-        upto = events[-1].position if len(events) == MAX_PAGE else head
+        if committed is not None and wanted is not None and not committed & wanted:
+            events: list[LoggedEvent] = []  # nothing wanted was committed up to the head
+        else:
+            events = self.executions.read_log(after=self.position, upto=head, types=wanted)
+        upto = head
+        if len(events) == MAX_PAGE:
+            upto = events[-1].position
+            self.wake()  # the rest up to the head: what it holds is known no more
         for subscriber, _ in subscribers:
             try:
                 subscriber(events, upto)
@@ -131,10 +170,10 @@ class ChangeFeed:
             try:
                 with psycopg.connect(self.listen_dsn, autocommit=True) as connection:
                     connection.execute(f'LISTEN "{self.channel}"')
-                    self._wake.set()  # anything committed before LISTEN took effect
+                    self.wake()  # anything committed before LISTEN took effect
                     while not self._stopped.is_set():
-                        for _ in connection.notifies(timeout=1.0, stop_after=1):
-                            self._wake.set()
+                        for notify in connection.notifies(timeout=1.0, stop_after=1):
+                            self.notice(notify.payload)
             except psycopg.Error:
                 log.warning("lost the notification connection; reconnecting", exc_info=True)
                 self._stopped.wait(1.0)

@@ -30,6 +30,19 @@ CALL = (
 )
 
 
+NOTICE_LIMIT = 7900
+"""Bytes of a notice's payload (PostgreSQL takes 8,000): longer lists of topics are left out."""
+
+
+def parse_notice(payload: str) -> tuple[int, frozenset[str] | None] | None:
+    """An events notice's last position and the topics committed up to it (None: not said);
+    None for a notice that says neither (an older writer's)."""
+    head, _, topics = payload.partition(" ")
+    if not head.isdigit():
+        return None
+    return int(head), frozenset(topics.split(",")) if topics else None
+
+
 def append_ddl(
     *,
     work_table: str,
@@ -39,7 +52,8 @@ def append_ddl(
     events_channel: str,
     lock_timeout: int,
 ) -> str:
-    """The function's definition; identifiers are quoted by the caller."""
+    """The function's definition; identifiers are quoted by the caller, except the events
+    channel's name (a string here)."""
     return f"""
 CREATE OR REPLACE FUNCTION {APPEND_FUNCTION}(
   fence_ids uuid[], fence_owners text[], enqueue_ids uuid[], enqueue_users text[],
@@ -49,6 +63,8 @@ RETURNS SETOF int8 LANGUAGE plpgsql AS $$
 DECLARE
   lost uuid;
   waiting boolean;
+  positions int8[];
+  notice text;
 BEGIN
   SELECT f.id INTO lost FROM unnest(fence_ids, fence_owners) AS f(id, owner)
   WHERE NOT EXISTS (SELECT 1 FROM {work_table} w
@@ -93,11 +109,20 @@ BEGIN
   IF cardinality(ids) > 0 THEN
     SET LOCAL lock_timeout = '{lock_timeout}s';
     LOCK TABLE {events_table} IN EXCLUSIVE MODE;
-    NOTIFY {events_channel};
-    RETURN QUERY
+    WITH inserted AS (
       INSERT INTO {events_table} (originator_id, originator_version, topic, state)
       SELECT * FROM unnest(ids, versions, topics, states)
-      RETURNING notification_id;
+      RETURNING notification_id)
+    SELECT array_agg(notification_id ORDER BY notification_id) INTO positions FROM inserted;
+    -- the notice says up to where, and which topics: a reader that wants none of them
+    -- need not read (commits, hence notices, come in position order under the lock)
+    SELECT positions[cardinality(positions)]::text || ' ' || string_agg(DISTINCT t, ',')
+      INTO notice FROM unnest(topics) AS t;
+    IF octet_length(notice) > {NOTICE_LIMIT} THEN
+      notice := positions[cardinality(positions)]::text;
+    END IF;
+    PERFORM pg_notify('{events_channel}', notice);
+    RETURN QUERY SELECT unnest(positions);
   END IF;
 END $$"""
 

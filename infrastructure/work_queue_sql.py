@@ -161,7 +161,7 @@ class PostgresWorkRecorder(PostgresStoreRecorder):
             work_channel=WORK_CHANNEL,
             lease_lost=LEASE_LOST,
             events_table=events_table.as_string(None),
-            events_channel=Identifier(self.channel_name).as_string(None),
+            events_channel=self.channel_name,
             lock_timeout=self.datastore.lock_timeout,
         )
         self.sql_create_statements.append(SQL(ddl).format())

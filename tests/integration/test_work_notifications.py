@@ -109,7 +109,8 @@ def test_an_ended_execution_is_noticed_when_its_user_has_another_waiting(
         for _ in range(3):
             assert notices.get(timeout=5) is None  # each queued
         claimed = {c.execution_id for c in queue_.claim("w", 10, 30)}  # (and earlier tests')
-        assert {alone, first} <= claimed and second not in claimed
+        assert {alone, first} <= claimed
+        assert second not in claimed
 
         end(executions, alone, "w")  # nobody of its user waits: no notice
         end(executions, first, "w")  # `second` waits for this slot: a worker should claim
