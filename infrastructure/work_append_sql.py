@@ -2,10 +2,11 @@
 
 `agent_ledger_append(...)` does in the database what the library's recorder does with a
 transaction of many statements: it checks the writer's leases, changes the work queue,
-locks the events table (so positions stay gap-free in commit order), notifies, inserts the
-events and returns their positions. Called on an autocommit connection it is its own
-transaction: one round trip per write instead of eight, and no pipeline whose failure can
-leave the driver's prepared statements out of step with the server's.
+locks the events table (so positions stay gap-free in commit order), inserts the events,
+notifies with the last position and the topics committed, and returns the positions.
+Called on an autocommit connection it is its own transaction: one round trip per write
+instead of eight, and no pipeline whose failure can leave the driver's prepared
+statements out of step with the server's.
 
 Unlike the library's `POSTGRES_ENABLE_DB_FUNCTIONS` function, it takes the table lock
 (without it, readers skip events committed out of order).

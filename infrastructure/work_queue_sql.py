@@ -41,8 +41,9 @@ from infrastructure.work_append_sql import append_arguments, append_ddl
 
 WORK_TABLE = "execution_work"
 WORK_CHANNEL = "agent_ledger_work"
-"""Notified on commit when executions are queued (empty payload) or asked to cancel (the
-execution's id): what wakes a worker on PostgreSQL, without reading any event."""
+"""Notified on commit when executions are queued or an ended one frees a slot its user's
+next is waiting for (empty payload), or one is asked to cancel (the execution's id): what
+wakes a worker on PostgreSQL, without reading any event."""
 LEASE_LOST = "agent-ledger: lease lost"
 _ADMISSION_LOCK = zlib.crc32(b"agent-ledger:admission")
 
