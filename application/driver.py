@@ -44,6 +44,7 @@ LOCAL_WAIT = timedelta(seconds=5)
 
 
 _STUCK = {"type": "NothingToRun", "message": "no step can run and none is running or waiting"}
+_EARLY_WAKE_UP = 0.01  # at most this is waited out after a timer that fired early
 
 
 class ExecutionDriver:
@@ -78,6 +79,7 @@ class ExecutionDriver:
             async with asyncio.timeout_at(self._deadline()):
                 await self._loop()
         except TimeoutError:
+            await self._until_deadline()
             await self._stop(
                 partial(
                     Execution.time_out, timeout_seconds=self.definition.config.timeout_seconds or 0
@@ -291,6 +293,14 @@ class ExecutionDriver:
         if timeout is None:
             return None
         return self.execution.created_on + timedelta(seconds=timeout)
+
+    async def _until_deadline(self) -> None:
+        """Wait out what is left of the deadline: uvloop may wake up to 1 ms early."""
+        deadline = self._deadline_at()
+        if deadline is not None:
+            left = (deadline - self.clock.now()).total_seconds()
+            if left > 0:
+                await asyncio.sleep(min(left, _EARLY_WAKE_UP))
 
     def _deadline(self) -> float | None:
         deadline = self._deadline_at()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import timedelta
 from functools import partial
@@ -71,7 +72,7 @@ def scope_of(execution: Execution) -> dict[str, Any]:
     }
 
 
-async def _within(call: Coroutine[Any, Any, Any], timeout: float | None) -> Any:
+async def within_timeout(call: Coroutine[Any, Any, Any], timeout: float | None) -> Any:
     """Await an agent call for at most `timeout` seconds.
 
     The call runs as a task of its own and is cancelled when time is up or when the
@@ -80,8 +81,13 @@ async def _within(call: Coroutine[Any, Any, Any], timeout: float | None) -> Any:
     """
     task = asyncio.ensure_future(call)
     task.add_done_callback(_forget_result)
+    deadline = None if timeout is None else time.monotonic() + timeout
     try:
         done, _ = await asyncio.wait({task}, timeout=timeout)
+        # uvloop keeps time in whole milliseconds and may wake up to 1 ms early:
+        # a step is never timed out before its timeout has passed.
+        while not done and deadline is not None and (left := deadline - time.monotonic()) > 0:
+            done, _ = await asyncio.wait({task}, timeout=left)
     finally:
         if not task.done():
             task.cancel()
@@ -199,7 +205,9 @@ class StepRunner:
         )
         started = self.clock.monotonic()
         try:
-            output = await _within(self._call(step, context, agent_input), step.timeout_seconds)
+            output = await within_timeout(
+                self._call(step, context, agent_input), step.timeout_seconds
+            )
             json.dumps(output, allow_nan=False)  # JSON only: no NaN, no objects
         except TimeoutError:
             timeout = step.timeout_seconds or 0.0
