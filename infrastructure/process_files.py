@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from application.storable_text import UnstorableTextError, check_storable
 from domain.errors import InvalidProcessDefinitionError
 from infrastructure.persistence import initialize_schema, read_model_engine
 from infrastructure.process_catalog_sql import SqlProcessCatalog
@@ -25,6 +26,10 @@ def load_document(path: Path) -> dict[str, Any]:
         ) from None
     if not isinstance(document, dict):
         raise ValueError(f"{path} must hold one mapping (the process definition)")
+    try:
+        check_storable(document, "definition")
+    except UnstorableTextError as error:
+        raise ValueError(f"{path}: {error}") from None
     return document
 
 

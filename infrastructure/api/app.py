@@ -11,6 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from application.starter import ExecutionStarter
 from infrastructure.api import errors
 from infrastructure.api.body_limit import BodyLimit
+from infrastructure.api.input_boundary import InputBoundary
 from infrastructure.api.routes import (
     audit,
     dashboard,
@@ -67,7 +68,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     )
     errors.install(app)
 
-    # a plain ASGI middleware: the decorator form costs every request a task and a copy
+    # plain ASGI middlewares: the decorator form costs every request a task and a copy;
+    # the last added runs first, so an oversized body is refused before it is read
+    app.add_middleware(InputBoundary)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
 
     app.include_router(health.router)

@@ -9,6 +9,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from infrastructure.api.bounds import INT32_MAX
 from projections.execution_status import ExecutionStatusRow
 
 
@@ -28,7 +29,7 @@ class StartExecution(BaseModel):
     )
 
     process: str = Field(min_length=1, max_length=100)
-    version: int | None = Field(default=None, ge=1)
+    version: int | None = Field(default=None, ge=1, le=INT32_MAX)
     input: dict[str, Any] = Field(default_factory=dict)
     thread_id: str | None = Field(default=None, min_length=1, max_length=200)
 

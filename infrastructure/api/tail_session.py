@@ -18,6 +18,7 @@ from sse_starlette.sse import AppStatus
 from application.event_messages import to_message
 from application.executions import ExecutionNotFoundError
 from application.tail_filter import TailFilter, UnknownEventTypeError, parse_types
+from infrastructure.api.bounds import INT64_MAX
 from infrastructure.api.tail import (
     CloseCode,
     Ended,
@@ -73,8 +74,8 @@ class TailRequest:
         try:
             after_text = last_event_id or query.get("after")
             after = None if after_text in (None, "") else int(str(after_text))
-            if after is not None and after < 0:
-                raise ValueError("after must be a position, 0 or more")
+            if after is not None and not 0 <= after <= INT64_MAX:
+                raise ValueError(f"after must be a position, 0 to {INT64_MAX}")
             execution = query.get("execution_id")
             all_users = (query.get("all_users") or "false").lower()
             if all_users not in {"true", "false", "1", "0"}:

@@ -18,6 +18,7 @@ from infrastructure.api.audit_schemas import (
     ExecutionState,
     VerificationView,
 )
+from infrastructure.api.bounds import INT64_MAX
 from infrastructure.api.dependencies import CallerDep, RuntimeDep
 from infrastructure.api.errors import ProblemError
 from infrastructure.audit_export import bundle_line
@@ -41,7 +42,9 @@ def get_state(
     runtime: RuntimeDep,
     audit: AuditDep,
     correlation_id: CorrelationDep,
-    version: Annotated[int | None, Query(ge=1, description="state after this event")] = None,
+    version: Annotated[
+        int | None, Query(ge=1, le=INT64_MAX, description="state after this event")
+    ] = None,
     at: Annotated[datetime | None, Query(description="state as of this instant")] = None,
 ) -> ExecutionState:
     """The execution as it was, rebuilt from its events (and snapshots); no agent re-runs."""
@@ -98,7 +101,7 @@ def list_audit_reads(
     audit: AuditDep,
     actor: str | None = None,
     execution_id: UUID | None = None,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> AuditReadPage:
     """Auditors' reads of history, state, verification and exports (admins only)."""

@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from application.event_messages import to_message
 from application.executions import StartRequest
 from infrastructure.api.attribution import CorrelationDep, actor_of, record_auditor_read
+from infrastructure.api.bounds import INT64_MAX
 from infrastructure.api.dependencies import CallerDep, RuntimeDep, StarterDep
 from infrastructure.api.errors import ProblemError
 from infrastructure.api.read_model_schemas import ExecutionDetail, StepView
@@ -34,7 +35,9 @@ router = APIRouter(prefix="/v1/executions", tags=["executions"])
 
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
 RequestId = Annotated[str | None, Header(alias="X-Request-ID", max_length=200)]
-After = Annotated[int | None, Query(ge=0, description="wait until the view has this position")]
+After = Annotated[
+    int | None, Query(ge=0, le=INT64_MAX, description="wait until the view has this position")
+]
 StartedFrom = Annotated[
     datetime | None, Query(alias="from", description="started at or after (ISO 8601)")
 ]
@@ -136,7 +139,7 @@ def get_execution_events(
     caller: CallerDep,
     runtime: RuntimeDep,
     correlation_id: CorrelationDep,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> EventPage:
     """The execution's full history from the store, in order, paged by position."""

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
+from infrastructure.api.bounds import INT64_MAX
 from infrastructure.api.dependencies import CallerDep, RuntimeDep
 from infrastructure.api.errors import ProblemError
 from infrastructure.api.read_model_schemas import MetricsPage, NamedMetrics
@@ -31,7 +32,9 @@ Series = Annotated[bool, Query(description="add per-minute figures")]
 UserFilter = Annotated[
     str | None, Query(max_length=200, description="auditors and admins: one user's runs only")
 ]
-After = Annotated[int | None, Query(ge=0, description="wait until the metrics have this position")]
+After = Annotated[
+    int | None, Query(ge=0, le=INT64_MAX, description="wait until the metrics have this position")
+]
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, Response
 
 from application.processes import RegisteredProcess
+from infrastructure.api.bounds import INT32_MAX
 from infrastructure.api.dependencies import CallerDep, RuntimeDep
 from infrastructure.api.errors import ProblemError
 from infrastructure.api.schemas import ProcessView
@@ -63,7 +64,7 @@ def get_process(
     name: str,
     _: CallerDep,
     runtime: RuntimeDep,
-    version: Annotated[int | None, Query(ge=1)] = None,
+    version: Annotated[int | None, Query(ge=1, le=INT32_MAX)] = None,
 ) -> ProcessView:
     """One process: its latest version, or the one asked for."""
     return _view(runtime.catalog.get(name, version))
