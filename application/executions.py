@@ -88,6 +88,16 @@ class LoggedEvent:
             event = self._event = mapper.to_domain_event(stored)
         return event
 
+    @property
+    def originator_id(self) -> UUID | None:
+        """The execution the event belongs to, known without decoding it."""
+        if self._event is not None:
+            return self._event.originator_id
+        if self._stored is None:
+            return None
+        stored_id = self._stored.originator_id
+        return stored_id if isinstance(stored_id, UUID) else UUID(str(stored_id))
+
     def __repr__(self) -> str:
         return f"LoggedEvent({self.position}, {self.type})"
 

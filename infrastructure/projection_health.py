@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 
 from application.executions import Executions
-from infrastructure.projection_tables import active_version
+from infrastructure.parked_events import parked_counts
+from infrastructure.projection_tables import active_version, tracking_name
 from infrastructure.projector import VERSIONED_PROJECTIONS, active_position, all_projection_names
 
 
@@ -21,6 +22,8 @@ class ProjectionLag:
     position: int
     head: int
     seconds: float
+    parked: int = 0
+    """Events this projection passed by because it could not apply them."""
 
     @property
     def events(self) -> int:
@@ -34,14 +37,24 @@ def projection_lags(executions: Executions, engine: sa.Engine) -> list[Projectio
     lags = []
     oldest: dict[int, float] = {}
     with engine.connect() as connection:
-        for name in all_projection_names():
-            version = active_version(connection, name) if name in VERSIONED_PROJECTIONS else 1
+        versions = {
+            name: active_version(connection, name) if name in VERSIONED_PROJECTIONS else 1
+            for name in all_projection_names()
+        }
+        parked = parked_counts(
+            connection, [tracking_name(name, version) for name, version in versions.items()]
+        )
+        for name, version in versions.items():
             position = active_position(connection, name)
             if position < head and position not in oldest:
                 pending = executions.read_log(after=position, limit=1)
-                stamped = getattr(pending[0].event, "timestamp", now) if pending else now
+                try:
+                    stamped = getattr(pending[0].event, "timestamp", now) if pending else now
+                except Exception:  # an event that cannot be decoded: the projector parks it
+                    stamped = now
                 age = (now - stamped).total_seconds()
                 oldest[position] = max(age, 0.0)
             seconds = oldest.get(position, 0.0) if position < head else 0.0
-            lags.append(ProjectionLag(name, version, position, head, seconds))
+            parked_here = parked[tracking_name(name, version)]
+            lags.append(ProjectionLag(name, version, position, head, seconds, parked_here))
     return lags

@@ -20,7 +20,8 @@ def _print_progress(progress: RebuildProgress) -> None:
     if progress.switched:
         typer.echo(
             f"{progress.name} v{progress.version}: switched at position {progress.position}; "
-            f"{progress.events} events in {progress.seconds:.1f}s ({progress.rate:,.0f} events/s)",
+            f"{progress.events} events in {progress.seconds:.1f}s ({progress.rate:,.0f} events/s)"
+            + (f", {progress.parked} parked" if progress.parked else ""),
             err=True,
         )
         return
@@ -56,3 +57,65 @@ def rebuild(
         executions.close()
         engine.dispose()
     typer.echo(f"rebuilt {final.name}: version {final.version} at position {final.position}")
+    if final.parked:
+        typer.echo(
+            f"{final.parked} events could not be applied and were parked: "
+            "agent-ledger projections parked",
+            err=True,
+        )
+
+
+@projections_app.command()
+def parked(
+    retry: Annotated[
+        int | None,
+        typer.Option(
+            help="apply the event at this position again to the projections that parked it"
+        ),
+    ] = None,
+) -> None:
+    """List the events projections could not apply and passed by, or retry one."""
+    from infrastructure.parked_events import parked as parked_events
+    from infrastructure.persistence import initialize_schema, open_executions, read_model_engine
+    from infrastructure.projector import retry_parked
+
+    settings = Settings()
+    initialize_schema(settings)
+    executions = open_executions(settings)
+    engine = read_model_engine(settings)
+    try:
+        if retry is not None:
+            _retry(retry, retry_parked(executions, engine, retry))
+            return
+        with engine.connect() as connection:
+            events = parked_events(connection)
+    except ValueError as error:
+        typer.echo(f"agent-ledger: {error}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        executions.close()
+        engine.dispose()
+    if not events:
+        typer.echo("no parked events")
+        return
+    for event in events:
+        typer.echo(
+            f"{event.position}\t{event.tracking_name}\t{event.event_type}\t"
+            f"{event.execution_id or '-'}\ttries {event.tries}\t"
+            f"first seen {event.first_seen.isoformat(timespec='seconds')}\t{event.error}"
+        )
+    typer.echo(
+        f"{len(events)} parked; once the cause is fixed: "
+        "agent-ledger projections parked --retry POSITION",
+        err=True,
+    )
+
+
+def _retry(position: int, results: dict[str, str | None]) -> None:
+    if not results:
+        typer.echo(f"no projection has parked the event at position {position}")
+        return
+    for name, failure in sorted(results.items()):
+        typer.echo(f"{name}: " + ("applied" if failure is None else f"failed again: {failure}"))
+    if any(failure is not None for failure in results.values()):
+        raise typer.Exit(1)

@@ -11,11 +11,19 @@ from typing import Protocol
 
 import sqlalchemy as sa
 
+from application.backoff import Backoff
 from application.executions import Executions, LoggedEvent
 from infrastructure.event_index_sql import EventIndexBatch
 from infrastructure.metrics_batch import MetricsBatch
+from infrastructure.parked_events import describe, park, parked, unpark
 from infrastructure.projection_lock import ProjectionLocks
-from infrastructure.projection_tables import TableSet, active_table_sets, active_tables
+from infrastructure.projection_tables import (
+    TableSet,
+    active_table_sets,
+    active_tables,
+    table_set,
+)
+from infrastructure.reconnect import unavailable
 from infrastructure.status_batch import ExecutionStatusBatch
 from infrastructure.tables import projection_tracking
 from projections.event_index import EventIndexProjection
@@ -135,6 +143,52 @@ _ADVANCE = (
 )
 
 
+def is_transient(error: BaseException) -> bool:
+    """Whether a failed batch says nothing about its events: the database went away, or
+    another projector moved on. Such batches are retried whole; other failures are an
+    event's own, and that event is parked."""
+    if isinstance(error, sa.exc.DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(
+        error, sa.exc.OperationalError | sa.exc.InterfaceError | TrackingConflictError
+    )
+
+
+def ready_for_savepoints(connection: sa.Connection) -> None:
+    """Make savepoints nest in the connection's transaction on SQLite too.
+
+    Python's sqlite3 opens a transaction only before a write, and a savepoint opened outside
+    one commits when released: a write that changes nothing opens it first.
+    """
+    if connection.dialect.name == "sqlite":
+        connection.execute(
+            sa.update(projection_tracking).where(sa.false()).values(name=projection_tracking.c.name)
+        )
+
+
+def apply_or_park(
+    connection: sa.Connection,
+    name: str,
+    tables: TableSet | None,
+    events: list[LoggedEvent],
+    tracking_name: str,
+) -> int:
+    """Apply `events` one by one, each in a savepoint; park each that fails for a reason of
+    its own. Returns how many were parked."""
+    parked = 0
+    ready_for_savepoints(connection)
+    for logged in events:
+        try:
+            with connection.begin_nested():
+                apply_events(connection, name, tables, [logged])
+        except Exception as error:
+            if is_transient(error):
+                raise
+            park(connection, name, tracking_name, logged, error)
+            parked += 1
+    return parked
+
+
 def apply_events(
     connection: sa.Connection, name: str, tables: TableSet | None, events: list[LoggedEvent]
 ) -> None:
@@ -202,7 +256,9 @@ class Projector:
         try:
             with self.engine.begin() as connection:
                 reached = self._apply_batches(connection, names)
-        except Exception:
+        except Exception as error:
+            if unavailable(error):
+                raise  # the database is away: the loop tries the whole round again
             log.warning("a shared projection batch failed; one transaction each", exc_info=True)
             return self._run_separately(names)
         return self._reached(reached)
@@ -211,8 +267,15 @@ class Projector:
         applied, failure = 0, None
         for name in names:
             try:
-                with self.engine.begin() as connection:
-                    reached = self._apply_batches(connection, [name])
+                try:
+                    with self.engine.begin() as connection:
+                        reached = self._apply_batches(connection, [name])
+                except Exception as error:
+                    if is_transient(error):
+                        raise
+                    # an event of this batch fails: apply one by one, parking what fails
+                    with self.engine.begin() as connection:
+                        reached = self._apply_batches(connection, [name], parking=True)
             except Exception as error:
                 failure = failure or error
             else:
@@ -242,7 +305,7 @@ class Projector:
             self._publish(name, active_position(connection, name))
 
     def _apply_batches(
-        self, connection: sa.Connection, names: list[str]
+        self, connection: sa.Connection, names: list[str], *, parking: bool = False
     ) -> dict[str, tuple[int, int]]:
         """Apply each projection's next batch; returns how many events and the position reached."""
         tables = active_table_sets(connection, [n for n in names if n in VERSIONED_PROJECTIONS])
@@ -255,7 +318,10 @@ class Projector:
             if page is None or page[0] != old:
                 page = (old, self.executions.read_log(after=old, limit=self.batch_size))
             events = page[1]
-            if events:
+            if events and parking:
+                apply_or_park(connection, name, tables.get(name), events, tracking[name])
+                moves.append((tracking[name], old, events[-1].position))
+            elif events:
                 apply_events(connection, name, tables.get(name), events)
                 moves.append((tracking[name], old, events[-1].position))
             reached[name] = (len(events), events[-1].position if events else old)
@@ -307,15 +373,48 @@ class Projector:
             self.locks.release_all()
 
     def _run(self) -> None:
+        backoff = Backoff("projecting", log, expected=unavailable)
         while not self._stopped.is_set():
             self._wake.clear()  # before reading, so a wake-up during the batch is not lost
             try:
-                if self.run_once():
-                    if not self.backlog:
-                        # caught up while commits keep notifying: gather fuller batches
-                        self._stopped.wait(BATCH_GATHER_SECONDS)
-                    continue  # a full batch means a backlog: read on at once
-            except Exception:
-                log.exception("projection batch failed; retrying")
-                self._stopped.wait(1.0)
+                applied = self.run_once()
+            except Exception as error:
+                self._stopped.wait(backoff.failed(error))
+                continue
+            backoff.succeeded()
+            if applied:
+                if not self.backlog:
+                    # caught up while commits keep notifying: gather fuller batches
+                    self._stopped.wait(BATCH_GATHER_SECONDS)
+                continue  # a full batch means a backlog: read on at once
             self._wake.wait(self.poll_interval)
+
+
+def retry_parked(executions: Executions, engine: sa.Engine, position: int) -> dict[str, str | None]:
+    """Apply the event at `position` again to each projection that parked it.
+
+    Returns, per tracking name, None where it applied (the event is no longer parked) or
+    why it failed again. The event is applied after the events that followed it, which
+    is what an operator asks for once the cause is fixed.
+    """
+    found = executions.read_log(after=position - 1, limit=1)
+    if not found or found[0].position != position:
+        raise ValueError(f"no event at position {position} in the store")
+    results: dict[str, str | None] = {}
+    with engine.connect() as connection:
+        waiting = parked(connection, position=position)
+    for event in waiting:
+        name, _, version = event.tracking_name.partition("@v")
+        tables = table_set(name, int(version or 1)) if name in VERSIONED_PROJECTIONS else None
+        try:
+            with engine.begin() as connection:
+                apply_events(connection, name, tables, found)
+                unpark(connection, event.tracking_name, position)
+        except Exception as error:
+            with engine.begin() as connection:
+                park(connection, name, event.tracking_name, found[0], error)
+            results[event.tracking_name] = describe(error)
+        else:
+            log.info("projection %s applied the parked event %d", event.tracking_name, position)
+            results[event.tracking_name] = None
+    return results

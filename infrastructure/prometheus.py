@@ -47,11 +47,17 @@ class ReadModelCollector(Collector):
             "Age of the oldest event not yet applied",
             labels=["projection"],
         )
+        parked = GaugeMetricFamily(
+            "agent_ledger_projection_parked_events",
+            "Stored events the projection could not apply and passed by",
+            labels=["projection"],
+        )
         for lag in lags:
             position.add_metric([lag.name], lag.position)
             behind.add_metric([lag.name], lag.events)
             seconds.add_metric([lag.name], lag.seconds)
-        yield from (position, behind, seconds)
+            parked.add_metric([lag.name], lag.parked)
+        yield from (position, behind, seconds, parked)
         with self.engine.connect() as connection:
             tables = active_tables(connection, "execution_status")
             yield self._executions_by_status(connection, tables["execution_status"])

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from application.executions import Executions, LoggedEvent
+from infrastructure.parked_events import forget
 from infrastructure.projection_lock import lock_key
 from infrastructure.projection_tables import (
     TableSet,
@@ -26,6 +27,9 @@ from infrastructure.projector import (
     VERSIONED_PROJECTIONS,
     advance_tracking,
     apply_events,
+    apply_or_park,
+    is_transient,
+    ready_for_savepoints,
     tracked_position,
 )
 from infrastructure.tables import projection_tracking, projection_versions
@@ -46,6 +50,7 @@ class RebuildProgress:
     events: int
     seconds: float
     switched: bool = False
+    parked: int = 0
 
     @property
     def rate(self) -> float:
@@ -81,6 +86,7 @@ class Rebuild:
         self._started = time.monotonic()
         self._reported = 0.0
         self._events = 0
+        self._parked = 0
 
     def run(self, grace_seconds: float = 5.0) -> RebuildProgress:
         """Build, switch, then drop the old tables after `grace_seconds` (for queries in flight)."""
@@ -91,6 +97,7 @@ class Rebuild:
         threading.Event().wait(grace_seconds)
         with self.engine.begin() as connection:
             drop_version(connection, self.name, old)
+            forget(connection, table_set(self.name, old).tracking_name)
         return final
 
     def prepare(self) -> TableSet:
@@ -136,7 +143,16 @@ class Rebuild:
         events = self._read(old)
         if not events:
             return old, 0
-        apply_events(connection, self.name, tables, events)
+        ready_for_savepoints(connection)
+        try:
+            with connection.begin_nested():
+                apply_events(connection, self.name, tables, events)
+        except Exception as error:
+            if is_transient(error):
+                raise
+            self._parked += apply_or_park(
+                connection, self.name, tables, events, tables.tracking_name
+            )
         advance_tracking(connection, tables.tracking_name, old, events[-1].position)
         self._events += len(events)
         now = time.monotonic()
@@ -149,8 +165,8 @@ class Rebuild:
         notifications = self.executions.recorder.select_notifications(
             start=after, limit=self.batch_size, inclusive_of_start=False
         )
-        to_event = self.executions.mapper.to_domain_event
-        return [LoggedEvent(n.id, to_event(n)) for n in notifications]
+        mapper = self.executions.mapper  # decoded one by one: one that fails is parked
+        return [LoggedEvent.stored(n.id, n, mapper) for n in notifications]
 
     def _progress(self, tables: TableSet, position: int, switched: bool = False) -> RebuildProgress:
         return RebuildProgress(
@@ -161,6 +177,7 @@ class Rebuild:
             self._events,
             time.monotonic() - self._started,
             switched,
+            self._parked,
         )
 
     @contextmanager

@@ -154,3 +154,17 @@ audit_checkpoints = sa.Table(
     sa.Column("key_id", sa.String(64), nullable=False),
     sa.Column("signature", sa.String(128), nullable=False),
 )
+
+parked_events = sa.Table(  # stored events a projection could not apply, passed by so it goes on
+    "parked_events",
+    metadata,
+    sa.Column("tracking_name", sa.String(100), primary_key=True),  # projection and table version
+    sa.Column("position", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("projection", sa.String(100), nullable=False),
+    sa.Column("event_type", sa.String(60), nullable=False),
+    sa.Column("execution_id", sa.Uuid),
+    sa.Column("error", sa.Text, nullable=False),
+    sa.Column("first_seen", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_tried", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("tries", sa.Integer, nullable=False),
+)

@@ -13,6 +13,7 @@ from infrastructure.api import errors
 from infrastructure.api.body_limit import BodyLimit
 from infrastructure.api.input_boundary import InputBoundary
 from infrastructure.api.routes import (
+    admin,
     audit,
     dashboard,
     executions,
@@ -81,5 +82,6 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(stream_sse.router)
     app.include_router(revocations.router)
     app.include_router(audit.router)
+    app.include_router(admin.router)
     app.include_router(dashboard.router)
     return app

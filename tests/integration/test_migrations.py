@@ -107,11 +107,16 @@ def test_an_empty_database_upgraded_to_head_has_the_tables_as_defined(
     assert migrations.current_revision(engine) == migrations.head_revision()
 
 
+ADDED_SINCE_BASELINE = {"parked_events"}  # revision 0002
+
+
 def test_a_database_made_by_create_all_is_stamped_and_keeps_its_rows(
     settings: Settings, engine: sa.Engine
 ) -> None:
     with engine.begin() as connection:
-        metadata.create_all(connection)
+        # what create_all made then: the tables of the baseline, not those added since
+        baseline = [t for name, t in metadata.tables.items() if name not in ADDED_SINCE_BASELINE]
+        metadata.create_all(connection, tables=baseline)
         connection.execute(
             sa.insert(projection_tracking).values(name="metrics", position=41, updated_at=NOW)
         )

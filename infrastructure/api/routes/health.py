@@ -38,8 +38,10 @@ def healthz() -> dict[str, str]:
                                 "position": 1042,
                                 "lag": 0,
                                 "lag_seconds": 0.0,
+                                "parked": 0,
                             }
                         },
+                        "parked_events": 0,
                     }
                 }
             },
@@ -69,9 +71,12 @@ def readyz(runtime: RuntimeDep) -> JSONResponse:
                     "position": lag.position,
                     "lag": lag.events,
                     "lag_seconds": round(lag.seconds, 3),
+                    "parked": lag.parked,
                 }
                 for lag in lags
             },
+            # events passed by: the views lack them, but they do not stop the service
+            "parked_events": sum(lag.parked for lag in lags),
             **({"detail": f"more than {limit}s behind: {', '.join(lagging)}"} if lagging else {}),
         },
         status_code=503 if lagging else 200,
