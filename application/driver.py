@@ -262,6 +262,10 @@ class ExecutionDriver:
             "execution cancelled",
         )
 
+    async def give_up(self, error: dict[str, Any]) -> None:
+        """Record the execution as failed with `error`: the engine cannot drive it."""
+        await self._stop(partial(Execution.fail, error=error), "the engine gave up")
+
     async def _stop(self, final: Any, reason: str) -> None:
         """Stop every running attempt, record them cancelled, then the final event."""
         await self._abandon()

@@ -90,8 +90,10 @@ class WorkQueue(Protocol):
     def renew(self, owner: str, execution_ids: list[UUID], lease_seconds: float) -> Renewal:
         """Extend the leases `owner` holds on these executions."""
 
-    def release(self, owner: str, execution_ids: list[UUID]) -> None:
-        """Give leases back so another worker may continue at once."""
+    def release(
+        self, owner: str, execution_ids: list[UUID], ready_at: datetime | None = None
+    ) -> None:
+        """Give leases back so another worker may continue at once, or at `ready_at`."""
 
     def next_ready_at(self) -> datetime | None:
         """The earliest time any queued execution becomes ready (for sleeping workers)."""

@@ -143,12 +143,16 @@ class InMemoryWorkQueue:
                         cancel.add(execution_id)
         return Renewal(frozenset(held), frozenset(cancel))
 
-    def release(self, owner: str, execution_ids: list[UUID]) -> None:
+    def release(
+        self, owner: str, execution_ids: list[UUID], ready_at: datetime | None = None
+    ) -> None:
         with self.recorder._database_lock:
             for execution_id in execution_ids:
                 row = self.recorder.work.get(execution_id)
                 if row is not None and row.lease_owner == owner:
                     row.lease_owner = row.lease_expires_at = None
+                    if ready_at is not None:
+                        row.ready_at = ready_at.timestamp()
 
     def next_ready_at(self) -> datetime | None:
         with self.recorder._database_lock:

@@ -9,9 +9,12 @@ import os
 import socket
 import uuid
 from collections.abc import Iterable
+from datetime import timedelta
 from uuid import UUID
 
+from application.backoff import Backoff, describe, store_unavailable
 from application.clock import Clock, SystemClock
+from application.drive_failures import DriveFailures, GiveUp
 from application.driver import ExecutionDriver
 from application.execution_session import ExecutionSession
 from application.executions import ExecutionNotFoundError, Executions, LoggedEvent
@@ -69,6 +72,7 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._stopping = False
+        self.drive_failures = DriveFailures()
 
     # -- signals from other threads ------------------------------------------------------------
 
@@ -139,15 +143,22 @@ class Worker:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         renewer = asyncio.create_task(self._renew_forever())
+        backoff = Backoff("claiming work", log)
         try:
             while not self._stopping:
                 self._wake.clear()
                 asked = self.capacity - len(self.tasks)
-                claimed = await self.claim_once()
-                if claimed and claimed == asked and len(self.tasks) < self.capacity:
-                    continue  # it took all it asked for: there may be more waiting
+                wait = self.poll_interval
+                try:
+                    claimed = await self.claim_once()
+                except Exception as error:  # the store is away: claim again, later
+                    wait = backoff.failed(error)
+                else:
+                    backoff.succeeded()
+                    if claimed and claimed == asked and len(self.tasks) < self.capacity:
+                        continue  # it took all it asked for: there may be more waiting
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                    await asyncio.wait_for(self._wake.wait(), wait)
         finally:
             renewer.cancel()
 
@@ -203,9 +214,57 @@ class Worker:
             log.info("lost the lease on %s; another worker continues it", claim.execution_id)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("driving execution %s failed; releasing it", claim.execution_id)
-            await asyncio.to_thread(self.queue.release, self.name, [claim.execution_id])
+        except Exception as error:
+            await self._drive_failed(claim.execution_id, error)
+        else:
+            self.drive_failures.succeeded(claim.execution_id)
+
+    async def _drive_failed(self, execution_id: UUID, error: Exception) -> None:
+        """Let the execution go for a while, longer each time in a row; then fail it."""
+        verdict = self.drive_failures.failed(
+            execution_id, store_unavailable=store_unavailable(error)
+        )
+        if isinstance(verdict, GiveUp):
+            try:
+                await self._give_up(execution_id, error, verdict.tries)
+            except LeaseLostError:
+                return
+            except Exception as failure:
+                log.warning(
+                    "recording execution %s as failed did not work either (%s)",
+                    execution_id,
+                    describe(failure),
+                )
+                verdict = self.drive_failures.retry_later(execution_id)
+            else:
+                return
+        if verdict.grew:
+            log.warning(
+                "driving execution %s failed (%s, %d in a row); it is claimed again in %.1fs",
+                execution_id,
+                describe(error),
+                verdict.tries,
+                verdict.delay,
+                exc_info=error if verdict.tries == 1 else None,
+            )
+        later = self.clock.now() + timedelta(seconds=verdict.delay)
+        await asyncio.to_thread(self.queue.release, self.name, [execution_id], later)
+        asyncio.get_running_loop().call_later(verdict.delay, self.wake)  # nobody else will
+
+    async def _give_up(self, execution_id: UUID, error: Exception, tries: int) -> None:
+        """Record the execution as failed, from a fresh load: what failed is not retried."""
+        session = await ExecutionSession.load(
+            self.executions, execution_id, self.name, self.committer
+        )
+        driver = ExecutionDriver(session, self.runner, self.clock)
+        reason = {
+            "type": "EngineError",
+            "message": f"the engine could not drive this execution ({tries} tries in a row): "
+            f"{describe(error)}",
+        }
+        await driver.give_up(reason)
+        self.drive_failures.forget(execution_id)
+        log.error("execution %s recorded as failed: %s", execution_id, reason["message"])
 
     def _finished(self, execution_id: UUID) -> None:
         self.tasks.pop(execution_id, None)
@@ -215,12 +274,18 @@ class Worker:
             self.wake()
 
     async def _renew_forever(self) -> None:
+        backoff = Backoff("renewing leases", log)
+        interval = self.lease_seconds / 3
+        wait = interval
         while True:
-            await asyncio.sleep(self.lease_seconds / 3)
+            await asyncio.sleep(wait)
             try:
                 await self.renew_once()
-            except Exception:
-                log.exception("renewing leases failed")
+            except Exception as error:  # sooner than usual: the leases run out meanwhile
+                wait = min(backoff.failed(error), interval)
+            else:
+                backoff.succeeded()
+                wait = interval
 
     async def renew_once(self) -> None:
         held = list(self.tasks)

@@ -309,14 +309,18 @@ class SqlWorkQueue:
                 cancel.add(self._uuid(execution_id))
         return Renewal(frozenset(held), frozenset(cancel))
 
-    def release(self, owner: str, execution_ids: list[UUID]) -> None:
+    def release(
+        self, owner: str, execution_ids: list[UUID], ready_at: datetime | None = None
+    ) -> None:
         p = self.p
+        later = "" if ready_at is None else f", ready_at = {p}"
+        before = () if ready_at is None else (_epoch(ready_at),)
         with self.recorder.datastore.transaction(commit=True) as cursor:
             for execution_id in execution_ids:
                 cursor.execute(
-                    f"UPDATE {WORK_TABLE} SET lease_owner = NULL, lease_expires_at = NULL "
+                    f"UPDATE {WORK_TABLE} SET lease_owner = NULL, lease_expires_at = NULL{later} "
                     f"WHERE execution_id = {p} AND lease_owner = {p}",
-                    (self._id(execution_id), owner),
+                    (*before, self._id(execution_id), owner),
                 )
 
     def next_ready_at(self) -> datetime | None:

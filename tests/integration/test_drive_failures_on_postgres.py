@@ -1,0 +1,63 @@
+"""A worker that cannot drive an execution backs off, then records it as failed.
+
+An execution written before the API refused NUL bytes has a thread id PostgreSQL cannot
+compare: every attempt to read its thread's history fails. The worker used to release
+it at once and claim it again, hundreds of times a second, logging each try.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from application.drive_failures import DriveFailures
+from application.event_messages import to_message
+from infrastructure.runtime import Runtime
+from infrastructure.settings import Settings
+
+pytestmark = pytest.mark.postgres
+
+SECRET = "drive-secret-" + "d" * 32
+
+
+@pytest.fixture
+def runtime(postgres_url: str, tmp_path: Path) -> Iterator[Runtime]:
+    settings = Settings(database_url=postgres_url, jwt_secret=SECRET, data_dir=tmp_path)
+    running = Runtime.start(settings)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def test_an_execution_the_worker_cannot_drive_is_retried_with_back_off_then_failed(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert runtime.worker_thread is not None
+    runtime.worker_thread.worker.drive_failures = DriveFailures(first=0.05, cap=0.2, max_tries=5)
+    caplog.set_level(logging.WARNING, logger="application.worker")
+    started = runtime.executions.start_execution(
+        user_id="user-a", process=runtime.catalog.get("echo"), input={}, thread_id="t\x00"
+    )
+
+    deadline = time.monotonic() + 20
+    while True:
+        types = [
+            to_message(e)["type"] for e in runtime.executions.get_history(started.execution_id)
+        ]
+        if types[-1] == "execution_failed" or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)  # polls the store until the condition holds or the deadline passes
+    failed = runtime.executions.get_execution(started.execution_id)
+    assert failed.status.value == "failed", types
+    assert failed.error is not None
+    assert failed.error["type"] == "EngineError"
+    assert "5 tries in a row" in failed.error["message"]
+    assert "\x00" not in failed.error["message"]
+    tries = [r for r in caplog.records if "driving execution" in r.getMessage()]
+    assert 1 <= len(tries) <= 4  # once per back-off step, then given up
+    assert sum(r.exc_info is not None for r in tries) == 1
