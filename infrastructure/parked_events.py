@@ -46,7 +46,7 @@ def describe(error: BaseException) -> str:
     """A one-paragraph reason: the driver's message (not the SQL and its parameters, which
     may hold the event's data), printable, bounded."""
     cause = error.orig if isinstance(error, sa.exc.DBAPIError) and error.orig else error
-    text = f"{type(cause).__name__}: {cause}".strip()
+    text = " ".join(f"{type(cause).__name__}: {cause}".split())  # one line
     text = text.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\x00")
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
 
