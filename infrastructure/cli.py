@@ -3,22 +3,43 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Annotated
 
+import psycopg
+import pydantic
+import pydantic_settings
+import sqlalchemy as sa
 import typer
 
 from infrastructure.audit_cli import audit_app
 from infrastructure.auth import issue_token
+from infrastructure.preflight import (
+    StartupError,
+    bind_port,
+    check_database,
+    database_unreachable,
+    require_jwt_secret,
+)
 from infrastructure.projections_cli import projections_app
+from infrastructure.redact import redact, redact_logging
 from infrastructure.settings import Settings
 
 app = typer.Typer(
     help="Agent Ledger: event-sourced execution service for AI agents.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_show_locals=False,  # locals would print settings, secrets included
 )
+
+
+def _configure_logging(log_level: str) -> None:
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    redact_logging()
 
 
 @app.command()
@@ -32,20 +53,29 @@ def serve(
 
     from infrastructure.api.app import create_app
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _configure_logging(log_level)
     settings = Settings()
-    where = "PostgreSQL" if settings.uses_postgres else f"SQLite in {settings.data_dir}"
-    typer.echo(f"agent-ledger: serving on http://{host}:{port} (store: {where})", err=True)
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        log_level=log_level,
-        ws_ping_interval=20,
-        ws_ping_timeout=20,
-    )
+    # refused before any role starts or anything is written: a busy port, no secret, no database
+    listening = bind_port(host, port)
+    try:
+        require_jwt_secret(settings)
+        check_database(settings)
+        where = "PostgreSQL" if settings.uses_postgres else f"SQLite in {settings.data_dir}"
+        port = listening.getsockname()[1]  # the one chosen, for --port 0
+        typer.echo(f"agent-ledger: serving on http://{host}:{port} (store: {where})", err=True)
+        config = uvicorn.Config(
+            create_app(settings),
+            log_level=log_level,
+            ws_ping_interval=20,
+            ws_ping_timeout=20,
+        )
+        redact_logging("uvicorn", "uvicorn.error", "uvicorn.access")
+        server = uvicorn.Server(config)
+        server.run(sockets=[listening])
+    finally:
+        listening.close()
+    if not server.started:
+        raise typer.Exit(3)  # uvicorn's startup failure; it has logged why
 
 
 @app.command()
@@ -55,10 +85,10 @@ def worker(
     """Run only the engine: claim executions from the shared store and drive them."""
     from infrastructure.roles import run_until_signalled
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    run_until_signalled(Settings(), engine=True, projector=False)
+    _configure_logging(log_level)
+    settings = Settings()
+    check_database(settings)
+    run_until_signalled(settings, engine=True, projector=False)
 
 
 @app.command()
@@ -68,10 +98,10 @@ def projector(
     """Run only the projections; several may run, one is active per projection."""
     from infrastructure.roles import run_until_signalled
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    run_until_signalled(Settings(), engine=False, projector=True)
+    _configure_logging(log_level)
+    settings = Settings()
+    check_database(settings)
+    run_until_signalled(settings, engine=False, projector=True)
 
 
 processes_app = typer.Typer(help="Process definitions.", no_args_is_help=True)
@@ -122,7 +152,7 @@ def demo(
     from infrastructure.demo import run_demo
 
     settings = Settings()
-    raise typer.Exit(run_demo(url, question, issue_token(settings.resolved_jwt_secret(), sub)))
+    raise typer.Exit(run_demo(url, question, issue_token(require_jwt_secret(settings), sub)))
 
 
 db_app = typer.Typer(help="The read-model schema: alembic migrations.", no_args_is_help=True)
@@ -179,4 +209,32 @@ def main() -> None:
     # Threads waiting on the database re-take the GIL sooner: shorter stalls behind
     # threads busy decoding events (the default interval is 5 ms).
     sys.setswitchinterval(0.0005)
-    app()
+    try:
+        app()
+    except StartupError as error:
+        _refuse(str(error))
+    except (psycopg.OperationalError, sa.exc.OperationalError) as error:
+        _refuse(database_unreachable(_configured_database_url(), error))
+    except pydantic.ValidationError as error:
+        problems = "; ".join(
+            f"AGENT_LEDGER_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}"
+            for e in error.errors()
+        )
+        _refuse(f"invalid setting: {problems}")
+    except pydantic_settings.SettingsError as error:
+        field = re.search(r'field "(\w+)"', str(error))
+        name = f"AGENT_LEDGER_{field[1].upper()}" if field else "a setting"
+        _refuse(f"invalid setting: {name} is not valid JSON ({error.__cause__ or error})")
+
+
+def _refuse(message: str) -> None:
+    """One line on stderr, passwords masked, and exit status 1: no traceback."""
+    typer.echo(f"agent-ledger: {redact(message)}", err=True)
+    raise SystemExit(1)
+
+
+def _configured_database_url() -> str | None:
+    try:
+        return Settings().database_url
+    except (pydantic.ValidationError, pydantic_settings.SettingsError):
+        return None

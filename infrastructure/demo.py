@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 import httpx
+from websockets.exceptions import WebSocketException
 from websockets.sync.client import connect
 
 STEP_ICONS = {
@@ -59,11 +61,33 @@ def _detail(message: dict[str, Any]) -> str:
 
 def run_demo(url: str, question: str, token: str) -> int:
     """Returns the exit status: 0 when the execution completed."""
+    try:
+        return _run(url, question, token)
+    except (httpx.ConnectError, httpx.ConnectTimeout, ConnectionRefusedError):
+        print(f"agent-ledger: no server at {url}: start one with `make run`", file=sys.stderr)
+    except (httpx.UnsupportedProtocol, httpx.InvalidURL):
+        print(
+            f"agent-ledger: {url} is not a server URL: pass e.g. --url http://127.0.0.1:8000",
+            file=sys.stderr,
+        )
+    except (httpx.TransportError, OSError, WebSocketException) as error:
+        print(f"agent-ledger: lost the server at {url}: {error}", file=sys.stderr)
+    return 1
+
+
+def _run(url: str, question: str, token: str) -> int:
     headers = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
         response = client.post(
             "/v1/executions", json={"process": "cost_optimization", "input": {"question": question}}
         )
+        if response.status_code == 401:
+            print(
+                f"agent-ledger: the server at {url} refused the demo's token: run the demo with "
+                "the server's AGENT_LEDGER_JWT_SECRET (or AGENT_LEDGER_DATA_DIR)",
+                file=sys.stderr,
+            )
+            return 1
         if response.status_code >= 400:
             print(f"could not start: {response.status_code} {response.text}")
             return 1

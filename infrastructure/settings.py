@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from infrastructure.redact import MASK, mask_url
+
+_SECRETS = frozenset({"jwt_secret", "cipher_key", "audit_signing_key"})
 
 
 class Settings(BaseSettings):
@@ -59,6 +65,16 @@ class Settings(BaseSettings):
     audit_signing_key: str | None = Field(
         default=None, description="secret for signed checkpoints of chain heads (HMAC-SHA256)"
     )
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        """The repr (in tracebacks, logs) masks the database password and every secret."""
+        for name, value in super().__repr_args__():
+            if name == "database_url" and value:
+                yield name, mask_url(value)
+            elif name in _SECRETS and value:
+                yield name, MASK
+            else:
+                yield name, value
 
     @property
     def uses_postgres(self) -> bool:
