@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Protocol
 
-from domain.errors import DomainError
-from domain.processes import ProcessDefinition
+from application.agents import AgentRegistry
+from domain.errors import DomainError, InvalidProcessDefinitionError
+from domain.processes import ProcessDefinition, StepType
+
+DefinitionCheck = Callable[[ProcessDefinition], None]
+"""A rule of this deployment a definition must pass to be registered.
+
+It raises `InvalidProcessDefinitionError` naming the step. Checks run at registration only:
+a stored definition (and the copy each execution records) is never re-checked on reading.
+"""
 
 
 class UnknownProcessError(DomainError):
@@ -20,6 +28,43 @@ class UnknownProcessError(DomainError):
         super().__init__(f"no process {which} is registered")
         self.name = name
         self.version = version
+
+
+class UnknownBuiltinAgentError(InvalidProcessDefinitionError):
+    """A step names a built-in agent that is not registered."""
+
+    def __init__(self, step_id: str, agent: str, known: Sequence[str]):
+        super().__init__(
+            f"no built-in agent is registered as {agent!r} (known: {', '.join(known)}); "
+            "an agent reached over HTTP is written {url: ...}",
+            step_id,
+        )
+        self.agent = agent
+        self.known = tuple(known)
+
+
+class AgentUrlRefusedError(InvalidProcessDefinitionError):
+    """A step's agent URL is refused by the egress rule (the message never holds credentials)."""
+
+
+def known_agents_check(agents: AgentRegistry) -> DefinitionCheck:
+    """A check that every agent named by a step is registered in `agents` (as it is then)."""
+
+    def check(definition: ProcessDefinition) -> None:
+        for step in definition.steps:
+            name = step.agent
+            if step.type is not StepType.AGENT_TASK or not isinstance(name, str):
+                continue  # an HTTP agent: the egress rule judges its URL
+            if not agents.has_agent(name):
+                raise UnknownBuiltinAgentError(step.id, name, agents.agent_names)
+
+    return check
+
+
+def run_checks(definition: ProcessDefinition, checks: Iterable[DefinitionCheck]) -> None:
+    """Run every registration check on `definition`; the first failure is raised."""
+    for check in checks:
+        check(definition)
 
 
 @dataclass(frozen=True)
@@ -41,7 +86,8 @@ class ProcessCatalog(Protocol):
     """Where process definitions are registered and looked up."""
 
     def register(self, document: Mapping[str, Any]) -> tuple[RegisteredProcess, bool]:
-        """Validate and register; a changed definition becomes a new version.
+        """Validate, run the catalog's checks and register; a changed definition becomes a
+        new version.
 
         Returns the registered version and whether it is new.
         """
@@ -59,12 +105,14 @@ class ProcessCatalog(Protocol):
 class InMemoryProcessCatalog:
     """A process catalog held in memory (tests and the in-memory mode)."""
 
-    def __init__(self) -> None:
+    def __init__(self, checks: Sequence[DefinitionCheck] = ()) -> None:
         self._versions: dict[str, list[RegisteredProcess]] = {}
         self._lock = threading.Lock()
+        self.checks = tuple(checks)
 
     def register(self, document: Mapping[str, Any]) -> tuple[RegisteredProcess, bool]:
         definition = ProcessDefinition.from_document(document)
+        run_checks(definition, self.checks)
         digest = definition.content_hash()
         with self._lock:
             versions = self._versions.setdefault(definition.name, [])

@@ -102,7 +102,7 @@ def _forget_result(task: asyncio.Task[Any]) -> None:
 
 
 def _agent_name(step: StepDefinition) -> str:
-    return step.agent.url if isinstance(step.agent, HttpAgent) else str(step.agent)
+    return step.agent.shown_url if isinstance(step.agent, HttpAgent) else str(step.agent)
 
 
 class StepRunner:

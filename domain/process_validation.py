@@ -29,6 +29,7 @@ MAX_BACKOFF_COEFFICIENT = 100.0
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
 STEP_ID_PATTERN = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 STEP_TYPES = ("agent_task", "gateway", "timer")
+_USER_INFO = re.compile(r"//[^/?#]*@")
 
 _DOCUMENT_KEYS = frozenset({"name", "description", "config", "steps", "output"})
 _CONFIG_KEYS = frozenset({"parallel_execution", "stop_on_failure", "timeout_seconds"})
@@ -190,9 +191,15 @@ def _check_agent(agent: Any, step_id: str) -> None:
         _check_keys(agent, frozenset({"url"}), "agent", step_id)
         url = agent.get("url")
         if not _is_http_url(url):
-            _fail(f"agent url {url!r} must be an http:// or https:// URL", step_id)
+            shown = without_credentials(url) if isinstance(url, str) else url
+            _fail(f"agent url {shown!r} must be an http:// or https:// URL", step_id)
     elif not isinstance(agent, str) or not agent.strip() or agent != agent.strip():
         _fail(f"agent must be a non-empty name or {{url: ...}} (got {agent!r})", step_id)
+
+
+def without_credentials(url: str) -> str:
+    """`url` without its `user:password@` part, to be shown in messages and events."""
+    return _USER_INFO.sub("//", url, count=1)
 
 
 def _is_http_url(url: Any) -> bool:

@@ -12,7 +12,7 @@ from functools import cached_property
 from typing import Any
 
 from domain.errors import InvalidProcessDefinitionError
-from domain.process_validation import validate_document
+from domain.process_validation import validate_document, without_credentials
 
 
 class StepType(StrEnum):
@@ -77,6 +77,11 @@ class HttpAgent:
     """An agent reached over HTTP at `url` rather than registered by name."""
 
     url: str
+
+    @property
+    def shown_url(self) -> str:
+        """The URL as messages and events show it: credentials, if any, left out."""
+        return without_credentials(self.url)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import httpx
 
 from application.agents import JSON, AgentError, RemoteAgentContext
 from domain.processes import HttpAgent
+from infrastructure.agent_egress import AgentUrlPolicy, EgressRefusedError, HostNotResolvedError
 
 NDJSON = "application/x-ndjson"
 
@@ -17,16 +18,30 @@ class HttpAgentClient:
     """POSTs the step to the agent's URL and follows its answer.
 
     5xx, 429, a broken stream and a timeout are retryable failures; another 4xx is not.
-    Cancelling the awaiting task aborts the request.
+    Before each call the egress rule is applied again (the name may resolve elsewhere now):
+    a refused URL fails the attempt for good. Cancelling the awaiting task aborts the request.
     """
 
-    def __init__(self, connect_timeout: float = 5.0):
+    def __init__(self, connect_timeout: float = 5.0, *, egress: AgentUrlPolicy | None = None):
         self._client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=connect_timeout))
+        self._egress = egress if egress is not None else AgentUrlPolicy()
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
     async def __call__(self, agent: HttpAgent, context: RemoteAgentContext, input: JSON) -> JSON:
+        shown = agent.shown_url
+        try:
+            await self._egress.check_call(agent.url)
+        except EgressRefusedError as error:
+            raise AgentError(
+                f"the agent url is refused: {error}", error_type="AgentUrlRefused", retryable=False
+            ) from None
+        except HostNotResolvedError as error:
+            raise AgentError(
+                f"the agent at {shown} could not be reached: {error}",
+                error_type="AgentUnreachable",
+            ) from None
         run = context.run
         payload = {
             "execution_id": str(run.execution_id),
@@ -48,16 +63,16 @@ class HttpAgentClient:
                 body = json.loads(await response.aread())
         except httpx.TimeoutException as error:
             raise AgentError(
-                f"the agent at {agent.url} timed out: {error}", error_type="AgentTimeout"
+                f"the agent at {shown} timed out: {error}", error_type="AgentTimeout"
             ) from error
         except httpx.TransportError as error:
             raise AgentError(
-                f"the agent at {agent.url} could not be reached: {error}",
+                f"the agent at {shown} could not be reached: {error}",
                 error_type="AgentUnreachable",
             ) from error
         except json.JSONDecodeError as error:
             raise AgentError(
-                f"the agent at {agent.url} answered with invalid JSON",
+                f"the agent at {shown} answered with invalid JSON",
                 error_type="BadAgentResponse",
             ) from error
         if not isinstance(body, dict) or "output" not in body:

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 
-from application.processes import RegisteredProcess, UnknownProcessError
+from application.processes import (
+    DefinitionCheck,
+    RegisteredProcess,
+    UnknownProcessError,
+    run_checks,
+)
 from domain.processes import ProcessDefinition
 from infrastructure.tables import process_definitions as table
 
@@ -31,11 +36,14 @@ def _registered(record: Any) -> RegisteredProcess:
 
 
 class SqlProcessCatalog:
-    """Process definitions in the read-model database."""
+    """Process definitions in the read-model database; `checks` run on each registration."""
 
-    def __init__(self, engine: sa.Engine, latest_ttl: float = 1.0):
+    def __init__(
+        self, engine: sa.Engine, latest_ttl: float = 1.0, checks: Sequence[DefinitionCheck] = ()
+    ):
         self.engine = engine
         self.latest_ttl = latest_ttl
+        self.checks = tuple(checks)
         # name → (when looked up, latest version): every start asks for the latest
         self._latest_seen: dict[str, tuple[float, RegisteredProcess]] = {}
         self._versions: dict[tuple[str, int], RegisteredProcess] = {}
@@ -44,6 +52,7 @@ class SqlProcessCatalog:
 
     def register(self, document: Mapping[str, Any]) -> tuple[RegisteredProcess, bool]:
         definition = ProcessDefinition.from_document(document)
+        run_checks(definition, self.checks)
         digest = definition.content_hash()
         for _ in range(3):  # a concurrent registration of the same name takes the version
             with self.engine.begin() as connection:

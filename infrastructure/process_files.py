@@ -8,10 +8,13 @@ from typing import Any
 
 import yaml
 
+from application.agents import AgentRegistry
+from application.builtin_agents import register_builtin_agents
 from application.storable_text import UnstorableTextError, check_storable
 from domain.errors import InvalidProcessDefinitionError
 from infrastructure.persistence import initialize_schema, read_model_engine
 from infrastructure.process_catalog_sql import SqlProcessCatalog
+from infrastructure.runtime import registration_checks
 from infrastructure.settings import Settings
 
 
@@ -34,12 +37,16 @@ def load_document(path: Path) -> dict[str, Any]:
 
 
 def apply_file(settings: Settings, path: Path) -> str:
-    """Validate and register; returns a line saying which version is now registered."""
+    """Validate, check as the API does (built-in agents, the egress rule) and register;
+    returns a line saying which version is now registered."""
     document = load_document(path)
+    agents = AgentRegistry()
+    register_builtin_agents(agents)
+    checks = registration_checks(settings, agents)
     initialize_schema(settings)
     engine = read_model_engine(settings)
     try:
-        registered, created = SqlProcessCatalog(engine).register(document)
+        registered, created = SqlProcessCatalog(engine, checks=checks).register(document)
     except InvalidProcessDefinitionError as error:
         raise ValueError(str(error)) from None
     finally:

@@ -12,9 +12,11 @@ from application.agents import AgentRegistry
 from application.builtin_agents import register_builtin_agents
 from application.clock import SystemClock
 from application.executions import Executions
+from application.processes import DefinitionCheck, known_agents_check
 from application.sample_processes import COST_OPTIMIZATION, ECHO
 from application.step_runner import StepRunner
 from application.worker import Worker
+from infrastructure.agent_egress import AgentUrlPolicy
 from infrastructure.change_feed import ChangeFeed, nothing
 from infrastructure.commit_listener import CommitListener
 from infrastructure.execution_status_sql import ExecutionStatusQueries
@@ -39,6 +41,13 @@ from projections.execution_status import ExecutionStatusProjection
 log = logging.getLogger(__name__)
 
 SAMPLE_PROCESSES = (COST_OPTIMIZATION, ECHO)
+
+
+def registration_checks(settings: Settings, agents: AgentRegistry) -> list[DefinitionCheck]:
+    """What a definition must pass to be registered here: its built-in agents exist and
+    its agent URLs pass the egress rule (`AGENT_LEDGER_AGENT_URL_ALLOW`)."""
+    egress = AgentUrlPolicy.from_setting(settings.agent_url_allow)
+    return [known_agents_check(agents), egress.check_definition]
 
 
 @dataclass
@@ -77,11 +86,11 @@ class Runtime:
         initialize_schema(settings)
         executions = open_executions(settings)
         read_engine = read_model_engine(settings)
-        catalog = SqlProcessCatalog(read_engine)
-        for document in SAMPLE_PROCESSES:
-            catalog.register(document)
         agents = AgentRegistry()
         register_builtin_agents(agents)
+        catalog = SqlProcessCatalog(read_engine, checks=registration_checks(settings, agents))
+        for document in SAMPLE_PROCESSES:
+            catalog.register(document)
         change_feed = ChangeFeed(
             executions,
             poll_interval=settings.poll_interval,
@@ -157,7 +166,9 @@ class Runtime:
         runner = StepRunner(
             self.agents,
             clock,
-            http_agents=HttpAgentClient(),
+            http_agents=HttpAgentClient(
+                egress=AgentUrlPolicy.from_setting(self.settings.agent_url_allow)
+            ),
             thread_history=ThreadHistoryFromViews(self.statuses, self.executions),
         )
         queue = SqlWorkQueue(self.executions.recorder, self.settings.per_user_limit)  # type: ignore[arg-type]

@@ -7,9 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from infrastructure.agent_egress import parse_allow_list
 from infrastructure.redact import MASK, mask_url
 
 _SECRETS = frozenset({"jwt_secret", "cipher_key", "audit_signing_key"})
@@ -65,6 +66,17 @@ class Settings(BaseSettings):
     audit_signing_key: str | None = Field(
         default=None, description="secret for signed checkpoints of chain heads (HMAC-SHA256)"
     )
+    agent_url_allow: str = Field(
+        default="",
+        description="CIDRs and host names HTTP agents may be on besides public addresses, "
+        "comma-separated, e.g. 127.0.0.0/8,agents.internal",
+    )
+
+    @field_validator("agent_url_allow")
+    @classmethod
+    def check_agent_url_allow(cls, value: str) -> str:
+        parse_allow_list(value)  # a bad entry stops the start, naming the setting and entry
+        return value
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         """The repr (in tracebacks, logs) masks the database password and every secret."""

@@ -13,7 +13,11 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from application.executions import ExecutionNotFoundError, IdempotencyKeyReusedError
-from application.processes import UnknownProcessError
+from application.processes import (
+    AgentUrlRefusedError,
+    UnknownBuiltinAgentError,
+    UnknownProcessError,
+)
 from domain.errors import DomainError, ExpressionError, InvalidProcessDefinitionError
 from domain.execution_state import ExecutionRuleError
 from infrastructure.auth import AuthenticationError, PermissionDeniedError
@@ -60,6 +64,8 @@ _DOMAIN_ERRORS: list[tuple[type[Exception], int, str, str]] = [
     (ExecutionNotFoundError, 404, "not-found", "Execution not found"),
     (UnknownProcessError, 422, "unknown-process", "Unknown process"),
     (IdempotencyKeyReusedError, 409, "idempotency-key-reused", "Idempotency key reused"),
+    (AgentUrlRefusedError, 422, "agent-url-refused", "Agent URL refused"),
+    (UnknownBuiltinAgentError, 422, "unknown-agent", "Unknown agent"),
     (InvalidProcessDefinitionError, 422, "invalid-process", "Invalid process definition"),
     (ExpressionError, 422, "invalid-expression", "Invalid expression"),
     (ExecutionRuleError, 409, "conflict", "The execution does not allow this now"),

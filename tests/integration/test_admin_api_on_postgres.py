@@ -138,6 +138,128 @@ def test_processes_apply_registers_a_yaml_file_and_rejects_a_broken_one(
     assert "step" in rejected.stderr.lower()
 
 
+ALLOW = "AGENT_LEDGER_AGENT_URL_ALLOW"
+
+
+def remote(url: str) -> dict[str, object]:
+    """A two-step process whose second step calls an agent at `url`."""
+    return {
+        "steps": [
+            {"id": "local", "type": "agent_task", "agent": "echo"},
+            {"id": "remote", "type": "agent_task", "agent": {"url": url}, "depends_on": ["local"]},
+        ]
+    }
+
+
+@pytest.fixture(scope="module")
+def loopback_client(settings: Settings) -> Iterator[TestClient]:
+    """The API of a process whose allow-list lets agents on loopback through."""
+    allowing = settings.model_copy(update={"agent_url_allow": "127.0.0.0/8"})
+    runtime = Runtime.start(allowing, engine=False, projector=False)
+    try:
+        with TestClient(create_app(allowing, runtime)) as test_client:
+            yield test_client
+    finally:
+        runtime.stop()
+
+
+def test_an_agent_url_on_loopback_is_refused_naming_the_step_unless_allowed(
+    client: TestClient, loopback_client: TestClient
+) -> None:
+    refused = client.put(
+        "/v1/processes/loopback", json=remote("http://127.0.0.1:9/x"), headers=ADMIN
+    )
+    missing = client.get("/v1/processes/loopback", headers=USER)
+    allowed = loopback_client.put(
+        "/v1/processes/loopback", json=remote("http://127.0.0.1:9/x"), headers=ADMIN
+    )
+
+    assert refused.status_code == 422
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    problem = refused.json()
+    assert problem["type"] == "/problems/agent-url-refused"
+    assert problem["detail"].startswith("step 'remote': ")
+    assert "127.0.0.1 is a loopback address" in problem["detail"]
+    assert ALLOW in problem["detail"]
+    assert missing.status_code == 422  # nothing was registered
+    assert allowed.status_code == 201
+    assert allowed.json()["definition"]["steps"][1]["agent"] == {"url": "http://127.0.0.1:9/x"}
+
+
+def test_the_metadata_address_and_other_private_ranges_stay_refused_with_loopback_allowed(
+    loopback_client: TestClient,
+) -> None:
+    for url, kind in (
+        ("http://169.254.169.254/latest/meta-data/", "link-local"),
+        ("http://[::1]:9/x", "loopback"),
+        ("http://10.0.0.1/x", "private"),
+        ("http://[::ffff:169.254.169.254]/", "link-local"),
+        ("http://0.0.0.0:9/x", "unspecified"),
+    ):
+        response = loopback_client.put("/v1/processes/metadata", json=remote(url), headers=ADMIN)
+        assert response.status_code == 422, url
+        assert response.json()["type"] == "/problems/agent-url-refused"
+        assert f"a {kind} address" in response.json()["detail"], url
+
+
+def test_credentials_in_an_agent_url_are_refused_and_not_echoed(
+    loopback_client: TestClient,
+) -> None:
+    url = "http://ops-user:hunter2@127.0.0.1:9/x"
+
+    response = loopback_client.put("/v1/processes/creds", json=remote(url), headers=ADMIN)
+
+    assert response.status_code == 422
+    assert response.json()["type"] == "/problems/agent-url-refused"
+    assert "credentials" in response.json()["detail"]
+    assert "hunter2" not in response.text
+    assert "ops-user" not in response.text
+
+
+def test_an_unknown_built_in_agent_is_refused_at_registration(client: TestClient) -> None:
+    typo = {"steps": [{"id": "local", "type": "agent_task", "agent": "ecko"}]}
+
+    response = client.put("/v1/processes/typo", json=typo, headers=ADMIN)
+
+    assert response.status_code == 422
+    problem = response.json()
+    assert problem["type"] == "/problems/unknown-agent"
+    assert problem["detail"].startswith("step 'local': no built-in agent is registered as 'ecko'")
+    assert "(known: data, echo, optimization, summary, triage)" in problem["detail"]
+    assert client.get("/v1/processes/typo", headers=USER).status_code == 422
+
+
+def test_processes_apply_refuses_a_loopback_agent_unless_the_allow_list_has_it(
+    settings: Settings, tmp_path: Path
+) -> None:
+    path = tmp_path / "loopback.json"
+    path.write_text(json.dumps({"name": "applied-loopback", **remote("http://127.0.0.1:9/x")}))
+    command = [str(Path(sys.executable).parent / "agent-ledger"), "processes", "apply", str(path)]
+    env = {k: v for k, v in os.environ.items() if k != ALLOW} | {
+        "AGENT_LEDGER_DATABASE_URL": str(settings.database_url),
+        "AGENT_LEDGER_JWT_SECRET": SECRET,
+        "COLUMNS": "1000",  # each message on one line
+    }
+
+    def apply(**extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            command, env=env | extra, capture_output=True, text=True, check=False, timeout=60
+        )
+
+    refused = apply()
+    bad_setting = apply(**{ALLOW: "127.0.0.0/8,10.0.0.0/33"})
+    applied = apply(**{ALLOW: "127.0.0.0/8"})
+
+    assert refused.returncode != 0
+    assert "step 'remote'" in refused.stderr
+    assert "loopback" in refused.stderr
+    assert bad_setting.returncode != 0
+    assert ALLOW in bad_setting.stderr
+    assert "10.0.0.0/33" in bad_setting.stderr
+    assert applied.returncode == 0, applied.stderr
+    assert "applied-loopback registered as version 1" in applied.stdout
+
+
 def test_a_body_over_the_request_limit_is_refused_before_it_is_read(client: TestClient) -> None:
     body = b'{"process": "echo", "input": {"x": "' + b"y" * (1024 * 1024 + 10) + b'"}}'
 

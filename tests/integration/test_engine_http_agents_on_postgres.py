@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from domain.execution_state import ExecutionStatus
+from infrastructure.process_catalog_sql import SqlProcessCatalog
 from tests.integration.engine_scenarios import (
     Engine,
     agent_step,
@@ -155,7 +156,10 @@ def agent_server() -> Iterator[AgentServer]:
 
 @pytest.fixture(scope="module")
 def engine(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    with running_engine(engine_settings(postgres_url, tmp_path_factory.mktemp("http"))) as running:
+    settings = engine_settings(
+        postgres_url, tmp_path_factory.mktemp("http"), agent_url_allow="127.0.0.0/8"
+    )
+    with running_engine(settings) as running:
         yield running
 
 
@@ -395,3 +399,33 @@ def test_an_unreachable_http_agent_is_retried_then_fails_as_unreachable(engine: 
         "AgentUnreachable",
     ]
     assert len(events_of(messages, "step_retrying")) == 1
+
+
+def test_a_url_refused_at_call_time_fails_the_attempt_without_retrying_or_calling(
+    engine: Engine, agent_server: AgentServer
+) -> None:
+    # registered when the rule let it through (here: past the check), refused when called:
+    # a name may come to resolve to another address between registration and call
+    document = process(
+        "http-refused",
+        agent_step("remote", {"url": "http://169.254.169.254/json"}, retry=RETRY_THREE_TIMES),
+    )
+    registered, _ = SqlProcessCatalog(engine.runtime.read_engine).register(document)
+
+    execution_id = engine.start(registered.name)
+    execution = engine.finish(execution_id)
+
+    messages = engine.history(execution_id)
+    assert execution.status is ExecutionStatus.FAILED
+    assert of_step(messages, "remote") == [
+        "step_scheduled",
+        "step_started",
+        "agent_started",
+        "agent_failed",
+        "step_failed",
+    ]
+    (failed,) = events_of(messages, "agent_failed")
+    assert failed["data"]["error"]["type"] == "AgentUrlRefused"
+    assert "169.254.169.254 is a link-local address" in failed["data"]["error"]["message"]
+    assert execution.error is not None
+    assert (execution.error["type"], execution.error["attempt"]) == ("AgentUrlRefused", 1)

@@ -9,6 +9,14 @@ from typing import Any
 
 import pytest
 
+from application.agents import AgentRegistry
+from application.builtin_agents import register_builtin_agents
+from application.processes import (
+    InMemoryProcessCatalog,
+    UnknownBuiltinAgentError,
+    UnknownProcessError,
+    known_agents_check,
+)
 from domain.errors import InvalidProcessDefinitionError
 from domain.processes import (
     HttpAgent,
@@ -406,3 +414,74 @@ def test_a_step_may_read_any_step_it_waits_for_transitively() -> None:
     assert ProcessDefinition.from_document(document).step("optimize").input == {
         "category": "{{ steps.triage.output.category }}"
     }
+
+
+def test_a_bad_agent_url_is_refused_without_repeating_its_credentials() -> None:
+    document = sample(summary__agent={"url": "ftp://ops-user:hunter2@files.example/agent"})
+
+    with pytest.raises(InvalidProcessDefinitionError) as caught:
+        ProcessDefinition.from_document(document)
+
+    assert "must be an http:// or https:// URL" in str(caught.value)
+    assert "files.example/agent" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+    assert "ops-user" not in str(caught.value)
+
+
+def test_an_http_agents_shown_url_leaves_out_credentials() -> None:
+    agent = HttpAgent("http://ops-user:hunter2@agents.example:8080/run?x=1")
+
+    assert agent.shown_url == "http://agents.example:8080/run?x=1"
+    assert HttpAgent("https://agents.example/run").shown_url == "https://agents.example/run"
+
+
+def builtin_registry() -> AgentRegistry:
+    registry = AgentRegistry()
+    register_builtin_agents(registry)
+    return registry
+
+
+def test_an_unknown_built_in_agent_is_refused_at_registration_listing_the_known_ones() -> None:
+    catalog = InMemoryProcessCatalog(checks=[known_agents_check(builtin_registry())])
+
+    with pytest.raises(UnknownBuiltinAgentError) as caught:
+        catalog.register(sample(data__agent="dta"))
+
+    assert caught.value.step_id == "data"
+    assert caught.value.agent == "dta"
+    assert str(caught.value) == (
+        "step 'data': no built-in agent is registered as 'dta' "
+        "(known: data, echo, optimization, summary, triage); "
+        "an agent reached over HTTP is written {url: ...}"
+    )
+    with pytest.raises(UnknownProcessError):
+        catalog.get("cost_optimization")
+
+
+def test_known_agents_and_http_agents_pass_the_known_agents_check() -> None:
+    registry = builtin_registry()
+    catalog = InMemoryProcessCatalog(checks=[known_agents_check(registry)])
+    registry.register_agent("late", registry.agent("echo"))  # registered after the catalog
+
+    registered, created = catalog.register(
+        sample(summary__agent={"url": "https://agents.example/s"}, data__agent="late")
+    )
+
+    assert created
+    assert registered.definition.step("data").agent == "late"
+
+
+def test_every_check_runs_before_anything_is_registered() -> None:
+    seen: list[str] = []
+
+    def refuse(definition: ProcessDefinition) -> None:
+        seen.append(definition.name)
+        raise InvalidProcessDefinitionError("refused by this deployment", "triage")
+
+    catalog = InMemoryProcessCatalog(checks=[refuse])
+
+    with pytest.raises(InvalidProcessDefinitionError, match="refused by this deployment"):
+        catalog.register(SAMPLE)
+
+    assert seen == ["cost_optimization"]
+    assert catalog.list_latest() == []
