@@ -6,10 +6,10 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 
-import psycopg
-
+from application.backoff import Backoff
 from application.executions import MAX_PAGE, Executions, LoggedEvent
 from domain.executions import type_of_topic
+from infrastructure.reconnect import listen_forever, unavailable
 from infrastructure.work_append_sql import parse_notice
 
 log = logging.getLogger(__name__)
@@ -119,17 +119,18 @@ class ChangeFeed:
         self._threads.append(thread)
 
     def _follow(self) -> None:
+        backoff = Backoff("change feed reading the store", log, expected=unavailable)
         while not self._stopped.is_set():
             self._wake.clear()
             try:
                 while self._deliver_next_page():
                     pass
+                backoff.succeeded()
                 # every commit notifies: while events keep coming, read at most every
                 # MIN_INTERVAL, so a burst of commits costs one read, not one each
                 self._stopped.wait(MIN_INTERVAL)
-            except Exception:
-                log.exception("change feed failed to read the store; retrying")
-                self._stopped.wait(1.0)
+            except Exception as error:
+                self._wake.wait(backoff.failed(error))  # or sooner: notifications are back
                 self.wake()  # what the notices said went with the failed read
             if not self._wake.wait(self.poll_interval):
                 self.wake()  # the poll: notices may have been missed
@@ -166,17 +167,16 @@ class ChangeFeed:
     def _listen(self) -> None:
         """Turn PostgreSQL notifications (sent by every insert, on commit) into wake-ups."""
         assert self.listen_dsn is not None
-        while not self._stopped.is_set():
-            try:
-                with psycopg.connect(self.listen_dsn, autocommit=True) as connection:
-                    connection.execute(f'LISTEN "{self.channel}"')
-                    self.wake()  # anything committed before LISTEN took effect
-                    while not self._stopped.is_set():
-                        for notify in connection.notifies(timeout=1.0, stop_after=1):
-                            self.notice(notify.payload)
-            except psycopg.Error:
-                log.warning("lost the notification connection; reconnecting", exc_info=True)
-                self._stopped.wait(1.0)
+        listen_forever(
+            self.listen_dsn,
+            self.channel,
+            stopped=self._stopped,
+            connected=self.wake,  # anything committed before LISTEN took effect
+            notice=self.notice,
+            log=log,
+            what="change feed notifications",
+            stop_after=1,
+        )
 
 
 def _union(choices: Iterable[frozenset[str] | None]) -> frozenset[str] | None:

@@ -6,9 +6,8 @@ import logging
 import threading
 from collections.abc import Callable
 
-import psycopg
-
 from application.executions import Executions
+from infrastructure.reconnect import listen_forever
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +43,13 @@ class CommitListener:
 
     def _listen(self) -> None:
         assert self.listen_dsn is not None
-        while not self._stopped.is_set():
-            try:
-                with psycopg.connect(self.listen_dsn, autocommit=True) as connection:
-                    connection.execute(f'LISTEN "{self.channel}"')
-                    self.wake()  # anything committed before LISTEN took effect
-                    while not self._stopped.is_set():
-                        for _ in connection.notifies(timeout=1.0, stop_after=1):
-                            self.wake()
-            except psycopg.Error:
-                log.warning("lost the notification connection; reconnecting", exc_info=True)
-                self._stopped.wait(1.0)
+        listen_forever(
+            self.listen_dsn,
+            self.channel,
+            stopped=self._stopped,
+            connected=self.wake,  # anything committed before LISTEN took effect
+            notice=self.wake,
+            log=log,
+            what="commit notifications",
+            stop_after=1,
+        )

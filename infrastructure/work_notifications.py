@@ -12,8 +12,7 @@ import threading
 from collections.abc import Callable
 from uuid import UUID
 
-import psycopg
-
+from infrastructure.reconnect import listen_forever
 from infrastructure.work_queue_sql import WORK_CHANNEL
 
 log = logging.getLogger(__name__)
@@ -50,17 +49,15 @@ class WorkNotifications:
             self._thread.join(5)
 
     def _listen(self) -> None:
-        while not self._stopped.is_set():
-            try:
-                with psycopg.connect(self.listen_dsn, autocommit=True) as connection:
-                    connection.execute(f'LISTEN "{WORK_CHANNEL}"')
-                    self.missed()
-                    while not self._stopped.is_set():
-                        for message in connection.notifies(timeout=1.0):
-                            self._deliver(message.payload)
-            except psycopg.Error:
-                log.warning("lost the work notification connection; reconnecting", exc_info=True)
-                self._stopped.wait(1.0)
+        listen_forever(
+            self.listen_dsn,
+            WORK_CHANNEL,
+            stopped=self._stopped,
+            connected=self.missed,
+            notice=self._deliver,
+            log=log,
+            what="work notifications",
+        )
 
     def _deliver(self, payload: str) -> None:
         try:

@@ -13,6 +13,7 @@ import logging
 import threading
 from collections.abc import Callable
 
+from application.backoff import Backoff
 from application.executions import Executions, LoggedEvent
 from domain.executions import Execution
 
@@ -63,6 +64,7 @@ class WorkSignals:
 
     def _follow(self) -> None:
         position = self.executions.last_position()
+        backoff = Backoff("reading work signals", log)
         while not self._stopped.is_set():
             self._wake.clear()
             try:
@@ -78,6 +80,7 @@ class WorkSignals:
                     events = [
                         LoggedEvent.stored(n.id, n, self.executions.mapper) for n in notifications
                     ]
+                    backoff.succeeded()
                     if events:
                         self.deliver(events)
                     if len(notifications) < PAGE:
@@ -87,7 +90,8 @@ class WorkSignals:
                     else:
                         position = events[-1].position  # more to read: at once
                     continue
-            except Exception:
-                log.exception("reading work signals failed; retrying")
-                self._stopped.wait(1.0)
+                backoff.succeeded()
+            except Exception as error:
+                self._stopped.wait(backoff.failed(error))
+                continue
             self._wake.wait(self.poll_interval)
