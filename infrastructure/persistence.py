@@ -12,13 +12,18 @@ import psycopg
 import psycopg.sql
 import sqlalchemy as sa
 from eventsourcing.persistence import Notification
-from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder
+from eventsourcing.postgres import (
+    PostgresAggregateRecorder,
+    PostgresApplicationRecorder,
+    PostgresDatastore,
+)
 
 from application.executions import Executions
 from infrastructure import migrations
 from infrastructure.audit_sql import AUDIT_APPEND_ONLY_DDL
 from infrastructure.histories_sql import HistoriesBySql
 from infrastructure.settings import Settings
+from infrastructure.store_pool import harden
 
 EVENTS_TABLE = "executions_events"
 SQLITE_EVENTS_TABLE = "stored_events"
@@ -207,6 +212,10 @@ def open_executions(settings: Settings) -> Executions:
     executions = Executions(env=event_store_env(settings, create_tables=False))
     executions.history_reader = HistoryBySql(executions)
     snapshots = executions.snapshots.recorder if executions.snapshots is not None else None
+    for recorder in (executions.recorder, snapshots):
+        datastore = getattr(recorder, "datastore", None)
+        if isinstance(datastore, PostgresDatastore):
+            harden(datastore.pool)  # bounded reconnects, fast failures while unreachable
     if isinstance(executions.recorder, PostgresAggregateRecorder) and isinstance(
         snapshots, PostgresAggregateRecorder
     ):
