@@ -13,6 +13,7 @@ from typing import IO, Protocol
 
 import psycopg
 
+from application.backoff import describe
 from infrastructure.persistence import libpq_dsn
 from infrastructure.settings import Settings
 
@@ -50,8 +51,12 @@ class AdvisoryLocks:
             row = connection.execute(
                 "SELECT pg_try_advisory_lock(%s)", (lock_key(name),)
             ).fetchone()
-        except psycopg.Error:
-            log.warning("lost the projection lock connection", exc_info=True)
+        except psycopg.Error as error:
+            if self._held:  # once per loss, not on every try to reconnect
+                log.warning(
+                    "lost the projection locks (%s); taking them again once connected",
+                    describe(error),
+                )
             self._drop()
             return False
         if row is not None and row[0]:

@@ -379,7 +379,7 @@ class Projector:
             try:
                 applied = self.run_once()
             except Exception as error:
-                self._stopped.wait(backoff.failed(error))
+                self._wake.wait(backoff.failed(error))  # or sooner: notifications are back
                 continue
             backoff.succeeded()
             if applied:
