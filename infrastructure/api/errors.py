@@ -6,6 +6,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+import sqlalchemy as sa
 from eventsourcing.persistence import RecordConflictError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,10 +22,13 @@ from application.processes import (
 from domain.errors import DomainError, ExpressionError, InvalidProcessDefinitionError
 from domain.execution_state import ExecutionRuleError
 from infrastructure.auth import AuthenticationError, PermissionDeniedError
+from infrastructure.reconnect import UNAVAILABLE, unavailable
 
 log = logging.getLogger(__name__)
 
 PROBLEM = "application/problem+json"
+RETRY_AFTER_SECONDS = 1
+"""What a 503 for an unreachable database asks clients to wait before trying again."""
 
 
 class ProblemError(Exception):
@@ -131,6 +135,21 @@ def install(app: FastAPI) -> None:
     async def _unexpected(_: Request, error: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=error)
         return problem(500, "internal", "Internal error", "an unexpected error occurred")
+
+    async def _database_error(request: Request, error: Exception) -> JSONResponse:
+        if not unavailable(error):
+            return await _unexpected(request, error)
+        # not logged per request: the process's own loops log the outage, once per step
+        return problem(
+            503,
+            "store-unavailable",
+            "Store unavailable",
+            "the database cannot be reached right now; retry shortly",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+
+    for error_type in (*UNAVAILABLE, sa.exc.DBAPIError):
+        app.add_exception_handler(error_type, _database_error)
 
 
 def _domain_handler(status: int, kind: str, title: str) -> Any:

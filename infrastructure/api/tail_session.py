@@ -15,6 +15,7 @@ import jwt
 from fastapi.concurrency import run_in_threadpool
 from sse_starlette.sse import AppStatus
 
+from application.backoff import Backoff
 from application.event_messages import to_message
 from application.executions import ExecutionNotFoundError
 from application.tail_filter import TailFilter, UnknownEventTypeError, parse_types
@@ -28,6 +29,7 @@ from infrastructure.api.tail import (
     TooManySubscriptionsError,
 )
 from infrastructure.auth import AuthenticationError, Caller, authenticate
+from infrastructure.reconnect import unavailable
 from infrastructure.revocations_sql import TokenRevocations
 from infrastructure.runtime import Runtime
 from infrastructure.settings import Settings
@@ -146,15 +148,23 @@ class TailService:
     async def _watch(self, revocation_interval: float) -> None:
         """Re-read revocations now and then; on server shutdown, close every subscriber."""
         next_read = 0.0
+        failures = Backoff(  # logged once when reading fails, once when it works again
+            "reading token revocations",
+            log,
+            first=revocation_interval,
+            cap=revocation_interval,
+            expected=unavailable,
+        )
         while not AppStatus.should_exit:
             now = time.monotonic()
             if now >= next_read:
                 next_read = now + revocation_interval
                 try:
                     revoked = await run_in_threadpool(self.revocations.all)
-                except Exception:
-                    log.warning("could not read token revocations", exc_info=True)
+                except Exception as error:
+                    failures.failed(error)
                 else:
+                    failures.succeeded()
                     self.hub.apply_revocations(revoked)
             await asyncio.sleep(0.1)
         self.hub.close_all()  # before uvicorn drops the connections, so each gets a reason
