@@ -248,7 +248,11 @@ class Worker:
                 exc_info=error if verdict.tries == 1 else None,
             )
         later = self.clock.now() + timedelta(seconds=verdict.delay)
-        await asyncio.to_thread(self.queue.release, self.name, [execution_id], later)
+        try:
+            await asyncio.to_thread(self.queue.release, self.name, [execution_id], later)
+        except Exception as failure:  # the store is away: the lease runs out, then it is claimed
+            log.warning("releasing execution %s failed (%s)", execution_id, describe(failure))
+            return
         asyncio.get_running_loop().call_later(verdict.delay, self.wake)  # nobody else will
 
     async def _give_up(self, execution_id: UUID, error: Exception, tries: int) -> None:

@@ -147,11 +147,7 @@ def is_transient(error: BaseException) -> bool:
     """Whether a failed batch says nothing about its events: the database went away, or
     another projector moved on. Such batches are retried whole; other failures are an
     event's own, and that event is parked."""
-    if isinstance(error, sa.exc.DBAPIError) and error.connection_invalidated:
-        return True
-    return isinstance(
-        error, sa.exc.OperationalError | sa.exc.InterfaceError | TrackingConflictError
-    )
+    return unavailable(error) or isinstance(error, TrackingConflictError)
 
 
 def ready_for_savepoints(connection: sa.Connection) -> None:
