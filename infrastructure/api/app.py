@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
 from application.starter import ExecutionStarter
-from infrastructure.api import errors
+from infrastructure.api import errors, problem_responses
 from infrastructure.api.body_limit import BodyLimit
 from infrastructure.api.input_boundary import InputBoundary
 from infrastructure.api.routes import (
@@ -68,6 +68,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         else {"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     errors.install(app)
+    problem_responses.install(app)
 
     # plain ASGI middlewares: the decorator form costs every request a task and a copy;
     # the last added runs first, so an oversized body is refused before it is read

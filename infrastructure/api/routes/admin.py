@@ -10,10 +10,11 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from infrastructure.api.dependencies import CallerDep, RuntimeDep
+from infrastructure.api.problem_responses import AUTHENTICATED, problems
 from infrastructure.auth import PermissionDeniedError
 from infrastructure.parked_events import ParkedEvent, parked
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"])
+router = APIRouter(prefix="/v1/admin", tags=["admin"], responses=AUTHENTICATED)
 
 
 class ParkedEventView(BaseModel):
@@ -53,7 +54,7 @@ class ParkedEventPage(BaseModel):
     )
 
 
-@router.get("/parked", response_model=ParkedEventPage)
+@router.get("/parked", response_model=ParkedEventPage, responses=problems(403))
 def list_parked(
     caller: CallerDep,
     runtime: RuntimeDep,

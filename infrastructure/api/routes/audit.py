@@ -21,11 +21,12 @@ from infrastructure.api.audit_schemas import (
 from infrastructure.api.bounds import INT64_MAX
 from infrastructure.api.dependencies import CallerDep, RuntimeDep
 from infrastructure.api.errors import ProblemError
+from infrastructure.api.problem_responses import AUTHENTICATED, problems
 from infrastructure.audit_export import bundle_line
 from infrastructure.audit_service import open_audit
 from infrastructure.auth import PermissionDeniedError
 
-router = APIRouter(tags=["audit"])
+router = APIRouter(tags=["audit"], responses=AUTHENTICATED)
 
 
 def get_audit(runtime: RuntimeDep) -> Audit:
@@ -35,7 +36,11 @@ def get_audit(runtime: RuntimeDep) -> Audit:
 AuditDep = Annotated[Audit, Depends(get_audit)]
 
 
-@router.get("/v1/executions/{execution_id}/state", response_model=ExecutionState)
+@router.get(
+    "/v1/executions/{execution_id}/state",
+    response_model=ExecutionState,
+    responses=problems(400, 404),
+)
 def get_state(
     execution_id: UUID,
     caller: CallerDep,
@@ -58,7 +63,11 @@ def get_state(
     return ExecutionState.of(execution)
 
 
-@router.get("/v1/executions/{execution_id}/verify", response_model=VerificationView)
+@router.get(
+    "/v1/executions/{execution_id}/verify",
+    response_model=VerificationView,
+    responses=problems(404),
+)
 def verify_execution(
     execution_id: UUID,
     caller: CallerDep,
@@ -75,7 +84,7 @@ def verify_execution(
 @router.get(
     "/v1/executions/{execution_id}/export",
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/x-ndjson": {}}}},
+    responses={200: {"content": {"application/x-ndjson": {}}}, **problems(404)},
 )
 def export_execution(
     execution_id: UUID,
@@ -94,7 +103,7 @@ def export_execution(
     )
 
 
-@router.get("/v1/audit/reads", response_model=AuditReadPage)
+@router.get("/v1/audit/reads", response_model=AuditReadPage, responses=problems(403))
 def list_audit_reads(
     caller: CallerDep,
     runtime: RuntimeDep,

@@ -17,6 +17,7 @@ from infrastructure.api.attribution import CorrelationDep, actor_of, record_audi
 from infrastructure.api.bounds import INT64_MAX
 from infrastructure.api.dependencies import CallerDep, RuntimeDep, StarterDep
 from infrastructure.api.errors import ProblemError
+from infrastructure.api.problem_responses import AUTHENTICATED, problems
 from infrastructure.api.read_model_schemas import ExecutionDetail, StepView
 from infrastructure.api.schemas import (
     Accepted,
@@ -31,7 +32,7 @@ from infrastructure.api.schemas import (
 from infrastructure.auth import Caller
 from infrastructure.runtime import Runtime
 
-router = APIRouter(prefix="/v1/executions", tags=["executions"])
+router = APIRouter(prefix="/v1/executions", tags=["executions"], responses=AUTHENTICATED)
 
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
 RequestId = Annotated[str | None, Header(alias="X-Request-ID", max_length=200)]
@@ -44,7 +45,9 @@ StartedFrom = Annotated[
 StartedTo = Annotated[datetime | None, Query(alias="to", description="started before (ISO 8601)")]
 
 
-@router.post("", status_code=201, response_model=ExecutionCreated)
+@router.post(
+    "", status_code=201, response_model=ExecutionCreated, responses=problems(400, 409, 413)
+)
 async def start_execution(
     body: StartExecution,
     caller: CallerDep,
@@ -85,7 +88,7 @@ async def start_execution(
     )
 
 
-@router.get("", response_model=ExecutionPage)
+@router.get("", response_model=ExecutionPage, responses=problems(400))
 def list_executions(
     caller: CallerDep,
     runtime: RuntimeDep,
@@ -116,7 +119,7 @@ def list_executions(
     return ExecutionPage(items=[ExecutionView.of(r) for r in rows], next_cursor=next_cursor)
 
 
-@router.get("/{execution_id}", response_model=ExecutionDetail)
+@router.get("/{execution_id}", response_model=ExecutionDetail, responses=problems(404))
 def get_execution(
     execution_id: UUID, caller: CallerDep, runtime: RuntimeDep, after: After = None
 ) -> ExecutionDetail:
@@ -133,7 +136,7 @@ def get_execution(
     return ExecutionDetail(**ExecutionView.of(row).model_dump(), steps=steps)
 
 
-@router.get("/{execution_id}/events", response_model=EventPage)
+@router.get("/{execution_id}/events", response_model=EventPage, responses=problems(404))
 def get_execution_events(
     execution_id: UUID,
     caller: CallerDep,
@@ -152,7 +155,12 @@ def get_execution_events(
     return EventPage(items=items, next_after=items[-1].position if len(items) == limit else None)
 
 
-@router.post("/{execution_id}/cancel", status_code=202, response_model=Accepted)
+@router.post(
+    "/{execution_id}/cancel",
+    status_code=202,
+    response_model=Accepted,
+    responses=problems(400, 404, 409, 413),
+)
 def cancel_execution(
     execution_id: UUID,
     caller: CallerDep,

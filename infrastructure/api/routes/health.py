@@ -10,13 +10,14 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from infrastructure.api.dependencies import RuntimeDep
+from infrastructure.api.problem_responses import problems
 from infrastructure.projection_health import projection_lags
 from infrastructure.prometheus import metrics_registry
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", responses=problems(422))
 def healthz() -> dict[str, str]:
     """The process is up."""
     return {"status": "ok"}
@@ -47,6 +48,7 @@ def healthz() -> dict[str, str]:
             },
         },
         503: {"description": "a database does not answer, or a projection is too far behind"},
+        **problems(422),
     },
 )
 def readyz(runtime: RuntimeDep) -> JSONResponse:
@@ -86,7 +88,10 @@ def readyz(runtime: RuntimeDep) -> JSONResponse:
 @router.get(
     "/metrics",
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"}},
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"},
+        **problems(422, 503),
+    },
 )
 def prometheus_metrics(runtime: RuntimeDep) -> Response:
     """Prometheus text format: events, executions by status, projection lag, step latency."""

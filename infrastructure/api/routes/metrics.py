@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Query
 from infrastructure.api.bounds import INT64_MAX
 from infrastructure.api.dependencies import CallerDep, RuntimeDep
 from infrastructure.api.errors import ProblemError
+from infrastructure.api.problem_responses import AUTHENTICATED
 from infrastructure.api.read_model_schemas import MetricsPage, NamedMetrics
 from infrastructure.auth import Caller
 from infrastructure.metrics_sql import MetricsQueries
@@ -18,7 +19,7 @@ from infrastructure.runtime import Runtime
 from projections.metric_figures import SlaTargets
 from projections.metrics import AGENT, PROCESS, TOOL, MetricsProjection
 
-router = APIRouter(prefix="/v1/metrics", tags=["metrics"])
+router = APIRouter(prefix="/v1/metrics", tags=["metrics"], responses=AUTHENTICATED)
 
 From = Annotated[
     datetime | None,

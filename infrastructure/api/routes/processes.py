@@ -10,9 +10,10 @@ from application.processes import RegisteredProcess
 from infrastructure.api.bounds import INT32_MAX
 from infrastructure.api.dependencies import CallerDep, RuntimeDep
 from infrastructure.api.errors import ProblemError
+from infrastructure.api.problem_responses import AUTHENTICATED, problems
 from infrastructure.api.schemas import ProcessView
 
-router = APIRouter(prefix="/v1/processes", tags=["processes"])
+router = APIRouter(prefix="/v1/processes", tags=["processes"], responses=AUTHENTICATED)
 
 EXAMPLE = {
     "config": {"parallel_execution": True, "stop_on_failure": True},
@@ -30,7 +31,7 @@ EXAMPLE = {
 }
 
 
-@router.put("/{name}", response_model=ProcessView)
+@router.put("/{name}", response_model=ProcessView, responses=problems(400, 403, 413))
 def register_process(
     name: str,
     caller: CallerDep,

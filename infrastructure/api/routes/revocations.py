@@ -8,10 +8,11 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from infrastructure.api.dependencies import CallerDep
+from infrastructure.api.problem_responses import AUTHENTICATED, problems
 from infrastructure.api.tail_session import TailService
 from infrastructure.auth import PermissionDeniedError
 
-router = APIRouter(prefix="/v1/auth", tags=["auth"])
+router = APIRouter(prefix="/v1/auth", tags=["auth"], responses=AUTHENTICATED)
 
 
 class RevocationRequest(BaseModel):
@@ -27,7 +28,7 @@ class Revocation(BaseModel):
     revoked_at: datetime
 
 
-@router.post("/revocations", status_code=201)
+@router.post("/revocations", status_code=201, responses=problems(400, 403, 413))
 async def revoke(body: RevocationRequest, caller: CallerDep, request: Request) -> Revocation:
     """Revoke every token of a subject issued up to now (admin only)."""
     if not caller.is_admin:

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Header, Request, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from infrastructure.api import errors
+from infrastructure.api.problem_responses import problems
 from infrastructure.api.tail import Ended
 from infrastructure.api.tail_session import (
     Heartbeat,
@@ -25,7 +26,14 @@ router = APIRouter(tags=["stream"])
 SHUTDOWN_GRACE = 2.0  # seconds a stream has to send its `close` message when the server stops
 
 
-@router.get("/v1/stream/sse", response_model=None)
+@router.get(
+    "/v1/stream/sse",
+    response_model=None,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "the tail, until it closes"},
+        **problems(401, 403, 404, 422, 429, 503),
+    },
+)
 async def stream_sse(
     request: Request,
     authorization: Annotated[str | None, Header()] = None,

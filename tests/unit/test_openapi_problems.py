@@ -1,0 +1,101 @@
+"""The OpenAPI document names every problem a route can answer, as problem+json `Problem`s.
+
+Whether the running service keeps to it is the schemathesis fuzz's job
+(tests/e2e/test_api_fuzz.py); this checks what the document says.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from infrastructure.api.app import create_app
+from infrastructure.api.problem_responses import Problem
+from infrastructure.settings import Settings
+
+PROBLEM_CONTENT = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+
+# every route behind a token may answer 401, 422 (invalid request or text) and 503 (no database)
+EXPECTED = {
+    ("get", "/healthz"): {422},
+    ("get", "/readyz"): {422, 503},
+    ("get", "/metrics"): {422, 503},
+    ("put", "/v1/processes/{name}"): {400, 401, 403, 413, 422, 503},
+    ("get", "/v1/processes"): {401, 422, 503},
+    ("get", "/v1/processes/{name}"): {401, 422, 503},
+    ("post", "/v1/executions"): {400, 401, 409, 413, 422, 503},
+    ("get", "/v1/executions"): {400, 401, 422, 503},
+    ("get", "/v1/executions/{execution_id}"): {401, 404, 422, 503},
+    ("get", "/v1/executions/{execution_id}/events"): {401, 404, 422, 503},
+    ("post", "/v1/executions/{execution_id}/cancel"): {400, 401, 404, 409, 413, 422, 503},
+    ("get", "/v1/executions/{execution_id}/state"): {400, 401, 404, 422, 503},
+    ("get", "/v1/executions/{execution_id}/verify"): {401, 404, 422, 503},
+    ("get", "/v1/executions/{execution_id}/export"): {401, 404, 422, 503},
+    ("get", "/v1/audit/reads"): {401, 403, 422, 503},
+    ("get", "/v1/metrics/agents"): {401, 422, 503},
+    ("get", "/v1/metrics/tools"): {401, 422, 503},
+    ("get", "/v1/metrics/processes"): {401, 422, 503},
+    ("get", "/v1/stream/sse"): {401, 403, 404, 422, 429, 503},
+    ("post", "/v1/auth/revocations"): {400, 401, 403, 413, 422, 503},
+    ("get", "/v1/admin/parked"): {401, 403, 422, 503},
+}
+NOT_PROBLEMS = {("get", "/readyz", "503")}  # readiness answers with its own report
+
+
+@pytest.fixture(scope="module")
+def document() -> dict[str, Any]:
+    app = create_app(Settings(jwt_secret="a-secret-of-at-least-32-characters!"))
+    return app.openapi()
+
+
+def operations(document: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {
+        (method, path): operation
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+    }
+
+
+def test_each_operation_documents_the_problems_it_can_answer(document: dict[str, Any]) -> None:
+    documented = {
+        key: {int(status) for status in operation["responses"] if int(status) >= 400}
+        for key, operation in operations(document).items()
+    }
+
+    assert documented == EXPECTED
+
+
+def test_every_problem_is_problem_json_of_the_problem_schema(document: dict[str, Any]) -> None:
+    checked = 0
+    for (method, path), operation in operations(document).items():
+        for status, response in operation["responses"].items():
+            if int(status) < 400 or (method, path, status) in NOT_PROBLEMS:
+                continue
+            assert response["content"] == PROBLEM_CONTENT, (method, path, status)
+            assert response["description"]
+            checked += 1
+
+    assert checked == sum(len(s) for s in EXPECTED.values()) - len(NOT_PROBLEMS)
+    assert "HTTPValidationError" not in document["components"]["schemas"]
+
+
+def test_the_problem_schema_requires_the_rfc_fields_and_allows_others(
+    document: dict[str, Any],
+) -> None:
+    schema = document["components"]["schemas"]["Problem"]
+
+    assert schema == Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    assert set(schema["required"]) == {"type", "title", "status", "detail"}
+    assert schema["additionalProperties"] is True
+    assert {"errors", "field", "limit", "position"} <= set(schema["properties"])
+    assert all("null" not in str(p) for p in schema["properties"].values())
+
+
+def test_unauthenticated_and_unavailable_answers_document_their_headers(
+    document: dict[str, Any],
+) -> None:
+    cancel = document["paths"]["/v1/executions/{execution_id}/cancel"]["post"]["responses"]
+
+    assert set(cancel["401"]["headers"]) == {"WWW-Authenticate"}
+    assert set(cancel["503"]["headers"]) == {"Retry-After"}
