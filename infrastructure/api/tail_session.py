@@ -260,10 +260,6 @@ class TailSession:
                 last = item.position
                 yield item
 
-    def stop(self, code: CloseCode = CloseCode.SERVICE_RESTART, reason: str = "closed") -> None:
-        """End the subscription from outside (the client left, the server is stopping)."""
-        self.subscriber.end(code, reason)
-
     def close(self) -> None:
         """Release the subscription's place in the hub."""
         self._expiry.cancel()

@@ -37,20 +37,34 @@ async def stream(websocket: WebSocket) -> None:
     except _GONE:
         session.close()
         return
-    watcher = asyncio.create_task(_watch_client(websocket, session))
+    # whichever ends first ends the other: a client's close (or a dropped connection) stops
+    # at once a send that waits on a full socket, and the subscription is let go then
+    tasks = (
+        asyncio.create_task(_send(websocket, session)),
+        asyncio.create_task(_watch_client(websocket)),
+    )
     try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        try:
+            await asyncio.wait(tasks)  # unlike gather, raises only this handler's own cancellation
+        finally:
+            session.close()
+    for task in tasks:
+        if not task.cancelled() and (failure := task.exception()) is not None:
+            raise failure
+
+
+async def _send(websocket: WebSocket, session: TailSession) -> None:
+    """Send the session's frames; its end closes the connection with a code and reason."""
+    with contextlib.suppress(*_GONE):
         async for frame in session.frames():
             if isinstance(frame, Ended):
                 await websocket.close(frame.code, frame.reason[:120])
                 return
             await websocket.send_text(frame.text)
-    except _GONE:
-        pass
-    finally:
-        session.close()
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError, *_GONE):
-            await watcher
 
 
 async def _refuse(websocket: WebSocket, code: CloseCode, reason: str) -> None:
@@ -60,10 +74,8 @@ async def _refuse(websocket: WebSocket, code: CloseCode, reason: str) -> None:
         await websocket.close(code, reason[:120])
 
 
-async def _watch_client(websocket: WebSocket, session: TailSession) -> None:
-    """Read (and ignore) what the client sends, so that a disconnect ends the session at once."""
-    while True:
-        message = await websocket.receive()
-        if message["type"] == "websocket.disconnect":
-            session.stop(CloseCode.SERVICE_RESTART, "client left")
-            return
+async def _watch_client(websocket: WebSocket) -> None:
+    """Read (and ignore) what the client sends, until it closes or the connection drops."""
+    with contextlib.suppress(*_GONE):
+        while (await websocket.receive())["type"] != "websocket.disconnect":
+            pass
