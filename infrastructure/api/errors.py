@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from application.executions import ExecutionNotFoundError, IdempotencyKeyReusedError
 from application.processes import (
@@ -122,10 +123,13 @@ def install(app: FastAPI) -> None:
         )
 
     @app.exception_handler(HTTPException)
-    async def _http(_: Request, error: HTTPException) -> JSONResponse:
+    async def _http(request: Request, error: HTTPException) -> JSONResponse:
         kind = {404: "not-found", 405: "method-not-allowed"}.get(error.status_code, "http-error")
+        headers = error.headers
+        if error.status_code == 405:  # Starlette names the first route's methods only
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
         return problem(
-            error.status_code, kind, str(error.detail), str(error.detail), headers=error.headers
+            error.status_code, kind, str(error.detail), str(error.detail), headers=headers
         )
 
     for error_type, status, kind, title in _DOMAIN_ERRORS:
@@ -150,6 +154,21 @@ def install(app: FastAPI) -> None:
 
     for error_type in (*UNAVAILABLE, sa.exc.DBAPIError):
         app.add_exception_handler(error_type, _database_error)
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route takes at the request's path (a path has a route per method)."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    ]
 
 
 def _domain_handler(status: int, kind: str, title: str) -> Any:

@@ -1,6 +1,7 @@
-"""The OpenAPI document names every problem a route can answer, as problem+json `Problem`s.
+"""The OpenAPI document names every problem a route can answer, as problem+json `Problem`s,
+and what the service answers before any route runs keeps to it.
 
-Whether the running service keeps to it is the schemathesis fuzz's job
+Whether the running service keeps to it everywhere is the schemathesis fuzz's job
 (tests/e2e/test_api_fuzz.py); this checks what the document says.
 """
 
@@ -9,10 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 
 from infrastructure.api.app import create_app
 from infrastructure.api.problem_responses import Problem
 from infrastructure.settings import Settings
+from tests.integration.asgi_client import TestClient
 
 PROBLEM_CONTENT = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
 
@@ -44,8 +47,13 @@ NOT_PROBLEMS = {("get", "/readyz", "503")}  # readiness answers with its own rep
 
 
 @pytest.fixture(scope="module")
-def document() -> dict[str, Any]:
-    app = create_app(Settings(jwt_secret="a-secret-of-at-least-32-characters!"))
+def app() -> FastAPI:
+    """The API without its lifespan: documents and routing, no database."""
+    return create_app(Settings(jwt_secret="a-secret-of-at-least-32-characters!"))
+
+
+@pytest.fixture(scope="module")
+def document(app: FastAPI) -> dict[str, Any]:
     return app.openapi()
 
 
@@ -99,3 +107,26 @@ def test_unauthenticated_and_unavailable_answers_document_their_headers(
 
     assert set(cancel["401"]["headers"]) == {"WWW-Authenticate"}
     assert set(cancel["503"]["headers"]) == {"Retry-After"}
+
+
+EXECUTION = "/v1/executions/00000000-0000-0000-0000-000000000001"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "template"),
+    [
+        ("OPTIONS", "/v1/processes/echo", "/v1/processes/{name}"),
+        ("DELETE", "/v1/executions", "/v1/executions"),
+        ("PUT", f"{EXECUTION}/cancel", "/v1/executions/{execution_id}/cancel"),
+    ],
+)
+def test_a_method_the_path_does_not_take_is_a_405_naming_every_one_it_documents(
+    app: FastAPI, document: dict[str, Any], method: str, path: str, template: str
+) -> None:
+    response = TestClient(app).request(method, path)  # refused before any route runs
+
+    assert response.status_code == 405
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"] == "/problems/method-not-allowed"
+    documented = sorted(m.upper() for m in document["paths"][template])
+    assert response.headers["allow"].split(", ") == documented

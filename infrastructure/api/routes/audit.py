@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -21,6 +20,7 @@ from infrastructure.api.audit_schemas import (
 from infrastructure.api.bounds import INT64_MAX
 from infrastructure.api.dependencies import CallerDep, RuntimeDep
 from infrastructure.api.errors import ProblemError
+from infrastructure.api.instants import Instant
 from infrastructure.api.problem_responses import AUTHENTICATED, problems
 from infrastructure.audit_export import bundle_line
 from infrastructure.audit_service import open_audit
@@ -50,7 +50,7 @@ def get_state(
     version: Annotated[
         int | None, Query(ge=1, le=INT64_MAX, description="state after this event")
     ] = None,
-    at: Annotated[datetime | None, Query(description="state as of this instant")] = None,
+    at: Annotated[Instant | None, Query(description="state as of this instant (RFC 3339)")] = None,
 ) -> ExecutionState:
     """The execution as it was, rebuilt from its events (and snapshots); no agent re-runs."""
     if version is not None and at is not None:

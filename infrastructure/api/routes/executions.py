@@ -17,6 +17,7 @@ from infrastructure.api.attribution import CorrelationDep, actor_of, record_audi
 from infrastructure.api.bounds import INT64_MAX
 from infrastructure.api.dependencies import CallerDep, RuntimeDep, StarterDep
 from infrastructure.api.errors import ProblemError
+from infrastructure.api.instants import Instant
 from infrastructure.api.problem_responses import AUTHENTICATED, problems
 from infrastructure.api.read_model_schemas import ExecutionDetail, StepView
 from infrastructure.api.schemas import (
@@ -40,13 +41,23 @@ After = Annotated[
     int | None, Query(ge=0, le=INT64_MAX, description="wait until the view has this position")
 ]
 StartedFrom = Annotated[
-    datetime | None, Query(alias="from", description="started at or after (ISO 8601)")
+    Instant | None, Query(alias="from", description="started at or after (RFC 3339)")
 ]
-StartedTo = Annotated[datetime | None, Query(alias="to", description="started before (ISO 8601)")]
+StartedTo = Annotated[Instant | None, Query(alias="to", description="started before (RFC 3339)")]
 
 
 @router.post(
-    "", status_code=201, response_model=ExecutionCreated, responses=problems(400, 409, 413)
+    "",
+    status_code=201,
+    response_model=ExecutionCreated,
+    responses={
+        200: {
+            "model": ExecutionCreated,
+            "description": "An earlier start with the same `Idempotency-Key`, replayed",
+            "headers": {"Idempotent-Replayed": {"schema": {"type": "string", "enum": ["true"]}}},
+        },
+        **problems(400, 409, 413),
+    },
 )
 async def start_execution(
     body: StartExecution,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
@@ -11,6 +10,7 @@ from fastapi import APIRouter, Depends, Query
 from infrastructure.api.bounds import INT64_MAX
 from infrastructure.api.dependencies import CallerDep, RuntimeDep
 from infrastructure.api.errors import ProblemError
+from infrastructure.api.instants import Instant
 from infrastructure.api.problem_responses import AUTHENTICATED
 from infrastructure.api.read_model_schemas import MetricsPage, NamedMetrics
 from infrastructure.auth import Caller
@@ -22,11 +22,11 @@ from projections.metrics import AGENT, PROCESS, TOOL, MetricsProjection
 router = APIRouter(prefix="/v1/metrics", tags=["metrics"], responses=AUTHENTICATED)
 
 From = Annotated[
-    datetime | None,
-    Query(alias="from", description="runs started at or after this instant (ISO 8601)"),
+    Instant | None,
+    Query(alias="from", description="runs started at or after this instant (RFC 3339)"),
 ]
 To = Annotated[
-    datetime | None, Query(alias="to", description="runs started before this instant (ISO 8601)")
+    Instant | None, Query(alias="to", description="runs started before this instant (RFC 3339)")
 ]
 Name = Annotated[str | None, Query(max_length=200, description="only this name")]
 Series = Annotated[bool, Query(description="add per-minute figures")]
@@ -82,14 +82,6 @@ def _page(
         raise ProblemError(
             422, "invalid-range", "Invalid time range", "`to` must be later than `from`"
         )
-    for instant in (start, end):
-        if instant is not None and instant.tzinfo is None:
-            raise ProblemError(
-                422,
-                "invalid-range",
-                "Invalid time range",
-                "`from` and `to` need a time zone (e.g. 2025-06-01T12:00:00Z)",
-            )
     if after is not None and not runtime.wait_for_projection(
         after, runtime.settings.read_wait_timeout, MetricsProjection.name
     ):

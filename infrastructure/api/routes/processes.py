@@ -31,7 +31,14 @@ EXAMPLE = {
 }
 
 
-@router.put("/{name}", response_model=ProcessView, responses=problems(400, 403, 413))
+@router.put(
+    "/{name}",
+    response_model=ProcessView,
+    responses={
+        201: {"model": ProcessView, "description": "A new version was registered"},
+        **problems(400, 403, 413),
+    },
+)
 def register_process(
     name: str,
     caller: CallerDep,
