@@ -2,16 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
+import sqlalchemy as sa
 import typer
 
+from application.executions import Executions
 from infrastructure.rebuild import Rebuild, RebuildError, RebuildProgress
 from infrastructure.settings import Settings
 
 projections_app = typer.Typer(
     help="Read models: rebuild from the event store.", no_args_is_help=True
 )
+
+
+@contextmanager
+def _store(settings: Settings) -> Iterator[tuple[Executions, sa.Engine]]:
+    """The event store and the read-model database, schema current, closed afterwards."""
+    from infrastructure.persistence import initialize_schema, open_executions, read_model_engine
+
+    initialize_schema(settings)
+    executions = open_executions(settings)
+    engine = read_model_engine(settings)
+    try:
+        yield executions, engine
+    finally:
+        executions.close()
+        engine.dispose()
 
 
 def _print_progress(progress: RebuildProgress) -> None:
@@ -41,21 +60,14 @@ def rebuild(
     ] = None,
 ) -> None:
     """Rebuild NAME into fresh tables while the API reads the old ones, then switch."""
-    from infrastructure.persistence import initialize_schema, open_executions, read_model_engine
-
     settings = Settings()
-    initialize_schema(settings)
-    executions = open_executions(settings)
-    engine = read_model_engine(settings)
-    try:
-        job = Rebuild(executions, engine, name, batch_size=batch_size, report=_print_progress)
-        final = job.run(settings.rebuild_grace_seconds if grace is None else grace)
-    except RebuildError as error:
-        typer.echo(f"agent-ledger: {error}", err=True)
-        raise typer.Exit(2) from None
-    finally:
-        executions.close()
-        engine.dispose()
+    with _store(settings) as (executions, engine):
+        try:
+            job = Rebuild(executions, engine, name, batch_size=batch_size, report=_print_progress)
+            final = job.run(settings.rebuild_grace_seconds if grace is None else grace)
+        except RebuildError as error:
+            typer.echo(f"agent-ledger: {error}", err=True)
+            raise typer.Exit(2) from None
     typer.echo(f"rebuilt {final.name}: version {final.version} at position {final.position}")
     if final.parked:
         typer.echo(
@@ -76,25 +88,18 @@ def parked(
 ) -> None:
     """List the events projections could not apply and passed by, or retry one."""
     from infrastructure.parked_events import parked as parked_events
-    from infrastructure.persistence import initialize_schema, open_executions, read_model_engine
     from infrastructure.projector import retry_parked
 
-    settings = Settings()
-    initialize_schema(settings)
-    executions = open_executions(settings)
-    engine = read_model_engine(settings)
-    try:
-        if retry is not None:
-            _retry(retry, retry_parked(executions, engine, retry))
-            return
-        with engine.connect() as connection:
-            events = parked_events(connection)
-    except ValueError as error:
-        typer.echo(f"agent-ledger: {error}", err=True)
-        raise typer.Exit(2) from None
-    finally:
-        executions.close()
-        engine.dispose()
+    with _store(Settings()) as (executions, engine):
+        try:
+            if retry is not None:
+                _retry(retry, retry_parked(executions, engine, retry))
+                return
+            with engine.connect() as connection:
+                events = parked_events(connection)
+        except ValueError as error:
+            typer.echo(f"agent-ledger: {error}", err=True)
+            raise typer.Exit(2) from None
     if not events:
         typer.echo("no parked events")
         return

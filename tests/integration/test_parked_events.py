@@ -15,10 +15,12 @@ from typing import Any
 import psycopg
 import pytest
 import sqlalchemy as sa
+from typer.testing import CliRunner
 
 from infrastructure import projector as projector_module
 from infrastructure.api.app import create_app
 from infrastructure.auth import issue_token
+from infrastructure.cli import app
 from infrastructure.event_index_sql import EventIndexBatch
 from infrastructure.parked_events import parked
 from infrastructure.projector import retry_parked
@@ -186,3 +188,33 @@ def test_a_rebuild_reports_parked_events_instead_of_dying(
     assert [(p.position, p.tracking_name) for p in found] == [
         (poisoned, f"execution_status@v{final.version}")
     ]
+
+
+@pytest.mark.parametrize("settings", ["postgres"], indirect=True)  # SQLite holds a NUL
+def test_the_cli_lists_parked_events_and_a_retry_that_fails_again_exits_1(
+    service: tuple[Runtime, TestClient], settings: Settings
+) -> None:
+    runtime, client = service
+    poisoned = start_unchecked(runtime, thread_id="t\x00")
+    _, position = start_over_the_api(client)
+    assert runtime.projector is not None
+    assert runtime.projector.wait_for(position, 10)
+    env = {
+        "AGENT_LEDGER_DATABASE_URL": settings.database_url or "",
+        "AGENT_LEDGER_DATA_DIR": str(settings.data_dir),
+        "AGENT_LEDGER_JWT_SECRET": SECRET,
+    }
+    runner = CliRunner()
+
+    listed = runner.invoke(app, ["projections", "parked"], env=env)
+    assert listed.exit_code == 0, listed.output
+    assert f"{poisoned}\texecution_status\texecution_started\t" in listed.stdout
+    assert "\x00" not in listed.stdout
+
+    retried = runner.invoke(app, ["projections", "parked", "--retry", str(poisoned)], env=env)
+    assert retried.exit_code == 1, retried.output
+    assert "execution_status: failed again: CharacterNotInRepertoire" in retried.stdout
+
+    missing = runner.invoke(app, ["projections", "parked", "--retry", "999999"], env=env)
+    assert missing.exit_code == 2
+    assert "no event at position 999999" in missing.stderr
