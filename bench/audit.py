@@ -23,14 +23,10 @@ import sqlalchemy as sa
 
 from application.executions import Executions
 from domain.executions import Execution
-from infrastructure.audit_service import open_audit, verify_store
-from infrastructure.persistence import (
-    EVENTS_TABLE,
-    initialize_schema,
-    open_executions,
-    read_model_engine,
-)
+from infrastructure.audit.service import open_audit, verify_store
+from infrastructure.schema import initialize_schema
 from infrastructure.settings import Settings
+from infrastructure.store.persistence import EVENTS_TABLE, open_executions, read_model_engine
 
 PER_EXECUTION = 1000
 

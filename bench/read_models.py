@@ -28,12 +28,13 @@ import sqlalchemy as sa
 
 from application.executions import Executions
 from domain.executions import Execution
-from infrastructure.persistence import initialize_schema, open_executions, read_model_engine
-from infrastructure.projection_tables import active_tables
-from infrastructure.projector import VERSIONED_PROJECTIONS, all_projection_names
-from infrastructure.rebuild import Rebuild, RebuildProgress
+from infrastructure.read_models.rebuild import Rebuild, RebuildProgress
+from infrastructure.read_models.registry import VERSIONED_PROJECTIONS, all_projection_names
+from infrastructure.read_models.table_sets import active_tables
+from infrastructure.read_models.tables import projection_tracking
+from infrastructure.schema import initialize_schema
 from infrastructure.settings import Settings
-from infrastructure.tables import projection_tracking
+from infrastructure.store.persistence import open_executions, read_model_engine
 
 ADMIN_URL = os.environ.get(
     "AGENT_LEDGER_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1/postgres"

@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from machine import describe
 
-from infrastructure.auth import issue_token
+from infrastructure.auth.tokens import issue_token
 from infrastructure.redact import mask_url
 
 ADMIN_URL = os.environ.get(

@@ -16,26 +16,23 @@ from application.processes import DefinitionCheck, known_agents_check
 from application.sample_processes import COST_OPTIMIZATION, ECHO
 from application.step_runner import StepRunner
 from application.worker import Worker
-from infrastructure.agent_egress import AgentUrlPolicy
-from infrastructure.change_feed import ChangeFeed, nothing
-from infrastructure.commit_listener import CommitListener
-from infrastructure.execution_status_sql import ExecutionStatusQueries
-from infrastructure.http_agents import HttpAgentClient
-from infrastructure.persistence import (
-    initialize_schema,
-    libpq_dsn,
-    open_executions,
-    read_model_engine,
-)
-from infrastructure.process_catalog_sql import SqlProcessCatalog
-from infrastructure.projection_lock import projection_locks
-from infrastructure.projector import Projector, active_position
+from infrastructure.agents.egress import AgentUrlPolicy
+from infrastructure.agents.http import HttpAgentClient
+from infrastructure.agents.thread_history import ThreadHistoryFromViews
+from infrastructure.catalog.sql import SqlProcessCatalog
+from infrastructure.feed.change_feed import ChangeFeed, nothing
+from infrastructure.feed.commit_listener import CommitListener
+from infrastructure.read_models.locks import projection_locks
+from infrastructure.read_models.projector import Projector
+from infrastructure.read_models.status_queries import ExecutionStatusQueries
+from infrastructure.read_models.tracking import active_position
+from infrastructure.schema import initialize_schema
 from infrastructure.settings import Settings
-from infrastructure.thread_history import ThreadHistoryFromViews
-from infrastructure.work_notifications import WorkNotifications
-from infrastructure.work_queue_sql import SqlWorkQueue
-from infrastructure.work_signals import WorkSignals
-from infrastructure.worker_thread import WorkerThread
+from infrastructure.store.persistence import libpq_dsn, open_executions, read_model_engine
+from infrastructure.store.work_queue import SqlWorkQueue
+from infrastructure.work.notifications import WorkNotifications
+from infrastructure.work.signals import WorkSignals
+from infrastructure.work.worker_thread import WorkerThread
 from projections.execution_status import ExecutionStatusProjection
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from infrastructure.agent_egress import parse_allow_list
+from infrastructure.allow_list import parse_allow_list
 from infrastructure.redact import MASK, mask_url
 
 _SECRETS = frozenset({"jwt_secret", "cipher_key", "audit_signing_key"})

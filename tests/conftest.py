@@ -14,7 +14,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from infrastructure.preflight import connection_failure
+from infrastructure.cli.preflight import connection_failure
 from infrastructure.redact import mask_url
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -9,8 +9,8 @@ from uuid import UUID
 from fastapi import Depends, Header
 
 from application.audit import AuditRead
-from infrastructure.audit_sql import SqlAuditReadLog
-from infrastructure.auth import Caller
+from infrastructure.audit.sql import SqlAuditReadLog
+from infrastructure.auth.tokens import Caller
 from infrastructure.runtime import Runtime
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 
 from application.starter import ExecutionStarter
-from infrastructure.auth import AuthenticationError, Caller, authenticate, bearer_token
+from infrastructure.auth.tokens import AuthenticationError, Caller, authenticate, bearer_token
 from infrastructure.runtime import Runtime
 
 

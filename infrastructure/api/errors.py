@@ -22,8 +22,8 @@ from application.processes import (
 )
 from domain.errors import DomainError, ExpressionError, InvalidProcessDefinitionError
 from domain.execution_state import ExecutionRuleError
-from infrastructure.auth import AuthenticationError, PermissionDeniedError
-from infrastructure.reconnect import UNAVAILABLE, unavailable
+from infrastructure.auth.tokens import AuthenticationError, PermissionDeniedError
+from infrastructure.feed.reconnect import UNAVAILABLE, unavailable
 
 log = logging.getLogger(__name__)
 

@@ -28,12 +28,12 @@ from infrastructure.api.tail import (
     TailHub,
     TooManySubscriptionsError,
 )
-from infrastructure.auth import AuthenticationError, Caller, authenticate
-from infrastructure.reconnect import unavailable
-from infrastructure.revocations_sql import TokenRevocations
+from infrastructure.api.tail_reader import TailReader
+from infrastructure.auth.revocations import TokenRevocations
+from infrastructure.auth.tokens import AuthenticationError, Caller, authenticate
+from infrastructure.feed.reconnect import unavailable
 from infrastructure.runtime import Runtime
 from infrastructure.settings import Settings
-from infrastructure.tail_reader import TailReader
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from infrastructure.auth import issue_token
+from infrastructure.auth.tokens import issue_token
 from tests.e2e.test_server import Server
 
 ST = shutil.which("st", path=os.path.dirname(sys.executable))

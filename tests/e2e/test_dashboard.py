@@ -12,7 +12,7 @@ import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 
-from infrastructure.auth import issue_token
+from infrastructure.auth.tokens import issue_token
 from tests.e2e.test_server import Server, start
 from tests.integration.walking_skeleton import (
     AGENT_STEPS,

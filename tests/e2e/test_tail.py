@@ -19,9 +19,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 
 from application.executions import Executions
-from infrastructure.auth import issue_token
-from infrastructure.persistence import open_executions
+from infrastructure.auth.tokens import issue_token
 from infrastructure.settings import Settings
+from infrastructure.store.persistence import open_executions
 from tests.e2e.tail_clients import Message, SseStream, sse, websocket
 from tests.e2e.test_server import Server
 from tests.integration.walking_skeleton import assert_problem

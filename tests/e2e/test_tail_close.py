@@ -22,9 +22,9 @@ from websockets.sync.client import ClientConnection, connect
 
 from application.executions import Executions
 from domain.executions import Execution
-from infrastructure.auth import issue_token
-from infrastructure.persistence import open_executions
+from infrastructure.auth.tokens import issue_token
 from infrastructure.settings import Settings
+from infrastructure.store.persistence import open_executions
 from tests.e2e.tail_clients import ws_url
 from tests.e2e.test_server import Server
 from tests.tail_workload import finished_execution

@@ -24,9 +24,9 @@ import sqlalchemy as sa
 from application.agents import AgentContext, AgentError
 from application.event_messages import to_message
 from domain.executions import Execution
-from infrastructure.persistence import open_executions
 from infrastructure.runtime import Runtime
 from infrastructure.settings import Settings
+from infrastructure.store.persistence import open_executions
 
 SECRET = "engine-integration-secret-" + "s" * 32
 TERMINAL = frozenset({"completed", "failed", "cancelled", "timed_out"})

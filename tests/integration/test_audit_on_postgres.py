@@ -17,11 +17,11 @@ import sqlalchemy as sa
 
 from application.audit import Verification
 from infrastructure.api.app import create_app
-from infrastructure.audit_service import verify_store
-from infrastructure.auth import issue_token
-from infrastructure.persistence import EVENTS_TABLE
+from infrastructure.audit.service import verify_store
+from infrastructure.auth.tokens import issue_token
 from infrastructure.runtime import Runtime
 from infrastructure.settings import Settings
+from infrastructure.store.persistence import EVENTS_TABLE
 from tests.integration.asgi_client import TestClient, receive_json
 from tests.integration.walking_skeleton import assert_problem, ends
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from infrastructure.bulk_sql import add_to_rows, insert_rows, select_rows, update_rows
-from infrastructure.row_batch import aware
+from infrastructure.read_models.row_batch import aware
+from infrastructure.store.bulk_sql import add_to_rows, insert_rows, select_rows, update_rows
 
 metadata = sa.MetaData()
 things = sa.Table(

@@ -13,9 +13,10 @@ import pytest
 
 from application.executions import Executions, LoggedEvent
 from application.processes import InMemoryProcessCatalog
-from infrastructure.change_feed import ChangeFeed
-from infrastructure.persistence import initialize_schema, libpq_dsn, open_executions
+from infrastructure.feed.change_feed import ChangeFeed
+from infrastructure.schema import initialize_schema
 from infrastructure.settings import Settings
+from infrastructure.store.persistence import libpq_dsn, open_executions
 
 pytestmark = pytest.mark.postgres
 

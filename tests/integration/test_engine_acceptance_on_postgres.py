@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from infrastructure.api.app import create_app
-from infrastructure.auth import issue_token
+from infrastructure.auth.tokens import issue_token
 from tests.integration.asgi_client import TestClient, receive_json
 from tests.integration.engine_scenarios import (
     FINISHING_EVENTS,

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from domain.execution_state import ExecutionStatus
-from infrastructure.process_catalog_sql import SqlProcessCatalog
+from infrastructure.catalog.sql import SqlProcessCatalog
 from tests.integration.engine_scenarios import (
     Engine,
     agent_step,

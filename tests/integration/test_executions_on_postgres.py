@@ -24,10 +24,11 @@ from application.builtin_agents import register_builtin_agents
 from application.event_messages import to_message
 from infrastructure import runtime as runtime_module
 from infrastructure.api.app import create_app
-from infrastructure.auth import issue_token
-from infrastructure.persistence import EVENTS_TABLE, initialize_schema
+from infrastructure.auth.tokens import issue_token
 from infrastructure.runtime import Runtime
+from infrastructure.schema import initialize_schema
 from infrastructure.settings import Settings
+from infrastructure.store.persistence import EVENTS_TABLE
 from projections.execution_status import ExecutionStatusProjection
 from tests.integration.asgi_client import TestClient, receive_json
 from tests.integration.walking_skeleton import (

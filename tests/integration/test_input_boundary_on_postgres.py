@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from infrastructure.api.app import create_app
-from infrastructure.auth import issue_token
+from infrastructure.auth.tokens import issue_token
 from infrastructure.runtime import Runtime
 from infrastructure.settings import Settings
 from tests.integration.asgi_client import TestClient

@@ -12,9 +12,10 @@ import pytest
 
 from application.executions import Executions
 from application.processes import InMemoryProcessCatalog
-from infrastructure.persistence import initialize_schema, open_executions
+from infrastructure.schema import initialize_schema
 from infrastructure.settings import Settings
-from infrastructure.work_queue_sql import WORK_TABLE, SqlWorkQueue
+from infrastructure.store.persistence import open_executions
+from infrastructure.store.work_queue import WORK_TABLE, SqlWorkQueue
 
 pytestmark = pytest.mark.postgres
 

@@ -11,8 +11,9 @@ import pytest
 
 from application.executions import Executions
 from application.processes import InMemoryProcessCatalog
-from infrastructure.persistence import initialize_schema, open_executions
+from infrastructure.schema import initialize_schema
 from infrastructure.settings import Settings
+from infrastructure.store.persistence import open_executions
 
 pytestmark = pytest.mark.postgres
 

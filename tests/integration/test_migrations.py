@@ -22,19 +22,20 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from typer.testing import CliRunner
 
-from infrastructure import migrations
-from infrastructure.cli import app
-from infrastructure.persistence import initialize_schema, read_model_engine
-from infrastructure.projection_tables import active_version, create_version, table_set
-from infrastructure.rebuild import Rebuild
-from infrastructure.runtime import Runtime
-from infrastructure.settings import Settings
-from infrastructure.tables import (
+from infrastructure.cli.main import app
+from infrastructure.read_models import migrations
+from infrastructure.read_models.rebuild import Rebuild
+from infrastructure.read_models.table_sets import active_version, create_version, table_set
+from infrastructure.read_models.tables import (
     metadata,
     process_definitions,
     projection_tracking,
     token_revocations,
 )
+from infrastructure.runtime import Runtime
+from infrastructure.schema import initialize_schema
+from infrastructure.settings import Settings
+from infrastructure.store.persistence import read_model_engine
 
 pytestmark = pytest.mark.postgres
 
@@ -165,7 +166,7 @@ INITIALIZE = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from infrastructure.persistence import initialize_schema
+    from infrastructure.schema import initialize_schema
     from infrastructure.settings import Settings
 
     ready, go = Path(sys.argv[1]), Path(sys.argv[2])

@@ -17,14 +17,13 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from infrastructure import projector as projector_module
 from infrastructure.api.app import create_app
-from infrastructure.auth import issue_token
-from infrastructure.cli import app
-from infrastructure.event_index_sql import EventIndexBatch
-from infrastructure.parked_events import parked
-from infrastructure.projector import retry_parked
-from infrastructure.rebuild import Rebuild
+from infrastructure.auth.tokens import issue_token
+from infrastructure.cli.main import app
+from infrastructure.read_models import registry
+from infrastructure.read_models.event_index import EventIndexBatch
+from infrastructure.read_models.parked import parked, retry_parked
+from infrastructure.read_models.rebuild import Rebuild
 from infrastructure.runtime import Runtime
 from infrastructure.settings import Settings
 from tests.integration.asgi_client import TestClient
@@ -128,7 +127,7 @@ def test_a_projection_bug_parks_the_event_and_a_retry_after_the_fix_applies_it(
                 raise KeyError("a projection bug")
             super().process(event, position)
 
-    monkeypatch.setitem(projector_module.PROJECTIONS, "event_index", BrokenIndex)
+    monkeypatch.setitem(registry.PROJECTIONS, "event_index", BrokenIndex)
     _, position = start_over_the_api(client)  # broken_at: the start of this execution
     assert position == broken_at
     last, last_position = start_over_the_api(client)
@@ -149,7 +148,7 @@ def test_a_projection_bug_parks_the_event_and_a_retry_after_the_fix_applies_it(
     assert failed_again["event_index"] is not None
     assert "KeyError" in failed_again["event_index"]
 
-    monkeypatch.setitem(projector_module.PROJECTIONS, "event_index", EventIndexBatch)  # fixed
+    monkeypatch.setitem(registry.PROJECTIONS, "event_index", EventIndexBatch)  # fixed
     assert retry_parked(runtime.executions, runtime.read_engine, broken_at) == {"event_index": None}
     with runtime.read_engine.connect() as connection:
         assert parked(connection) == []
@@ -168,7 +167,7 @@ def test_a_rebuild_reports_parked_events_instead_of_dying(
     poisoned = start_unchecked(runtime, thread_id="t\x00")
     start_over_the_api(client)
     if not settings.uses_postgres:  # SQLite holds a NUL: break the rebuild's batch instead
-        from infrastructure.status_batch import ExecutionStatusBatch
+        from infrastructure.read_models.status_batch import ExecutionStatusBatch
 
         class Broken(ExecutionStatusBatch):
             def process(self, event: object, position: int) -> None:
@@ -176,7 +175,7 @@ def test_a_rebuild_reports_parked_events_instead_of_dying(
                     raise ValueError("a projection bug")
                 super().process(event, position)
 
-        monkeypatch.setitem(projector_module.VERSIONED_PROJECTIONS, "execution_status", Broken)
+        monkeypatch.setitem(registry.VERSIONED_PROJECTIONS, "execution_status", Broken)
 
     final = Rebuild(runtime.executions, runtime.read_engine, "execution_status").run(0)
 

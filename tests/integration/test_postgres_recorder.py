@@ -15,9 +15,10 @@ from application.executions import Executions
 from application.processes import InMemoryProcessCatalog
 from application.work import Fence, LeaseLostError
 from domain.executions import topics_by_type
-from infrastructure.persistence import initialize_schema, open_executions
-from infrastructure.postgres_recorder import PostgresStoreRecorder
+from infrastructure.schema import initialize_schema
 from infrastructure.settings import Settings
+from infrastructure.store.persistence import open_executions
+from infrastructure.store.postgres_recorder import PostgresStoreRecorder
 
 pytestmark = pytest.mark.postgres
 

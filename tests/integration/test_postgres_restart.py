@@ -31,10 +31,10 @@ import sqlalchemy as sa
 from websockets.exceptions import ConnectionClosed
 
 from domain.executions import Execution
-from infrastructure.auth import issue_token
-from infrastructure.persistence import open_executions, read_model_engine
-from infrastructure.projector import active_position
+from infrastructure.auth.tokens import issue_token
+from infrastructure.read_models.tracking import active_position
 from infrastructure.settings import Settings
+from infrastructure.store.persistence import open_executions, read_model_engine
 from tests.e2e.tail_clients import Message, websocket
 from tests.e2e.test_server import Server, free_port
 from tests.integration.private_postgres import PrivatePostgres

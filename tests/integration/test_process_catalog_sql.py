@@ -8,8 +8,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from infrastructure.process_catalog_sql import SqlProcessCatalog
-from infrastructure.tables import metadata
+from infrastructure.catalog.sql import SqlProcessCatalog
+from infrastructure.read_models.tables import metadata
 
 PROCESS = {"name": "one", "steps": [{"id": "a", "type": "agent_task", "agent": "echo"}]}
 

@@ -8,9 +8,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from infrastructure.persistence import initialize_schema, read_model_engine
-from infrastructure.projector import TrackingConflictError, advance_all, tracked_positions
+from infrastructure.read_models.tracking import (
+    TrackingConflictError,
+    advance_all,
+    tracked_positions,
+)
+from infrastructure.schema import initialize_schema
 from infrastructure.settings import Settings
+from infrastructure.store.persistence import read_model_engine
 
 pytestmark = pytest.mark.postgres
 

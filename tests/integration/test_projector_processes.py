@@ -19,14 +19,15 @@ import pytest
 import sqlalchemy as sa
 
 from infrastructure.api.app import create_app
-from infrastructure.auth import issue_token
-from infrastructure.persistence import EVENTS_TABLE
-from infrastructure.projection_tables import active_tables, drop_version
-from infrastructure.projector import active_position, all_projection_names
-from infrastructure.rebuild import build_copy
+from infrastructure.auth.tokens import issue_token
+from infrastructure.read_models.rebuild import build_copy
+from infrastructure.read_models.registry import all_projection_names
+from infrastructure.read_models.table_sets import active_tables, drop_version
+from infrastructure.read_models.tables import event_index
+from infrastructure.read_models.tracking import active_position
 from infrastructure.runtime import Runtime
 from infrastructure.settings import Settings
-from infrastructure.tables import event_index
+from infrastructure.store.persistence import EVENTS_TABLE
 from tests.integration.asgi_client import TestClient
 
 pytestmark = pytest.mark.postgres

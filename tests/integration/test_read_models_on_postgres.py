@@ -15,7 +15,7 @@ import pytest
 from application.agents import AgentContext, AgentError
 from application.event_messages import to_message
 from infrastructure.api.app import create_app
-from infrastructure.auth import issue_token
+from infrastructure.auth.tokens import issue_token
 from infrastructure.runtime import Runtime
 from infrastructure.settings import Settings
 from tests.integration.asgi_client import TestClient

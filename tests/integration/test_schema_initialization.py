@@ -9,9 +9,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from infrastructure.persistence import SCHEMA_TABLE, initialize_schema, libpq_dsn
+from infrastructure.schema import SCHEMA_TABLE, initialize_schema
 from infrastructure.settings import Settings
-from infrastructure.work_queue_sql import WORK_TABLE
+from infrastructure.store.persistence import libpq_dsn
+from infrastructure.store.work_queue import WORK_TABLE
 
 pytestmark = pytest.mark.postgres
 

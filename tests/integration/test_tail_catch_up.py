@@ -12,10 +12,10 @@ import sqlalchemy as sa
 from starlette.websockets import WebSocketDisconnect
 
 from infrastructure.api.app import create_app
-from infrastructure.auth import issue_token
+from infrastructure.auth.tokens import issue_token
+from infrastructure.read_models.tables import event_index
 from infrastructure.runtime import Runtime
 from infrastructure.settings import Settings
-from infrastructure.tables import event_index
 from tests.integration.asgi_client import TestClient, WebSocketTestSession, receive_json
 from tests.tail_workload import EVENTS_PER_EXECUTION, append, positions_by_user
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from infrastructure.api.app import create_app
-from infrastructure.auth import issue_token
+from infrastructure.auth.tokens import issue_token
 from infrastructure.runtime import Runtime
 from infrastructure.settings import Settings
 from tests.integration.asgi_client import TestClient, receive_json

@@ -15,16 +15,12 @@ import pytest
 from application.executions import Executions
 from application.work import Fence, Finish
 from domain.executions import event_type
-from infrastructure.persistence import (
-    initialize_schema,
-    libpq_dsn,
-    open_executions,
-    read_model_engine,
-)
-from infrastructure.process_catalog_sql import SqlProcessCatalog
+from infrastructure.catalog.sql import SqlProcessCatalog
+from infrastructure.schema import initialize_schema
 from infrastructure.settings import Settings
-from infrastructure.work_notifications import WorkNotifications
-from infrastructure.work_queue_sql import SqlWorkQueue
+from infrastructure.store.persistence import libpq_dsn, open_executions, read_model_engine
+from infrastructure.store.work_queue import SqlWorkQueue
+from infrastructure.work.notifications import WorkNotifications
 from tests.integration.test_worker_crashes import worker_environment
 
 pytestmark = pytest.mark.postgres

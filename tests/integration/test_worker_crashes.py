@@ -18,10 +18,11 @@ import pytest
 
 from application.executions import Executions
 from domain.executions import event_type
-from infrastructure.persistence import initialize_schema, open_executions, read_model_engine
-from infrastructure.process_catalog_sql import SqlProcessCatalog
+from infrastructure.catalog.sql import SqlProcessCatalog
+from infrastructure.schema import initialize_schema
 from infrastructure.settings import Settings
-from infrastructure.work_queue_sql import WORK_TABLE
+from infrastructure.store.persistence import open_executions, read_model_engine
+from infrastructure.store.work_queue import WORK_TABLE
 
 EXECUTIONS = 60
 WORKERS = 3

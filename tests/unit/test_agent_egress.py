@@ -13,13 +13,13 @@ from pydantic import ValidationError
 from application.agents import AgentError, RemoteAgentContext
 from application.processes import AgentUrlRefusedError
 from domain.processes import HttpAgent, ProcessDefinition
-from infrastructure.agent_egress import (
+from infrastructure.agents.egress import (
     AgentUrlPolicy,
     EgressRefusedError,
     HostNotResolvedError,
-    parse_allow_list,
 )
-from infrastructure.http_agents import HttpAgentClient
+from infrastructure.agents.http import HttpAgentClient
+from infrastructure.allow_list import parse_allow_list
 from infrastructure.settings import Settings
 
 SETTING = "AGENT_LEDGER_AGENT_URL_ALLOW"

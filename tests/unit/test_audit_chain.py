@@ -22,7 +22,7 @@ from application.checkpoints import Checkpoint, CheckpointSigner
 from application.executions import ExecutionNotFoundError, Executions
 from domain.executions import Execution, ExecutionEvent
 from domain.hash_chain import GENESIS, ChainHead, orjson, verify_chain
-from infrastructure.audit_export import verify_bundle, write_bundle
+from infrastructure.audit.export import verify_bundle, write_bundle
 
 KEY = "unit-test-signing-key-0123456789"
 

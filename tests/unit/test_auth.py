@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from infrastructure import auth
-from infrastructure.auth import AuthenticationError, authenticate, issue_token
+from infrastructure.auth import tokens as auth
+from infrastructure.auth.tokens import AuthenticationError, authenticate, issue_token
 
 SECRET = "unit-secret-" + "k" * 40
 

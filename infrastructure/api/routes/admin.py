@@ -11,8 +11,8 @@ from pydantic import BaseModel, Field
 
 from infrastructure.api.dependencies import CallerDep, RuntimeDep
 from infrastructure.api.problem_responses import AUTHENTICATED, problems
-from infrastructure.auth import PermissionDeniedError
-from infrastructure.parked_events import ParkedEvent, parked
+from infrastructure.auth.tokens import PermissionDeniedError
+from infrastructure.read_models.parked import ParkedEvent, parked
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], responses=AUTHENTICATED)
 

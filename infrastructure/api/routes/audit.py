@@ -22,9 +22,9 @@ from infrastructure.api.dependencies import CallerDep, RuntimeDep
 from infrastructure.api.errors import ProblemError
 from infrastructure.api.instants import Instant
 from infrastructure.api.problem_responses import AUTHENTICATED, problems
-from infrastructure.audit_export import bundle_line
-from infrastructure.audit_service import open_audit
-from infrastructure.auth import PermissionDeniedError
+from infrastructure.audit.export import bundle_line
+from infrastructure.audit.service import open_audit
+from infrastructure.auth.tokens import PermissionDeniedError
 
 router = APIRouter(tags=["audit"], responses=AUTHENTICATED)
 

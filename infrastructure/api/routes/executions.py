@@ -30,7 +30,7 @@ from infrastructure.api.schemas import (
     ExecutionView,
     StartExecution,
 )
-from infrastructure.auth import Caller
+from infrastructure.auth.tokens import Caller
 from infrastructure.runtime import Runtime
 
 router = APIRouter(prefix="/v1/executions", tags=["executions"], responses=AUTHENTICATED)

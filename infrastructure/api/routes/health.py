@@ -11,8 +11,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from infrastructure.api.dependencies import RuntimeDep
 from infrastructure.api.problem_responses import problems
-from infrastructure.projection_health import projection_lags
-from infrastructure.prometheus import metrics_registry
+from infrastructure.api.prometheus import metrics_registry
+from infrastructure.read_models.health import projection_lags
 
 router = APIRouter(tags=["health"])
 

@@ -13,8 +13,8 @@ from infrastructure.api.errors import ProblemError
 from infrastructure.api.instants import Instant
 from infrastructure.api.problem_responses import AUTHENTICATED
 from infrastructure.api.read_model_schemas import MetricsPage, NamedMetrics
-from infrastructure.auth import Caller
-from infrastructure.metrics_sql import MetricsQueries
+from infrastructure.auth.tokens import Caller
+from infrastructure.read_models.metrics_queries import MetricsQueries
 from infrastructure.runtime import Runtime
 from projections.metric_figures import SlaTargets
 from projections.metrics import AGENT, PROCESS, TOOL, MetricsProjection

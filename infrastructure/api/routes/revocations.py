@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from infrastructure.api.dependencies import CallerDep
 from infrastructure.api.problem_responses import AUTHENTICATED, problems
 from infrastructure.api.tail_session import TailService
-from infrastructure.auth import PermissionDeniedError
+from infrastructure.auth.tokens import PermissionDeniedError
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"], responses=AUTHENTICATED)
 

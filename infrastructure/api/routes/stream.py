@@ -9,7 +9,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from infrastructure.api.tail import CloseCode, Ended
 from infrastructure.api.tail_session import TailRefusedError, TailRequest, TailService, TailSession
-from infrastructure.auth import AuthenticationError, bearer_token
+from infrastructure.auth.tokens import AuthenticationError, bearer_token
 
 router = APIRouter(tags=["stream"])
 

@@ -19,7 +19,7 @@ from infrastructure.api.tail_session import (
     TailService,
     TailSession,
 )
-from infrastructure.auth import bearer_token
+from infrastructure.auth.tokens import bearer_token
 
 router = APIRouter(tags=["stream"])
 

@@ -1,0 +1,189 @@
+"""Follows the event store and hands each new batch of events to in-process subscribers."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+
+from application.backoff import Backoff
+from application.executions import MAX_PAGE, Executions, LoggedEvent
+from domain.executions import type_of_topic
+from infrastructure.feed.reconnect import listen_forever, unavailable
+from infrastructure.store.append_sql import parse_notice
+
+log = logging.getLogger(__name__)
+
+Subscriber = Callable[[list[LoggedEvent], int], None]
+"""Called with the new events it may want and the position the feed has read up to."""
+
+WantedTypes = Callable[[], frozenset[str] | None]
+"""The event types a subscriber wants now (wire names); None for every type."""
+
+
+def every_type() -> None:
+    """Wants every event (the default)."""
+    return None
+
+
+def nothing() -> frozenset[str]:
+    """Wants no event, only the call that says the store moved on (a wake-up)."""
+    return frozenset()
+
+
+MIN_INTERVAL = 0.005
+"""Seconds between reads of the store while wake-ups keep arriving."""
+
+
+class ChangeFeed:
+    """One reader per process: woken by PostgreSQL NOTIFY (every process's writes, this
+    one's included) or, without it, by saves in this process, and by a slow poll as a
+    fallback for any missed wake-up.
+
+    The store is the truth; a wake-up only says "look again", so nothing is lost if one
+    is missed, and subscribers see every event of the types they want once, in position
+    order. A notice also says how far the store reached and which types it committed:
+    while every wake-up since the last read came with one, the feed reads no head, and
+    reads no events at all when none of those types is wanted.
+    """
+
+    def __init__(
+        self,
+        executions: Executions,
+        *,
+        poll_interval: float = 0.5,
+        listen_dsn: str | None = None,
+        channel: str = "executions_events",
+    ):
+        self.executions = executions
+        self.poll_interval = poll_interval
+        self.listen_dsn = listen_dsn
+        self.channel = channel
+        self.position = 0
+        self._subscribers: list[tuple[Subscriber, WantedTypes]] = []
+        self._lock = threading.Lock()
+        # what notices said since the last read; _unknown: a wake-up said nothing
+        self._unknown = True
+        self._noticed_head = 0
+        self._noticed_types: set[str] | None = set()
+        self._wake = threading.Event()
+        self._stopped = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def subscribe(self, subscriber: Subscriber, wants: WantedTypes = every_type) -> None:
+        """Deliver new events to `subscriber`; events of types no subscriber `wants` are not
+        read from the store at all."""
+        with self._lock:
+            self._subscribers.append((subscriber, wants))
+
+    def wake(self, *_: object) -> None:
+        """Look at the store again soon (any arguments are ignored)."""
+        with self._lock:
+            self._unknown = True
+        self._wake.set()
+
+    def notice(self, payload: str) -> None:
+        """A PostgreSQL notice on the events channel: read up to its position, soon."""
+        said = parse_notice(payload)
+        if said is None:
+            self.wake()
+            return
+        head, topics = said
+        with self._lock:
+            self._noticed_head = max(self._noticed_head, head)
+            if topics is None or self._noticed_types is None:
+                self._noticed_types = None
+            else:
+                self._noticed_types.update(type_of_topic(t) for t in topics)
+        self._wake.set()
+
+    def start(self, after: int | None = None) -> None:
+        """Deliver events after `after` (default: from the store's current head)."""
+        self.position = self.executions.last_position() if after is None else after
+        if self.listen_dsn:  # this process's own writes are noticed like any other's
+            self._spawn(self._listen, "change-feed-listen")
+        else:
+            self.executions.add_listener(self.wake)
+        self._spawn(self._follow, "change-feed")
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._wake.set()
+        self.executions.remove_listener(self.wake)
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _follow(self) -> None:
+        backoff = Backoff("change feed reading the store", log, expected=unavailable)
+        while not self._stopped.is_set():
+            self._wake.clear()
+            try:
+                while self._deliver_next_page():
+                    pass
+                backoff.succeeded()
+                # every commit notifies: while events keep coming, read at most every
+                # MIN_INTERVAL, so a burst of commits costs one read, not one each
+                self._stopped.wait(MIN_INTERVAL)
+            except Exception as error:
+                self._wake.wait(backoff.failed(error))  # or sooner: notifications are back
+                self.wake()  # what the notices said went with the failed read
+            if not self._wake.wait(self.poll_interval):
+                self.wake()  # the poll: notices may have been missed
+
+    def _deliver_next_page(self) -> bool:
+        # the head first, then what is wanted: a subscriber that starts wanting a type after
+        # this reads the store itself (its catch-up) beyond everything up to this head
+        with self._lock:
+            unknown, head, committed = self._unknown, self._noticed_head, self._noticed_types
+            self._unknown, self._noticed_types = False, set()
+        if unknown:
+            head, committed = self.executions.last_position(), None
+        if head <= self.position:
+            return False
+        with self._lock:
+            subscribers = list(self._subscribers)
+        wanted = _union(wants() for _, wants in subscribers)
+        if committed is not None and wanted is not None and not committed & wanted:
+            events: list[LoggedEvent] = []  # nothing wanted was committed up to the head
+        else:
+            events = self.executions.read_log(after=self.position, upto=head, types=wanted)
+        upto = head
+        if len(events) == MAX_PAGE:
+            upto = events[-1].position
+            self.wake()  # the rest up to the head: what it holds is known no more
+        for subscriber, _ in subscribers:
+            try:
+                subscriber(events, upto)
+            except Exception:
+                log.exception("a change feed subscriber failed")
+        self.position = upto
+        return True
+
+    def _listen(self) -> None:
+        """Turn PostgreSQL notifications (sent by every insert, on commit) into wake-ups."""
+        assert self.listen_dsn is not None
+        listen_forever(
+            self.listen_dsn,
+            self.channel,
+            stopped=self._stopped,
+            connected=self.wake,  # anything committed before LISTEN took effect
+            notice=self.notice,
+            log=log,
+            what="change feed notifications",
+            stop_after=1,
+        )
+
+
+def _union(choices: Iterable[frozenset[str] | None]) -> frozenset[str] | None:
+    """Every type any subscriber wants; None when one of them wants every type."""
+    union: set[str] = set()
+    for chosen in choices:
+        if chosen is None:
+            return None
+        union |= chosen
+    return frozenset(union)

@@ -1,0 +1,140 @@
+"""Queries of the metrics projection: figures per agent, tool or process over a time range."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from infrastructure.read_models.row_batch import aware
+from infrastructure.read_models.table_sets import active_tables
+from projections.metric_figures import (
+    PERCENTILES,
+    Figures,
+    NameFigures,
+    RunFacts,
+    SlaTargets,
+    figures_by_name,
+)
+from projections.metrics import FINISHED_OUTCOMES, RUNNING, MetricsProjection
+
+_OUTCOMES = {
+    "successes": "success",
+    "failures": "failure",
+    "timeouts": "timeout",
+    "cancelled": "cancelled",
+    "running": RUNNING,
+}
+
+
+class MetricsQueries:
+    """Figures from the metrics runs; PostgreSQL aggregates in SQL, SQLite in Python."""
+
+    def __init__(self, engine: sa.Engine):
+        self.engine = engine
+        self.postgres = engine.dialect.name == "postgresql"
+
+    def figures(
+        self,
+        kind: str,
+        targets: SlaTargets,
+        *,
+        user_id: str | None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        name: str | None = None,
+        series: bool = False,
+    ) -> list[NameFigures]:
+        """Totals per name of `kind` (and per-minute series), runs started in [start, end)."""
+        with self.engine.connect() as connection:
+            t = active_tables(connection, MetricsProjection.name)["metric_runs"]
+            where = [t.c.kind == kind]
+            for column, value in ((t.c.user_id, user_id), (t.c.name, name)):
+                if value is not None:
+                    where.append(column == value)
+            if start is not None:
+                where.append(t.c.started_at >= start)
+            if end is not None:
+                where.append(t.c.started_at < end)
+            if not self.postgres:
+                return self._in_python(connection, t, where, targets, series)
+            totals = self._aggregate(connection, t, where, targets, minute=False)
+            minutes = self._aggregate(connection, t, where, targets, minute=True) if series else []
+        result = {key[0]: NameFigures(key[0], targets(key[0]), figures) for key, figures in totals}
+        for (name_, minute), figures in minutes:
+            result[name_].series.append((minute, figures))
+        return [result[n] for n in sorted(result)]
+
+    def event_counts(self) -> dict[str, int]:
+        """Events applied so far, by type."""
+        with self.engine.connect() as connection:
+            t = active_tables(connection, MetricsProjection.name)["event_counts"]
+            return {r[0]: int(r[1]) for r in connection.execute(sa.select(t.c.type, t.c.count))}
+
+    def _aggregate(
+        self,
+        connection: sa.Connection,
+        t: sa.Table,
+        where: list[Any],
+        targets: SlaTargets,
+        *,
+        minute: bool,
+    ) -> list[tuple[tuple[Any, ...], Figures]]:
+        finished = t.c.outcome.in_(FINISHED_OUTCOMES)
+        target = (
+            sa.case(targets.by_name, value=t.c.name, else_=targets.default)
+            if targets.by_name
+            else sa.literal(targets.default, sa.Float)
+        )
+        groups: list[Any] = [t.c.name]
+        if minute:
+            groups.append(sa.func.date_trunc("minute", t.c.started_at).label("minute"))
+        columns: list[Any] = [
+            sa.func.count().label("runs"),
+            sa.func.coalesce(sa.func.sum(t.c.retries), 0).label("retries"),
+            sa.func.count().filter(sa.and_(finished, t.c.duration_ms > target)).label("breaches"),
+        ]
+        columns += [
+            sa.func.count().filter(t.c.outcome == outcome).label(label)
+            for label, outcome in _OUTCOMES.items()
+        ]
+        columns += [
+            sa.func.percentile_disc(fraction)
+            .within_group(t.c.duration_ms)
+            .filter(sa.and_(finished, t.c.duration_ms.is_not(None)))
+            .label(label)
+            for label, fraction in PERCENTILES
+        ]
+        query = sa.select(*groups, *columns).where(*where).group_by(*groups).order_by(*groups)
+        result = []
+        for r in connection.execute(query):
+            figures = Figures(
+                runs=r.runs,
+                retries=int(r.retries),
+                sla_breaches=r.breaches,
+                p50_ms=r.p50,
+                p95_ms=r.p95,
+                p99_ms=r.p99,
+                **{label: r._mapping[label] for label in _OUTCOMES},
+            )
+            key = (r.name, r.minute) if minute else (r.name,)
+            result.append((key, figures))
+        return result
+
+    @staticmethod
+    def _in_python(
+        connection: sa.Connection,
+        t: sa.Table,
+        where: list[Any],
+        targets: SlaTargets,
+        series: bool,
+    ) -> list[NameFigures]:
+        query = sa.select(
+            t.c.name, t.c.started_at, t.c.outcome, t.c.duration_ms, t.c.retries
+        ).where(*where)
+        runs = [
+            RunFacts(r.name, aware(r.started_at), r.outcome, r.duration_ms, r.retries)
+            for r in connection.execute(query)
+        ]
+        return figures_by_name(runs, targets, series=series)

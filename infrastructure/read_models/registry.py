@@ -1,0 +1,55 @@
+"""Which projections the projector runs, and how a batch of events is applied to one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import sqlalchemy as sa
+
+from application.executions import LoggedEvent
+from infrastructure.read_models.event_index import EventIndexBatch
+from infrastructure.read_models.metrics_batch import MetricsBatch
+from infrastructure.read_models.status_batch import ExecutionStatusBatch
+from infrastructure.read_models.table_sets import TableSet
+from projections.event_index import EventIndexProjection
+from projections.execution_status import ExecutionStatusProjection
+from projections.metrics import MetricsProjection
+
+
+class BatchProjection(Protocol):
+    """A projection bound to one transaction: apply events, then flush."""
+
+    def process(self, event: object, position: int) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+# projections with one table set, rebuilt in place
+PROJECTIONS: dict[str, Callable[[sa.Connection], BatchProjection]] = {
+    EventIndexProjection.name: EventIndexBatch,
+}
+
+# projections with versioned table sets, rebuilt side by side (`projections rebuild NAME`)
+VERSIONED_PROJECTIONS: dict[str, Callable[[sa.Connection, TableSet], BatchProjection]] = {
+    ExecutionStatusProjection.name: ExecutionStatusBatch,
+    MetricsProjection.name: MetricsBatch,
+}
+
+
+def all_projection_names() -> tuple[str, ...]:
+    return (*VERSIONED_PROJECTIONS, *PROJECTIONS)
+
+
+def apply_events(
+    connection: sa.Connection, name: str, tables: TableSet | None, events: list[LoggedEvent]
+) -> None:
+    """Apply `events` to a projection's tables (the caller moves the tracking row)."""
+    batch = (
+        VERSIONED_PROJECTIONS[name](connection, tables)
+        if tables is not None
+        else PROJECTIONS[name](connection)
+    )
+    for logged in events:
+        batch.process(logged.event, logged.position)
+    batch.flush()

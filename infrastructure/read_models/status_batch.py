@@ -1,0 +1,97 @@
+"""The execution status projection (executions, steps, step latency) bound to one transaction."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from uuid import UUID
+
+import sqlalchemy as sa
+
+from application.executions import LoggedEvent
+from domain.executions import Execution
+from infrastructure.read_models.row_batch import RowBatch
+from infrastructure.read_models.table_sets import TableSet
+from infrastructure.store.bulk_sql import add_to_rows
+from projections.execution_status import ExecutionStatusProjection, ExecutionStatusRow
+from projections.step_status import StepStatusProjection, StepStatusRow, latency_bucket
+
+
+class SqlExecutionStatusView:
+    """Execution and step rows of one batch, plus the latency observations it made."""
+
+    def __init__(self, connection: sa.Connection, tables: TableSet):
+        self.connection = connection
+        self.tables = tables
+        self.executions = RowBatch(connection, tables["execution_status"], ExecutionStatusRow)
+        self.steps = RowBatch(connection, tables["step_status"], StepStatusRow)
+        self.latency: dict[tuple[str, str, int], list[int]] = defaultdict(list)
+
+    def prefetch(self, events: list[LoggedEvent]) -> None:
+        """Read the rows of every execution the batch touches, in a few queries."""
+        started: set[UUID] = set()
+        others: set[UUID] = set()
+        for logged in events:
+            event_id = logged.event.originator_id
+            if isinstance(logged.event, Execution.ExecutionStarted):
+                started.add(event_id)
+            elif event_id not in started:
+                others.add(event_id)
+        for execution_id in started:
+            self.executions.known(execution_id)
+            self.steps.known(execution_id)
+        self.executions.load(others)
+        self.steps.load(others)
+
+    def get(self, execution_id: UUID) -> ExecutionStatusRow | None:
+        return self.executions.get(execution_id)
+
+    def put(self, row: ExecutionStatusRow) -> None:
+        self.executions.put(row)
+
+    def get_step(self, execution_id: UUID, step_id: str) -> StepStatusRow | None:
+        return self.steps.get(execution_id, step_id)
+
+    def put_step(self, row: StepStatusRow) -> None:
+        self.steps.put(row)
+
+    def observe_latency(self, process_name: str, step_id: str, duration_ms: float) -> None:
+        key = (process_name, step_id, latency_bucket(duration_ms))
+        self.latency[key].append(round(duration_ms * 1000))
+
+    def flush(self) -> None:
+        self.executions.flush()
+        self.steps.flush()
+        if self.latency:
+            self._add_latencies()
+        self.latency.clear()
+
+    def _add_latencies(self) -> None:
+        add_to_rows(
+            self.connection,
+            self.tables["step_latency"],
+            [
+                {"process_name": p, "step_id": s, "bucket": b, "count": len(v), "sum_us": sum(v)}
+                for (p, s, b), v in self.latency.items()
+            ],
+        )
+
+
+class ExecutionStatusBatch:
+    """Buffers a batch's events, then applies them to executions and steps in one go."""
+
+    def __init__(self, connection: sa.Connection, tables: TableSet):
+        self.view = SqlExecutionStatusView(connection, tables)
+        self.statuses = ExecutionStatusProjection(self.view)
+        self.steps = StepStatusProjection(self.view)
+        self.events: list[LoggedEvent] = []
+
+    def process(self, event: object, position: int) -> None:
+        self.events.append(LoggedEvent(position, event))  # type: ignore[arg-type]
+
+    def flush(self) -> None:
+        self.view.prefetch(self.events)
+        for logged in self.events:
+            self.statuses.process(logged.event, logged.position)
+            self.steps.process(logged.event, logged.position)
+        self.view.flush()
+        self.events.clear()
