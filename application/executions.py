@@ -17,18 +17,18 @@ from eventsourcing.application import (
 )
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import (
-    Mapper,
     Notification,
     RecordConflictError,
     Recording,
     StoredEvent,
 )
 
+from application.event_log import LoggedEvent, topics_by_type
 from application.processes import RegisteredProcess
 from application.work import Enqueue, Wake, WorkChange
 from domain.errors import DomainError
 from domain.execution_state import CancellationAlreadyRequestedError, execution_id_for
-from domain.executions import Execution, event_type, topics_by_type, type_of_topic
+from domain.executions import Execution
 
 MAX_PAGE = 1000
 SNAPSHOT_INTERVAL = 100
@@ -51,55 +51,6 @@ class IdempotencyKeyReusedError(DomainError):
             f"the Idempotency-Key {key!r} was already used with a different request; "
             "use a new key for a new request"
         )
-
-
-class LoggedEvent:
-    """A stored domain event with its position in the store's total order.
-
-    Read from the store, it is decoded only when `event` is first asked for: readers that
-    pass most events by (the tail, by their type) never pay for decoding them.
-    """
-
-    __slots__ = ("_event", "_mapper", "_stored", "position", "type")
-
-    def __init__(self, position: int, event: DomainEventProtocol[UUID]):
-        self.position = position
-        self.type = event_type(event)
-        """The event's wire type (`agent_started`), known without decoding it."""
-        self._event: DomainEventProtocol[UUID] | None = event
-        self._stored: StoredEvent | None = None
-        self._mapper: Mapper[UUID] | None = None
-
-    @classmethod
-    def stored(cls, position: int, stored: StoredEvent, mapper: Mapper[UUID]) -> LoggedEvent:
-        """A stored event, to be decoded by `mapper` when first needed."""
-        logged = cls.__new__(cls)
-        logged.position, logged.type = position, type_of_topic(stored.topic)
-        logged._event, logged._stored, logged._mapper = None, stored, mapper
-        return logged
-
-    @property
-    def event(self) -> DomainEventProtocol[UUID]:
-        event = self._event
-        if event is None:
-            stored, mapper = self._stored, self._mapper
-            if stored is None or mapper is None:
-                raise RuntimeError("a logged event has neither its event nor its record")
-            event = self._event = mapper.to_domain_event(stored)
-        return event
-
-    @property
-    def originator_id(self) -> UUID | None:
-        """The execution the event belongs to, known without decoding it."""
-        if self._event is not None:
-            return self._event.originator_id
-        if self._stored is None:
-            return None
-        stored_id = self._stored.originator_id
-        return stored_id if isinstance(stored_id, UUID) else UUID(str(stored_id))
-
-    def __repr__(self) -> str:
-        return f"LoggedEvent({self.position}, {self.type})"
 
 
 @dataclass(frozen=True)

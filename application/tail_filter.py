@@ -6,26 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.domain import CanMutateAggregate
-
-from domain.executions import Execution, event_type
-
-
-def _wire_types() -> frozenset[str]:
-    nested = (
-        v
-        for k, v in vars(Execution).items()
-        if k not in {"Created", "Event"} and isinstance(v, type)
-    )
-    return frozenset(
-        "".join(f"_{c.lower()}" if c.isupper() else c for c in cls.__name__).lstrip("_")
-        for cls in nested
-        if issubclass(cls, CanMutateAggregate)
-    )
-
-
-EVENT_TYPES = _wire_types()
-"""Every event type on the wire (`agent_started`, `tool_executing`, ...)."""
+from application.event_log import EVENT_TYPES
+from domain.event_names import event_type
 
 
 class UnknownEventTypeError(ValueError):

@@ -16,8 +16,9 @@ from application.backoff import Backoff, describe, store_unavailable
 from application.clock import Clock, SystemClock
 from application.drive_failures import DriveFailures, GiveUp
 from application.driver import ExecutionDriver
+from application.event_log import LoggedEvent
 from application.execution_session import ExecutionSession
-from application.executions import ExecutionNotFoundError, Executions, LoggedEvent
+from application.executions import ExecutionNotFoundError, Executions
 from application.group_commit import GroupCommitter
 from application.step_runner import StepRunner
 from application.work import Claim, LeaseLostError, WorkQueue

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
@@ -627,36 +626,3 @@ class Execution(Aggregate):
         step = self.steps[step_id]
         step.open_tool_calls.pop(call_id, None)
         step.finished_tool_calls.append(call_id)
-
-
-def event_type(event: object) -> str:
-    """The wire name of an event: its class name in snake_case (`AgentStarted`: `agent_started`)."""
-    return _snake_case(type(event).__name__)
-
-
-@functools.cache
-def _snake_case(name: str) -> str:
-    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
-
-
-@functools.cache
-def type_of_topic(topic: str) -> str:
-    """The wire name of the event class a stored topic names."""
-    return _snake_case(topic.rpartition(".")[2].rpartition(":")[2])
-
-
-@functools.cache
-def topics_by_type() -> dict[str, str]:
-    """Each recorded event's wire type and stored topic (`agent_started`: `...AgentStarted`)."""
-    return {
-        event_type_of_class(cls): str(getattr(cls, "TOPIC"))  # noqa: B009
-        for name, cls in vars(Execution).items()
-        if isinstance(cls, type)
-        and name not in {"Created", "Event", "Snapshot"}
-        and isinstance(getattr(cls, "TOPIC", None), str)
-    }
-
-
-def event_type_of_class(cls: type) -> str:
-    """The wire name of an event class."""
-    return _snake_case(cls.__name__)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Protocol
 from uuid import UUID
 
-from domain.executions import event_type
+from domain.event_names import event_type
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ from datetime import datetime
 from typing import Protocol
 from uuid import UUID
 
-from domain.executions import Execution, ExecutionEvent, StepEvent, event_type
+from domain.event_names import event_type
+from domain.executions import Execution, ExecutionEvent, StepEvent
 from projections.step_status import elapsed_ms
 
 AGENT, TOOL, PROCESS = "agent", "tool", "process"

@@ -9,8 +9,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
-from application.event_messages import to_message
-from application.executions import LoggedEvent
+from application.event_log import LoggedEvent, to_message
 from application.tail_filter import TailFilter
 
 

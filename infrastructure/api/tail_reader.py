@@ -9,7 +9,8 @@ import sqlalchemy as sa
 from eventsourcing.persistence import Notification
 from eventsourcing.postgres import PostgresApplicationRecorder
 
-from application.executions import Executions, LoggedEvent
+from application.event_log import LoggedEvent
+from application.executions import Executions
 from application.tail_filter import TailFilter
 from infrastructure.read_models.event_index import indexed_positions
 from infrastructure.read_models.tracking import tracked_position

@@ -16,7 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 from sse_starlette.sse import AppStatus
 
 from application.backoff import Backoff
-from application.event_messages import to_message
+from application.event_log import to_message
 from application.executions import ExecutionNotFoundError
 from application.tail_filter import TailFilter, UnknownEventTypeError, parse_types
 from infrastructure.api.bounds import INT64_MAX

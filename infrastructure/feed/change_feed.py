@@ -7,8 +7,8 @@ import threading
 from collections.abc import Callable, Iterable
 
 from application.backoff import Backoff
-from application.executions import MAX_PAGE, Executions, LoggedEvent
-from domain.executions import type_of_topic
+from application.event_log import LoggedEvent, type_of_topic
+from application.executions import MAX_PAGE, Executions
 from infrastructure.feed.reconnect import listen_forever, unavailable
 from infrastructure.store.append_sql import parse_notice
 

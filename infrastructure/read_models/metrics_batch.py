@@ -7,7 +7,7 @@ from uuid import UUID
 
 import sqlalchemy as sa
 
-from application.executions import LoggedEvent
+from application.event_log import LoggedEvent
 from domain.executions import Execution
 from infrastructure.read_models.row_batch import RowBatch
 from infrastructure.read_models.table_sets import TableSet

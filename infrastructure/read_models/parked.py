@@ -19,7 +19,8 @@ from uuid import UUID
 
 import sqlalchemy as sa
 
-from application.executions import Executions, LoggedEvent
+from application.event_log import LoggedEvent
+from application.executions import Executions
 from infrastructure.feed.reconnect import unavailable
 from infrastructure.read_models.registry import VERSIONED_PROJECTIONS, apply_events
 from infrastructure.read_models.table_sets import TableSet, table_set

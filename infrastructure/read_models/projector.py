@@ -9,7 +9,8 @@ import time
 import sqlalchemy as sa
 
 from application.backoff import Backoff
-from application.executions import Executions, LoggedEvent
+from application.event_log import LoggedEvent
+from application.executions import Executions
 from infrastructure.feed.reconnect import unavailable
 from infrastructure.read_models.locks import ProjectionLocks
 from infrastructure.read_models.parked import apply_or_park, is_transient

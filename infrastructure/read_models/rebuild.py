@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from application.executions import Executions, LoggedEvent
+from application.event_log import LoggedEvent
+from application.executions import Executions
 from infrastructure.read_models.locks import lock_key
 from infrastructure.read_models.parked import (
     apply_or_park,

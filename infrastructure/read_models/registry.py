@@ -7,7 +7,7 @@ from typing import Protocol
 
 import sqlalchemy as sa
 
-from application.executions import LoggedEvent
+from application.event_log import LoggedEvent
 from infrastructure.read_models.event_index import EventIndexBatch
 from infrastructure.read_models.metrics_batch import MetricsBatch
 from infrastructure.read_models.status_batch import ExecutionStatusBatch

@@ -14,7 +14,8 @@ import threading
 from collections.abc import Callable
 
 from application.backoff import Backoff
-from application.executions import Executions, LoggedEvent
+from application.event_log import LoggedEvent
+from application.executions import Executions
 from domain.executions import Execution
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ import psycopg
 import sqlalchemy as sa
 
 from application.agents import AgentContext, AgentError
-from application.event_messages import to_message
+from application.event_log import to_message
 from domain.executions import Execution
 from infrastructure.runtime import Runtime
 from infrastructure.settings import Settings

@@ -11,7 +11,8 @@ from uuid import UUID
 
 import pytest
 
-from application.executions import Executions, LoggedEvent
+from application.event_log import LoggedEvent
+from application.executions import Executions
 from application.processes import InMemoryProcessCatalog
 from infrastructure.feed.change_feed import ChangeFeed
 from infrastructure.schema import initialize_schema

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from application.drive_failures import DriveFailures
-from application.event_messages import to_message
+from application.event_log import to_message
 from infrastructure.runtime import Runtime
 from infrastructure.settings import Settings
 

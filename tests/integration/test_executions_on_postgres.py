@@ -16,12 +16,11 @@ from typing import Any
 
 import psycopg
 import pytest
-import sqlalchemy as sa
 from starlette.websockets import WebSocketDisconnect
 
 from application.agents import AgentContext, AgentError
 from application.builtin_agents import register_builtin_agents
-from application.event_messages import to_message
+from application.event_log import to_message
 from infrastructure import runtime as runtime_module
 from infrastructure.api.app import create_app
 from infrastructure.auth.tokens import issue_token
@@ -110,18 +109,6 @@ def settings(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
     return Settings(
         database_url=postgres_url, jwt_secret=SECRET, data_dir=tmp_path_factory.mktemp("data")
     )
-
-
-@pytest.fixture
-def empty_database(postgres_admin: str) -> Iterator[str]:
-    name = f"agent_ledger_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_admin, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"'.encode())
-    try:
-        yield sa.make_url(postgres_admin).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(postgres_admin, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())
 
 
 @pytest.fixture

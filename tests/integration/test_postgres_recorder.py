@@ -11,10 +11,10 @@ import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 
+from application.event_log import topics_by_type
 from application.executions import Executions
 from application.processes import InMemoryProcessCatalog
 from application.work import Fence, LeaseLostError
-from domain.executions import topics_by_type
 from infrastructure.schema import initialize_schema
 from infrastructure.settings import Settings
 from infrastructure.store.persistence import open_executions

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from application.agents import AgentContext, AgentError
-from application.event_messages import to_message
+from application.event_log import to_message
 from infrastructure.api.app import create_app
 from infrastructure.auth.tokens import issue_token
 from infrastructure.runtime import Runtime

@@ -14,7 +14,7 @@ import pytest
 
 from application.executions import Executions
 from application.work import Fence, Finish
-from domain.executions import event_type
+from domain.event_names import event_type
 from infrastructure.catalog.sql import SqlProcessCatalog
 from infrastructure.schema import initialize_schema
 from infrastructure.settings import Settings

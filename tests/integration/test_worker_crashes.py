@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from application.executions import Executions
-from domain.executions import event_type
+from domain.event_names import event_type
 from infrastructure.catalog.sql import SqlProcessCatalog
 from infrastructure.schema import initialize_schema
 from infrastructure.settings import Settings

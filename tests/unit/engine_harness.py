@@ -16,7 +16,8 @@ from application.sample_processes import COST_OPTIMIZATION
 from application.step_runner import StepRunner
 from application.work_memory import IN_MEMORY_ENV, InMemoryWorkQueue, InMemoryWorkRecorder
 from application.worker import Worker
-from domain.executions import Execution, event_type
+from domain.event_names import event_type
+from domain.executions import Execution
 
 
 class InstantClock:

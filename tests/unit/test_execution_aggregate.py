@@ -13,6 +13,7 @@ import pytest
 from eventsourcing.application import Application
 from eventsourcing.persistence import RecordConflictError
 
+from domain.event_names import event_type
 from domain.execution_state import (
     MAX_PAYLOAD_BYTES,
     AttemptOrderError,
@@ -27,7 +28,7 @@ from domain.execution_state import (
     UnknownStepError,
     bounded,
 )
-from domain.executions import Execution, StepEvent, event_type
+from domain.executions import Execution, StepEvent
 
 LATER = datetime(2030, 1, 1, tzinfo=UTC)
 

@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from application.audit import verify_stored
+from application.event_log import topics_by_type
 from domain.execution_state import (
     ExecutionFinishedError,
     ExecutionRuleError,
@@ -34,7 +35,7 @@ from domain.execution_state import (
     StepState,
     StepStatus,
 )
-from domain.executions import SYSTEM, Execution, StepEvent, topics_by_type
+from domain.executions import SYSTEM, Execution, StepEvent
 from domain.hash_chain import GENESIS, recorded_hash
 
 USER = "alice"

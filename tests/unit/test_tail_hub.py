@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from application.executions import LoggedEvent
-from application.tail_filter import EVENT_TYPES, TailFilter, UnknownEventTypeError, parse_types
+from application.event_log import EVENT_TYPES, LoggedEvent
+from application.tail_filter import TailFilter, UnknownEventTypeError, parse_types
 from domain.executions import Execution
 from infrastructure.api.tail import (
     CloseCode,

@@ -11,7 +11,7 @@ from uuid import UUID
 from fastapi import APIRouter, Body, Header, Query, Response
 from starlette.concurrency import run_in_threadpool
 
-from application.event_messages import to_message
+from application.event_log import to_message
 from application.executions import StartRequest
 from infrastructure.api.attribution import CorrelationDep, actor_of, record_auditor_read
 from infrastructure.api.bounds import INT64_MAX
