@@ -5,8 +5,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 from uuid import UUID
 
 from eventsourcing.application import (
@@ -24,10 +23,9 @@ from eventsourcing.persistence import (
 )
 
 from application.event_log import LoggedEvent, topics_by_type
-from application.processes import RegisteredProcess
-from application.work import Enqueue, Wake, WorkChange
+from application.work import Wake, WorkChange
 from domain.errors import DomainError
-from domain.execution_state import CancellationAlreadyRequestedError, execution_id_for
+from domain.execution_state import CancellationAlreadyRequestedError
 from domain.executions import Execution
 
 MAX_PAGE = 1000
@@ -41,43 +39,6 @@ class ExecutionNotFoundError(DomainError):
     def __init__(self, execution_id: UUID):
         super().__init__(f"execution {execution_id} was not found")
         self.execution_id = execution_id
-
-
-class IdempotencyKeyReusedError(DomainError):
-    """The idempotency key was already used for a different request."""
-
-    def __init__(self, key: str):
-        super().__init__(
-            f"the Idempotency-Key {key!r} was already used with a different request; "
-            "use a new key for a new request"
-        )
-
-
-@dataclass(frozen=True)
-class StartRequest:
-    """What starting an execution needs: who, which process, with what input."""
-
-    user_id: str
-    process: RegisteredProcess
-    input: dict[str, Any]
-    thread_id: str | None = None
-    idempotency_key: str | None = None
-    request_id: str | None = None
-    caused_by: str | None = None
-    correlation_id: str | None = None
-
-    def work(self, execution: Execution) -> list[WorkChange]:
-        """The new execution waits for a worker."""
-        return [Enqueue(execution.id, self.user_id)]
-
-
-@dataclass(frozen=True)
-class StartedExecution:
-    """The outcome of a start command."""
-
-    execution_id: UUID
-    position: int
-    created: bool
 
 
 HistoriesReader = Callable[[Sequence[UUID]], Mapping[UUID, Sequence[StoredEvent]]]
@@ -95,7 +56,10 @@ SavedListener = Callable[[int], None]
 
 
 class Executions(Application[UUID]):
-    """Starts, cancels and reads executions; every change is an event in the store."""
+    """Saves, cancels and reads executions; every change is an event in the store.
+
+    Starts are `application.starter`'s command.
+    """
 
     name = "Executions"
     snapshotting_intervals = {Execution: SNAPSHOT_INTERVAL}
@@ -108,72 +72,6 @@ class Executions(Application[UUID]):
         self.histories_reader: HistoriesReader | None = None
 
     # -- commands ------------------------------------------------------------------------------
-
-    def start_execution(
-        self,
-        *,
-        user_id: str,
-        process: RegisteredProcess,
-        input: dict[str, Any],
-        thread_id: str | None = None,
-        idempotency_key: str | None = None,
-        request_id: str | None = None,
-        caused_by: str | None = None,
-        correlation_id: str | None = None,
-    ) -> StartedExecution:
-        """Record `ExecutionStarted`; with an idempotency key, a repeated request starts nothing."""
-        start = StartRequest(
-            user_id=user_id,
-            process=process,
-            input=input,
-            thread_id=thread_id,
-            idempotency_key=idempotency_key,
-            request_id=request_id,
-            caused_by=caused_by,
-            correlation_id=correlation_id,
-        )
-        existing = self.replay(start)
-        if existing is not None:
-            return existing
-        execution = self.new_execution(start)
-        try:
-            position = self.save_and_position(execution, work=start.work(execution))
-        except RecordConflictError as conflict:
-            return self.replayed_after_conflict(start, conflict)
-        return StartedExecution(execution.id, position, created=True)
-
-    def new_execution(self, start: StartRequest) -> Execution:
-        """The new execution a start request creates (not saved yet)."""
-        return Execution.start(
-            user_id=start.user_id,
-            process_name=start.process.name,
-            process_version=start.process.version,
-            definition=start.process.document,
-            step_ids=list(start.process.definition.topological_order()),
-            input=start.input,
-            thread_id=start.thread_id,
-            request_id=start.request_id,
-            idempotency_key=start.idempotency_key,
-            caused_by=start.caused_by or f"user:{start.user_id}",
-            correlation_id=start.correlation_id or start.request_id,
-        )
-
-    def replay(self, start: StartRequest) -> StartedExecution | None:
-        """The execution an earlier request with the same idempotency key started, if any."""
-        if start.idempotency_key is None:
-            return None
-        return self._replay(
-            start.user_id, start.idempotency_key, start.process, start.input, start.thread_id
-        )
-
-    def replayed_after_conflict(
-        self, start: StartRequest, conflict: RecordConflictError
-    ) -> StartedExecution:
-        """A start that lost a race: a concurrent request with its key started it first."""
-        existing = self.replay(start)
-        if existing is None:
-            raise conflict  # random ids do not collide: this is not a lost race
-        return existing
 
     def request_cancellation(
         self,
@@ -306,26 +204,6 @@ class Executions(Application[UUID]):
                 listener(recordings[-1].notification.id)
 
     # -- internals -----------------------------------------------------------------------------
-
-    def _replay(
-        self,
-        user_id: str,
-        key: str,
-        process: RegisteredProcess,
-        input: dict[str, Any],
-        thread_id: str | None,
-    ) -> StartedExecution | None:
-        try:
-            execution = self.get_execution(execution_id_for(user_id, key), user_id=user_id)
-        except ExecutionNotFoundError:
-            return None
-        if (execution.process_name, execution.input, execution.thread_id) != (
-            process.name,
-            input,
-            thread_id,
-        ):
-            raise IdempotencyKeyReusedError(key)
-        return StartedExecution(execution.id, self.last_position(), created=False)
 
     def _decode(self, notifications: Iterable[Notification]) -> list[LoggedEvent]:
         return [LoggedEvent.stored(n.id, n, self.mapper) for n in notifications]

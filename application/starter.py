@@ -1,31 +1,142 @@
-"""Starts executions for many concurrent requests, saving their first events together."""
+"""The start command: one path for the API, where starts that arrive together share a
+transaction (group commit), and for callers without an event loop (tests, tools)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from uuid import UUID
 
 from eventsourcing.persistence import RecordConflictError
 
-from application.executions import Executions, StartedExecution, StartRequest
+from application.executions import ExecutionNotFoundError, Executions
 from application.group_commit import GroupCommitter
+from application.processes import RegisteredProcess
+from application.work import Enqueue, WorkChange
+from domain.errors import DomainError
+from domain.execution_state import execution_id_for
+from domain.executions import Execution
+
+T = TypeVar("T")
+
+
+class IdempotencyKeyReusedError(DomainError):
+    """The idempotency key was already used for a different request."""
+
+    def __init__(self, key: str):
+        super().__init__(
+            f"the Idempotency-Key {key!r} was already used with a different request; "
+            "use a new key for a new request"
+        )
+
+
+@dataclass(frozen=True)
+class StartRequest:
+    """What starting an execution needs: who, which process, with what input."""
+
+    user_id: str
+    process: RegisteredProcess
+    input: dict[str, Any]
+    thread_id: str | None = None
+    idempotency_key: str | None = None
+    request_id: str | None = None
+    caused_by: str | None = None
+    correlation_id: str | None = None
+
+
+@dataclass(frozen=True)
+class StartedExecution:
+    """The outcome of a start command."""
+
+    execution_id: UUID
+    position: int
+    created: bool
 
 
 class ExecutionStarter:
-    """The API's start command on its event loop: starts that arrive together share one
-    transaction (group commit), so a burst of requests costs few writes to the store."""
+    """Records `ExecutionStarted` and queues the execution; with an idempotency key, a
+    repeated request starts nothing and gets the first one's execution.
+
+    With a committer (the API, on its event loop), reads of the store run in a thread and
+    saves are group-committed; without one, every step is done on the caller's thread.
+    """
 
     def __init__(self, executions: Executions, committer: GroupCommitter | None = None):
         self.executions = executions
-        self.committer = committer or GroupCommitter(executions)
+        self.committer = committer
 
-    async def start(self, start: StartRequest) -> StartedExecution:
-        if start.idempotency_key is not None:
-            existing = await asyncio.to_thread(self.executions.replay, start)
+    async def start(self, request: StartRequest) -> StartedExecution:
+        key = request.idempotency_key
+        if key is not None:
+            existing = await self._read(self._replay, request, key)
             if existing is not None:
                 return existing
-        execution = self.executions.new_execution(start)
+        execution = _new_execution(request)
         try:
-            position = await self.committer.save(execution, start.work(execution))
-        except RecordConflictError as conflict:
-            return await asyncio.to_thread(self.executions.replayed_after_conflict, start, conflict)
+            position = await self._save(execution, [Enqueue(execution.id, request.user_id)])
+        except RecordConflictError:
+            # random ids do not collide: this start lost a race to a request with its key
+            existing = None if key is None else await self._read(self._replay, request, key)
+            if existing is None:
+                raise
+            return existing
         return StartedExecution(execution.id, position, created=True)
+
+    async def _read(self, read: Callable[..., T], *args: Any) -> T:
+        if self.committer is None:
+            return read(*args)
+        return await asyncio.to_thread(read, *args)
+
+    async def _save(self, execution: Execution, work: Sequence[WorkChange]) -> int:
+        if self.committer is None:
+            return self.executions.save_and_position(execution, work=work)
+        return await self.committer.save(execution, work)
+
+    def _replay(self, request: StartRequest, key: str) -> StartedExecution | None:
+        """The execution an earlier request with the same idempotency key started, if any."""
+        execution_id = execution_id_for(request.user_id, key)
+        try:
+            execution = self.executions.get_execution(execution_id, user_id=request.user_id)
+        except ExecutionNotFoundError:
+            return None
+        if (execution.process_name, execution.input, execution.thread_id) != (
+            request.process.name,
+            request.input,
+            request.thread_id,
+        ):
+            raise IdempotencyKeyReusedError(key)
+        return StartedExecution(execution.id, self.executions.last_position(), created=False)
+
+
+def start_execution(executions: Executions, request: StartRequest) -> StartedExecution:
+    """Start an execution on this thread, by the API's path with every step done in place."""
+    return _done_in_place(ExecutionStarter(executions).start(request))
+
+
+def _new_execution(request: StartRequest) -> Execution:
+    return Execution.start(
+        user_id=request.user_id,
+        process_name=request.process.name,
+        process_version=request.process.version,
+        definition=request.process.document,
+        step_ids=list(request.process.definition.topological_order()),
+        input=request.input,
+        thread_id=request.thread_id,
+        request_id=request.request_id,
+        idempotency_key=request.idempotency_key,
+        caused_by=request.caused_by or f"user:{request.user_id}",
+        correlation_id=request.correlation_id or request.request_id,
+    )
+
+
+def _done_in_place(coroutine: Coroutine[Any, Any, T]) -> T:
+    """The result of a coroutine that never waits (each step it awaits is done in place)."""
+    try:
+        coroutine.send(None)
+    except StopIteration as finished:
+        result: T = finished.value
+        return result
+    coroutine.close()
+    raise RuntimeError("a start done in place waited for something")

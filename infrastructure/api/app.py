@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
+from application.group_commit import GroupCommitter
 from application.starter import ExecutionStarter
 from infrastructure.api import errors, problem_responses
 from infrastructure.api.body_limit import BodyLimit
@@ -46,7 +47,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             else runtime
         )
         app.state.jwt_secret = settings.resolved_jwt_secret()
-        app.state.starter = ExecutionStarter(app.state.runtime.executions)
+        executions = app.state.runtime.executions
+        app.state.starter = ExecutionStarter(executions, GroupCommitter(executions))
         tail = TailService.start(app.state.runtime, settings, app.state.jwt_secret)
         app.state.tail, app.state.tail_hub = tail, tail.hub
         try:

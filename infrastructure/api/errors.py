@@ -14,12 +14,13 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
-from application.executions import ExecutionNotFoundError, IdempotencyKeyReusedError
+from application.executions import ExecutionNotFoundError
 from application.processes import (
     AgentUrlRefusedError,
     UnknownBuiltinAgentError,
     UnknownProcessError,
 )
+from application.starter import IdempotencyKeyReusedError
 from domain.errors import DomainError, ExpressionError, InvalidProcessDefinitionError
 from domain.execution_state import ExecutionRuleError
 from infrastructure.auth.tokens import AuthenticationError, PermissionDeniedError

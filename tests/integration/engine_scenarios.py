@@ -20,6 +20,7 @@ from uuid import UUID
 
 import psycopg
 import sqlalchemy as sa
+from application.starter import StartRequest, start_execution
 
 from application.agents import AgentContext, AgentError
 from application.event_log import to_message
@@ -131,11 +132,14 @@ class Engine:
             if isinstance(document_or_name, str)
             else self.register(document_or_name)
         )
-        started = self.runtime.executions.start_execution(
-            user_id=user,
-            process=self.runtime.catalog.get(name),
-            input=input or {},
-            thread_id=thread_id,
+        started = start_execution(
+            self.runtime.executions,
+            StartRequest(
+                user_id=user,
+                process=self.runtime.catalog.get(name),
+                input=input or {},
+                thread_id=thread_id,
+            ),
         )
         return started.execution_id
 

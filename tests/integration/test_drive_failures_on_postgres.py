@@ -16,6 +16,7 @@ import pytest
 
 from application.drive_failures import DriveFailures
 from application.event_log import to_message
+from application.starter import StartRequest, start_execution
 from infrastructure.runtime import Runtime
 from infrastructure.settings import Settings
 
@@ -40,8 +41,11 @@ def test_an_execution_the_worker_cannot_drive_is_retried_with_back_off_then_fail
     assert runtime.worker_thread is not None
     runtime.worker_thread.worker.drive_failures = DriveFailures(first=0.05, cap=0.2, max_tries=5)
     caplog.set_level(logging.WARNING, logger="application.worker")
-    started = runtime.executions.start_execution(
-        user_id="user-a", process=runtime.catalog.get("echo"), input={}, thread_id="t\x00"
+    started = start_execution(
+        runtime.executions,
+        StartRequest(
+            user_id="user-a", process=runtime.catalog.get("echo"), input={}, thread_id="t\x00"
+        ),
     )
 
     deadline = time.monotonic() + 20

@@ -21,6 +21,7 @@ from starlette.websockets import WebSocketDisconnect
 from application.agents import AgentContext, AgentError
 from application.builtin_agents import register_builtin_agents
 from application.event_log import to_message
+from application.starter import StartRequest, start_execution
 from infrastructure import runtime as runtime_module
 from infrastructure.api.app import create_app
 from infrastructure.auth.tokens import issue_token
@@ -673,8 +674,8 @@ def test_an_event_written_by_one_runtime_reaches_a_subscriber_of_another(
             messages: list[Message] = []
             with reader.client.websocket_connect(f"/v1/stream?after={head}", headers=USER_A) as ws:
                 process = writer.catalog.get("slow")
-                started = writer.executions.start_execution(
-                    user_id="user-a", process=process, input={}
+                started = start_execution(
+                    writer.executions, StartRequest(user_id="user-a", process=process, input={})
                 )
                 execution_id = str(started.execution_id)
                 while not messages or messages[-1]["type"] != "agent_thinking":

@@ -12,6 +12,7 @@ import pytest
 
 from application.executions import Executions
 from application.processes import InMemoryProcessCatalog
+from application.starter import StartRequest, start_execution
 from infrastructure.schema import initialize_schema
 from infrastructure.settings import Settings
 from infrastructure.store.persistence import open_executions
@@ -38,7 +39,9 @@ def test_a_renewal_skips_rows_a_write_has_locked_and_so_cannot_deadlock_with_it(
 ) -> None:
     process, _ = InMemoryProcessCatalog().register(PROCESS)
     first, second = (
-        executions.start_execution(user_id="renewer", process=process, input={}).execution_id
+        start_execution(
+            executions, StartRequest(user_id="renewer", process=process, input={})
+        ).execution_id
         for _ in range(2)
     )
     queue = SqlWorkQueue(executions.recorder, per_user_limit=10)  # type: ignore[arg-type]

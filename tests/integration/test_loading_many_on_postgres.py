@@ -11,6 +11,7 @@ import pytest
 
 from application.executions import Executions
 from application.processes import InMemoryProcessCatalog
+from application.starter import StartRequest, start_execution
 from infrastructure.schema import initialize_schema
 from infrastructure.settings import Settings
 from infrastructure.store.persistence import open_executions
@@ -37,7 +38,9 @@ def executions(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> I
 
 def started(executions: Executions) -> uuid.UUID:
     process, _ = InMemoryProcessCatalog().register(PROCESS)
-    return executions.start_execution(user_id="loader", process=process, input={}).execution_id
+    return start_execution(
+        executions, StartRequest(user_id="loader", process=process, input={})
+    ).execution_id
 
 
 def test_a_long_execution_is_loaded_from_its_snapshot_and_later_events(

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from application.starter import StartRequest, start_execution
 from typer.testing import CliRunner
 
 from infrastructure.cli.main import app
@@ -227,7 +228,9 @@ def test_a_rebuild_after_migrating_works_and_migrations_leave_its_tables_alone(
     try:
         echo = runtime.catalog.get("echo")
         started = [
-            runtime.executions.start_execution(user_id="ada", process=echo, input={"n": n})
+            start_execution(
+                runtime.executions, StartRequest(user_id="ada", process=echo, input={"n": n})
+            )
             for n in range(3)
         ]
         assert runtime.wait_for_projection(started[-1].position, timeout=30)

@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 import sqlalchemy as sa
+from application.starter import StartRequest, start_execution
 from typer.testing import CliRunner
 
 from infrastructure.api.app import create_app
@@ -62,8 +63,9 @@ def service(settings: Settings) -> Iterator[tuple[Runtime, TestClient]]:
 
 def start_unchecked(runtime: Runtime, **request: Any) -> int:
     """A start that bypasses the API's checks, as an older version of the service wrote it."""
-    started = runtime.executions.start_execution(
-        user_id="user-a", process=runtime.catalog.get("echo"), input={}, **request
+    started = start_execution(
+        runtime.executions,
+        StartRequest(user_id="user-a", process=runtime.catalog.get("echo"), input={}, **request),
     )
     return started.position
 

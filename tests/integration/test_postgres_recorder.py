@@ -14,6 +14,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 from application.event_log import topics_by_type
 from application.executions import Executions
 from application.processes import InMemoryProcessCatalog
+from application.starter import StartRequest, start_execution
 from application.work import Fence, LeaseLostError
 from infrastructure.schema import initialize_schema
 from infrastructure.settings import Settings
@@ -36,7 +37,9 @@ def executions(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> I
     opened = open_executions(settings)
     process, _ = InMemoryProcessCatalog().register(PROCESS)
     for n in range(6):  # a few executions, each with a step scheduled: two topics in the log
-        started = opened.start_execution(user_id=f"user-{n % 2}", process=process, input={})
+        started = start_execution(
+            opened, StartRequest(user_id=f"user-{n % 2}", process=process, input={})
+        )
         execution = opened.get_execution(started.execution_id)
         execution.schedule_step("only", 1)
         opened.save_collected([(execution, list(execution.collect_events()))])

@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 import sqlalchemy as sa
+from application.starter import StartRequest, start_execution
 
 from infrastructure.api.app import create_app
 from infrastructure.auth.tokens import issue_token
@@ -127,8 +128,11 @@ def start_executions(runtime: Runtime, count: int, tag: str) -> int:
     position = 0
     for index in range(count):
         process = runtime.catalog.get("cost_optimization" if index % 3 == 0 else "echo")
-        started = runtime.executions.start_execution(
-            user_id=f"user-{index % 4}", process=process, input={"question": tag, "n": index}
+        started = start_execution(
+            runtime.executions,
+            StartRequest(
+                user_id=f"user-{index % 4}", process=process, input={"question": tag, "n": index}
+            ),
         )
         position = started.position
     return position

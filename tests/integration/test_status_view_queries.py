@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from application.starter import StartRequest, start_execution
 from infrastructure.runtime import Runtime
 from infrastructure.settings import Settings
 
@@ -26,8 +27,11 @@ def runtime(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runtime]
 
 
 def start(runtime: Runtime, user: str, process: str = "echo", thread: str | None = None) -> int:
-    started = runtime.executions.start_execution(
-        user_id=user, process=runtime.catalog.get(process), input={"n": 1}, thread_id=thread
+    started = start_execution(
+        runtime.executions,
+        StartRequest(
+            user_id=user, process=runtime.catalog.get(process), input={"n": 1}, thread_id=thread
+        ),
     )
     return started.position
 

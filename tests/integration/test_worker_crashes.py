@@ -17,6 +17,7 @@ import psycopg
 import pytest
 
 from application.executions import Executions
+from application.starter import StartRequest, start_execution
 from domain.event_names import event_type
 from infrastructure.catalog.sql import SqlProcessCatalog
 from infrastructure.schema import initialize_schema
@@ -172,8 +173,8 @@ def test_killing_workers_at_random_loses_no_execution_and_completes_nothing_twic
             workers.start()
         workers.wait_until_running()
         ids = [
-            executions.start_execution(
-                user_id=f"user-{n % 5}", process=process, input={"n": n}
+            start_execution(
+                executions, StartRequest(user_id=f"user-{n % 5}", process=process, input={"n": n})
             ).execution_id
             for n in range(EXECUTIONS)
         ]

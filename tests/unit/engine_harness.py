@@ -13,6 +13,7 @@ from application.builtin_agents import register_builtin_agents
 from application.executions import Executions
 from application.processes import InMemoryProcessCatalog
 from application.sample_processes import COST_OPTIMIZATION
+from application.starter import StartRequest, start_execution
 from application.step_runner import StepRunner
 from application.work_memory import IN_MEMORY_ENV, InMemoryWorkQueue, InMemoryWorkRecorder
 from application.worker import Worker
@@ -66,8 +67,9 @@ class EngineHarness:
         return registered.name
 
     def start(self, process: str, input: dict[str, Any] | None = None) -> UUID:
-        started = self.executions.start_execution(
-            user_id="user-a", process=self.catalog.get(process), input=input or {}
+        started = start_execution(
+            self.executions,
+            StartRequest(user_id="user-a", process=self.catalog.get(process), input=input or {}),
         )
         return started.execution_id
 

@@ -10,6 +10,7 @@ from application.execution_session import ExecutionSession
 from application.executions import Executions
 from application.group_commit import GroupCommitter, _Write
 from application.processes import InMemoryProcessCatalog
+from application.starter import StartRequest, start_execution
 from application.work_memory import IN_MEMORY_ENV
 from domain.execution_state import StepStatus
 from domain.executions import Execution
@@ -35,7 +36,7 @@ def test_a_cancelled_write_ends_before_the_session_can_be_read_again() -> None:
     async def scenario() -> tuple[bool, StepStatus, StepStatus]:
         executions = Executions(env=IN_MEMORY_ENV)
         process, _ = InMemoryProcessCatalog().register(PROCESS)
-        started = executions.start_execution(user_id="u", process=process, input={})
+        started = start_execution(executions, StartRequest(user_id="u", process=process, input={}))
         committer = HeldCommitter(executions)
         committer.release.set()
         session = ExecutionSession(

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from application.agents import AgentContext, AgentError
+from application.starter import StartRequest, start_execution
 from application.work import Enqueue, Fence, LeaseLostError
 from domain.execution_state import ExecutionStatus, StepStatus
 from tests.unit.engine_harness import EngineHarness
@@ -264,8 +265,9 @@ def test_each_user_runs_at_most_three_executions_at_once_and_the_rest_wait_in_or
     harness.agent("gate", gate)
     name = harness.process(process(agent_step("a", "gate")))
     first = [harness.start(name) for _ in range(5)]
-    other_user = harness.executions.start_execution(
-        user_id="user-b", process=harness.catalog.get(name), input={}
+    other_user = start_execution(
+        harness.executions,
+        StartRequest(user_id="user-b", process=harness.catalog.get(name), input={}),
     ).execution_id
 
     claims = harness.queue.claim("worker-1", 10, lease_seconds=30)

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Body, Header, Query, Response
 from starlette.concurrency import run_in_threadpool
 
 from application.event_log import to_message
-from application.executions import StartRequest
+from application.starter import StartRequest
 from infrastructure.api.attribution import CorrelationDep, actor_of, record_auditor_read
 from infrastructure.api.bounds import INT64_MAX
 from infrastructure.api.dependencies import CallerDep, RuntimeDep, StarterDep
