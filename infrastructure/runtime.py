@@ -22,6 +22,7 @@ from infrastructure.agents.thread_history import ThreadHistoryFromViews
 from infrastructure.catalog.sql import SqlProcessCatalog
 from infrastructure.feed.change_feed import ChangeFeed, nothing
 from infrastructure.feed.commit_listener import CommitListener
+from infrastructure.feed.notices import StoreNotices
 from infrastructure.read_models.locks import projection_locks
 from infrastructure.read_models.projector import Projector
 from infrastructure.read_models.status_queries import ExecutionStatusQueries
@@ -62,6 +63,7 @@ class Runtime:
     worker_thread: WorkerThread | None = None
     signals: WorkSignals | WorkNotifications | None = None
     commits: CommitListener | None = None
+    notices: StoreNotices | None = None
     _stopped: bool = field(default=False, repr=False)
 
     @classmethod
@@ -78,7 +80,8 @@ class Runtime:
         Without `feed` (a worker or projector alone), no change feed decodes every event:
         a worker is woken by `WorkNotifications` on PostgreSQL (by `WorkSignals`, which
         reads only the events workers react to, on SQLite), and a projector by
-        `CommitListener`.
+        `CommitListener`. On PostgreSQL they all listen through one connection,
+        `StoreNotices`, started once every role has subscribed.
         """
         initialize_schema(settings)
         executions = open_executions(settings)
@@ -88,11 +91,8 @@ class Runtime:
         catalog = SqlProcessCatalog(read_engine, checks=registration_checks(settings, agents))
         for document in SAMPLE_PROCESSES:
             catalog.register(document)
-        change_feed = ChangeFeed(
-            executions,
-            poll_interval=settings.poll_interval,
-            listen_dsn=libpq_dsn(settings) if settings.uses_postgres else None,
-        )
+        notices = StoreNotices(libpq_dsn(settings)) if settings.uses_postgres else None
+        change_feed = ChangeFeed(executions, poll_interval=settings.poll_interval, notices=notices)
         runtime = cls(
             settings,
             executions,
@@ -101,6 +101,7 @@ class Runtime:
             ExecutionStatusQueries(read_engine),
             agents,
             change_feed,
+            notices=notices,
         )
         head = executions.last_position()
         if projector:
@@ -114,22 +115,18 @@ class Runtime:
             if feed:
                 change_feed.subscribe(runtime.projector.wake, nothing)  # a wake-up is enough
             else:  # a projector alone reads the store itself; it only needs wake-ups
-                runtime.commits = CommitListener(
-                    executions,
-                    runtime.projector.wake,
-                    libpq_dsn(settings) if settings.uses_postgres else None,
-                )
+                runtime.commits = CommitListener(executions, runtime.projector.wake, notices)
                 runtime.commits.start()
             runtime.projector.start()
         if engine:
-            notified = not feed and settings.uses_postgres
+            notified = not feed and notices is not None
             worker = runtime.build_worker(notified=notified)
             runtime.worker_thread = WorkerThread(worker, settings.shutdown_grace)
             if feed:
                 change_feed.subscribe(worker.on_events, lambda: Worker.SIGNALS)
-            elif notified:  # woken by the writes that queue, cancel or free room for work
+            elif notices is not None:  # woken by the writes that queue, cancel or free room
                 runtime.signals = WorkNotifications(
-                    libpq_dsn(settings), worker.on_notice, worker.on_missed_notices
+                    notices, worker.on_notice, worker.on_missed_notices
                 )
                 runtime.signals.start()
             else:  # no notifications: follow the store for the events workers react to
@@ -138,6 +135,8 @@ class Runtime:
             runtime.worker_thread.start()
         if feed:
             change_feed.start(after=head)
+        if notices is not None:
+            notices.start()  # every role has subscribed; each is told on connecting
         return runtime
 
     def stop(self) -> None:
@@ -146,6 +145,8 @@ class Runtime:
         self._stopped = True
         if self.worker_thread is not None:
             self.worker_thread.stop()
+        if self.notices is not None:
+            self.notices.stop()
         if self.signals is not None:
             self.signals.stop()
         if self.commits is not None:

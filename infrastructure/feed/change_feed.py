@@ -9,7 +9,8 @@ from collections.abc import Callable, Iterable
 from application.backoff import Backoff
 from application.event_log import LoggedEvent, type_of_topic
 from application.executions import MAX_PAGE, Executions
-from infrastructure.feed.reconnect import listen_forever, unavailable
+from infrastructure.feed.notices import StoreNotices
+from infrastructure.feed.reconnect import unavailable
 from infrastructure.store.append_sql import parse_notice
 
 log = logging.getLogger(__name__)
@@ -52,12 +53,12 @@ class ChangeFeed:
         executions: Executions,
         *,
         poll_interval: float = 0.5,
-        listen_dsn: str | None = None,
+        notices: StoreNotices | None = None,
         channel: str = "executions_events",
     ):
         self.executions = executions
         self.poll_interval = poll_interval
-        self.listen_dsn = listen_dsn
+        self.notices = notices
         self.channel = channel
         self.position = 0
         self._subscribers: list[tuple[Subscriber, WantedTypes]] = []
@@ -100,8 +101,9 @@ class ChangeFeed:
     def start(self, after: int | None = None) -> None:
         """Deliver events after `after` (default: from the store's current head)."""
         self.position = self.executions.last_position() if after is None else after
-        if self.listen_dsn:  # this process's own writes are noticed like any other's
-            self._spawn(self._listen, "change-feed-listen")
+        if self.notices is not None:  # this process's own writes are noticed like any other's
+            # on (re)connect, anything committed before LISTEN took effect: read the head
+            self.notices.subscribe(self.channel, self.notice, self.wake)
         else:
             self.executions.add_listener(self.wake)
         self._spawn(self._follow, "change-feed")
@@ -163,20 +165,6 @@ class ChangeFeed:
                 log.exception("a change feed subscriber failed")
         self.position = upto
         return True
-
-    def _listen(self) -> None:
-        """Turn PostgreSQL notifications (sent by every insert, on commit) into wake-ups."""
-        assert self.listen_dsn is not None
-        listen_forever(
-            self.listen_dsn,
-            self.channel,
-            stopped=self._stopped,
-            connected=self.wake,  # anything committed before LISTEN took effect
-            notice=self.notice,
-            log=log,
-            what="change feed notifications",
-            stop_after=1,
-        )
 
 
 def _union(choices: Iterable[frozenset[str] | None]) -> frozenset[str] | None:

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import logging
-import threading
 from collections.abc import Callable
 
 from application.executions import Executions
-from infrastructure.feed.reconnect import listen_forever
-
-log = logging.getLogger(__name__)
+from infrastructure.feed.notices import StoreNotices
 
 
 class CommitListener:
@@ -19,37 +15,19 @@ class CommitListener:
         self,
         executions: Executions,
         wake: Callable[..., None],
-        listen_dsn: str | None,
+        notices: StoreNotices | None,
         channel: str = "executions_events",
     ):
         self.executions = executions
         self.wake = wake
-        self.listen_dsn = listen_dsn
+        self.notices = notices
         self.channel = channel
-        self._stopped = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         self.executions.add_listener(self.wake)
-        if self.listen_dsn:
-            self._thread = threading.Thread(target=self._listen, name="commits", daemon=True)
-            self._thread.start()
+        if self.notices is not None:
+            # on (re)connect, anything committed before LISTEN took effect: a wake-up too
+            self.notices.subscribe(self.channel, self.wake, self.wake)
 
     def stop(self) -> None:
-        self._stopped.set()
         self.executions.remove_listener(self.wake)
-        if self._thread is not None:
-            self._thread.join(5)
-
-    def _listen(self) -> None:
-        assert self.listen_dsn is not None
-        listen_forever(
-            self.listen_dsn,
-            self.channel,
-            stopped=self._stopped,
-            connected=self.wake,  # anything committed before LISTEN took effect
-            notice=self.wake,
-            log=log,
-            what="commit notifications",
-            stop_after=1,
-        )

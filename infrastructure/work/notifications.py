@@ -8,18 +8,18 @@ it is woken only by the writes that concern it, not by every commit to the store
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from uuid import UUID
 
-from infrastructure.feed.reconnect import listen_forever
+from infrastructure.feed.notices import StoreNotices
 from infrastructure.store.work_queue import WORK_CHANNEL
 
 log = logging.getLogger(__name__)
 
 
 class WorkNotifications:
-    """Listens on `WORK_CHANNEL` and hands each notice to the worker.
+    """Hands each notice on `WORK_CHANNEL` (through the process's `StoreNotices`) to the
+    worker.
 
     `notice(None)` says work was queued, `notice(id)` that an execution was asked to
     cancel. Notices sent while the connection was down are lost, so on every (re)connect
@@ -29,35 +29,19 @@ class WorkNotifications:
 
     def __init__(
         self,
-        listen_dsn: str,
+        notices: StoreNotices,
         notice: Callable[[UUID | None], None],
         missed: Callable[[], None],
     ):
-        self.listen_dsn = listen_dsn
+        self.notices = notices
         self.notice = notice
         self.missed = missed
-        self._stopped = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._listen, name="work-notices", daemon=True)
-        self._thread.start()
+        self.notices.subscribe(WORK_CHANNEL, self._deliver, self.missed)
 
     def stop(self) -> None:
-        self._stopped.set()
-        if self._thread is not None:
-            self._thread.join(5)
-
-    def _listen(self) -> None:
-        listen_forever(
-            self.listen_dsn,
-            WORK_CHANNEL,
-            stopped=self._stopped,
-            connected=self.missed,
-            notice=self._deliver,
-            log=log,
-            what="work notifications",
-        )
+        """Nothing to stop: the process's `StoreNotices` stops listening."""
 
     def _deliver(self, payload: str) -> None:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -14,8 +15,8 @@ import pytest
 from application.event_log import LoggedEvent
 from application.executions import Executions
 from application.processes import InMemoryProcessCatalog
-from application.starter import StartRequest, start_execution
 from infrastructure.feed.change_feed import ChangeFeed
+from infrastructure.feed.notices import StoreNotices
 from infrastructure.schema import initialize_schema
 from infrastructure.settings import Settings
 from infrastructure.store.persistence import libpq_dsn, open_executions
@@ -82,6 +83,25 @@ class Received:
             assert self.changed.wait_for(done, timeout=10), (self.upto, self.events)
 
 
+@contextmanager
+def following(
+    settings: Settings, executions: Executions, wanted: str
+) -> Iterator[tuple[ChangeFeed, Received]]:
+    """A change feed on `executions` that hands `Received` the events of type `wanted`,
+    woken by notices alone (its poll comes too late for any test)."""
+    notices = StoreNotices(libpq_dsn(settings))
+    feed = ChangeFeed(executions, poll_interval=60, notices=notices)
+    received = Received()
+    feed.subscribe(received, lambda: frozenset({wanted}))
+    feed.start()
+    notices.start()
+    try:
+        yield feed, received
+    finally:
+        notices.stop()
+        feed.stop()
+
+
 def listening(feed: ChangeFeed, writer: Executions, received: Received) -> None:
     """Once the feed has seen a write made after it started, it listens (as it connects,
     it reads the head: a write before that may have gone unnoticed)."""
@@ -92,20 +112,14 @@ def listening(feed: ChangeFeed, writer: Executions, received: Received) -> None:
 
 def started(executions: Executions, user: str = "noticed") -> UUID:
     process, _ = InMemoryProcessCatalog().register(PROCESS)
-    return start_execution(
-        executions, StartRequest(user_id=user, process=process, input={})
-    ).execution_id
+    return executions.start_execution(user_id=user, process=process, input={}).execution_id
 
 
 def test_writes_of_unwanted_types_cost_no_read_and_wanted_ones_arrive_once_in_order(
     settings: Settings, stores: tuple[Executions, Executions]
 ) -> None:
     mine, theirs = stores
-    feed = ChangeFeed(mine, poll_interval=60, listen_dsn=libpq_dsn(settings))  # no poll in time
-    received = Received()
-    feed.subscribe(received, lambda: frozenset({"execution_failed"}))
-    feed.start()
-    try:
+    with following(settings, mine, "execution_failed") as (feed, received):
         listening(feed, theirs, received)
         counted = Counted(mine)
         ids = [started(writer) for writer in (mine, theirs, mine, theirs)]
@@ -124,19 +138,13 @@ def test_writes_of_unwanted_types_cost_no_read_and_wanted_ones_arrive_once_in_or
         assert {e.type for e in received.events} == {"execution_failed"}
         assert counted.heads == 0
         assert counted.pages >= 1
-    finally:
-        feed.stop()
 
 
 def test_a_notice_without_topics_or_a_missed_one_falls_back_to_reading_the_store(
     settings: Settings, stores: tuple[Executions, Executions]
 ) -> None:
     mine, theirs = stores
-    feed = ChangeFeed(mine, poll_interval=60, listen_dsn=libpq_dsn(settings))
-    received = Received()
-    feed.subscribe(received, lambda: frozenset({"execution_started"}))
-    feed.start()
-    try:
+    with following(settings, mine, "execution_started") as (feed, received):
         listening(feed, theirs, received)
         received.events.clear()
         first = started(theirs)
@@ -146,5 +154,3 @@ def test_a_notice_without_topics_or_a_missed_one_falls_back_to_reading_the_store
         feed.notice(f"{theirs.last_position()}")  # a position, its topics left out
         received.wait(lambda: len(received.events) == 2)
         assert received.events[1].event.originator_id == second
-    finally:
-        feed.stop()

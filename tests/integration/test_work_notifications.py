@@ -13,10 +13,10 @@ from uuid import UUID
 import pytest
 
 from application.executions import Executions
-from application.starter import StartRequest, start_execution
 from application.work import Fence, Finish
 from domain.event_names import event_type
 from infrastructure.catalog.sql import SqlProcessCatalog
+from infrastructure.feed.notices import StoreNotices
 from infrastructure.schema import initialize_schema
 from infrastructure.settings import Settings
 from infrastructure.store.persistence import libpq_dsn, open_executions, read_model_engine
@@ -72,12 +72,13 @@ def test_queued_and_cancelled_executions_are_noticed_on_commit(
     settings: Settings, executions: Executions
 ) -> None:
     notices: queue.Queue[UUID | str | None] = queue.Queue()
-    listener = WorkNotifications(libpq_dsn(settings), notices.put, lambda: notices.put("missed"))
+    listener = StoreNotices(libpq_dsn(settings))
+    WorkNotifications(listener, notices.put, lambda: notices.put("missed")).start()
     listener.start()
     try:
         assert notices.get(timeout=10) == "missed"  # connected: anything before may be lost
-        started = start_execution(
-            executions, StartRequest(user_id="notified", process=registered(settings), input={})
+        started = executions.start_execution(
+            user_id="notified", process=registered(settings), input={}
         )
         assert notices.get(timeout=5) is None  # queued work: claim
         executions.request_cancellation(
@@ -95,14 +96,13 @@ def test_an_ended_execution_is_noticed_when_its_user_has_another_waiting(
     queue_ = SqlWorkQueue(executions.recorder, per_user_limit=1)  # type: ignore[arg-type]
     process = registered(settings)
     notices: queue.Queue[UUID | str | None] = queue.Queue()
-    listener = WorkNotifications(libpq_dsn(settings), notices.put, lambda: notices.put("missed"))
+    listener = StoreNotices(libpq_dsn(settings))
+    WorkNotifications(listener, notices.put, lambda: notices.put("missed")).start()
     listener.start()
     try:
         assert notices.get(timeout=10) == "missed"
         alone, first, second = (
-            start_execution(
-                executions, StartRequest(user_id=user, process=process, input={})
-            ).execution_id
+            executions.start_execution(user_id=user, process=process, input={}).execution_id
             for user in ("alone", "limited", "limited")
         )
         for _ in range(3):
@@ -142,8 +142,8 @@ def test_a_worker_process_stops_a_held_execution_as_soon_as_it_is_cancelled(
             stderr=subprocess.STDOUT,
         )
     try:
-        started = start_execution(
-            executions, StartRequest(user_id="held", process=registered(settings), input={})
+        started = executions.start_execution(
+            user_id="held", process=registered(settings), input={}
         ).execution_id
         deadline = time.monotonic() + 20
         while "timer_started" not in history_of(executions, started):
