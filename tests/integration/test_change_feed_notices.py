@@ -15,6 +15,7 @@ import pytest
 from application.event_log import LoggedEvent
 from application.executions import Executions
 from application.processes import InMemoryProcessCatalog
+from application.starter import StartRequest, start_execution
 from infrastructure.feed.change_feed import ChangeFeed
 from infrastructure.feed.notices import StoreNotices
 from infrastructure.schema import initialize_schema
@@ -112,7 +113,9 @@ def listening(feed: ChangeFeed, writer: Executions, received: Received) -> None:
 
 def started(executions: Executions, user: str = "noticed") -> UUID:
     process, _ = InMemoryProcessCatalog().register(PROCESS)
-    return executions.start_execution(user_id=user, process=process, input={}).execution_id
+    return start_execution(
+        executions, StartRequest(user_id=user, process=process, input={})
+    ).execution_id
 
 
 def test_writes_of_unwanted_types_cost_no_read_and_wanted_ones_arrive_once_in_order(

@@ -13,6 +13,7 @@ from uuid import UUID
 import pytest
 
 from application.executions import Executions
+from application.starter import StartRequest, start_execution
 from application.work import Fence, Finish
 from domain.event_names import event_type
 from infrastructure.catalog.sql import SqlProcessCatalog
@@ -77,8 +78,8 @@ def test_queued_and_cancelled_executions_are_noticed_on_commit(
     listener.start()
     try:
         assert notices.get(timeout=10) == "missed"  # connected: anything before may be lost
-        started = executions.start_execution(
-            user_id="notified", process=registered(settings), input={}
+        started = start_execution(
+            executions, StartRequest(user_id="notified", process=registered(settings), input={})
         )
         assert notices.get(timeout=5) is None  # queued work: claim
         executions.request_cancellation(
@@ -102,7 +103,9 @@ def test_an_ended_execution_is_noticed_when_its_user_has_another_waiting(
     try:
         assert notices.get(timeout=10) == "missed"
         alone, first, second = (
-            executions.start_execution(user_id=user, process=process, input={}).execution_id
+            start_execution(
+                executions, StartRequest(user_id=user, process=process, input={})
+            ).execution_id
             for user in ("alone", "limited", "limited")
         )
         for _ in range(3):
@@ -142,8 +145,8 @@ def test_a_worker_process_stops_a_held_execution_as_soon_as_it_is_cancelled(
             stderr=subprocess.STDOUT,
         )
     try:
-        started = executions.start_execution(
-            user_id="held", process=registered(settings), input={}
+        started = start_execution(
+            executions, StartRequest(user_id="held", process=registered(settings), input={})
         ).execution_id
         deadline = time.monotonic() + 20
         while "timer_started" not in history_of(executions, started):
