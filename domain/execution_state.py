@@ -76,6 +76,52 @@ class StepState:
     open_tool_calls: dict[str, str] = field(default_factory=dict)
     finished_tool_calls: list[str] = field(default_factory=list)
 
+    @classmethod
+    def from_plain(cls, plain: dict[str, Any]) -> StepState:
+        """The step state a snapshot holds as a plain dict (`dataclasses.asdict`)."""
+        return cls(**{**plain, "status": StepStatus(plain["status"])})
+
+    # -- rules the execution's step commands share --------------------------------------------
+
+    def require_current(self, attempt: int, action: str, *allowed: StepStatus) -> None:
+        """Refuse unless `attempt` is the step's current attempt and its status is `allowed`."""
+        if self.status is StepStatus.PENDING:
+            raise StepTransitionError(self, action)
+        if attempt != self.attempt:
+            raise StaleAttemptError(self, attempt)
+        if self.status not in allowed:
+            raise StepTransitionError(self, action)
+
+    def require_running(self, attempt: int, action: str) -> None:
+        """Refuse unless `attempt` is the step's current attempt and it is running."""
+        if attempt == self.attempt and self.status is StepStatus.SCHEDULED:
+            raise StepTransitionError(self, action)
+        if attempt != self.attempt or self.status is not StepStatus.RUNNING:
+            raise StaleAttemptError(self, attempt)  # e.g. a late result of a timed-out attempt
+
+    def require_agent_running(self, attempt: int, action: str) -> None:
+        """Refuse unless the attempt is running and its agent has started and not finished."""
+        self.require_running(attempt, action)
+        if not self.agent_started:
+            raise StepTransitionError(self, f"{action} before its agent started")
+        if self.agent_finished:
+            raise StepTransitionError(self, f"{action} after its agent finished")
+
+    def open_call(self, attempt: int, call_id: str) -> str:
+        """The tool of a call the running attempt started and has not finished."""
+        self.require_running(attempt, "finish a tool call")
+        try:
+            return self.open_tool_calls[call_id]
+        except KeyError:
+            raise ToolCallError(
+                f"tool call {call_id!r} of step {self.step_id!r} attempt {attempt} "
+                "was never started"
+            ) from None
+
+    def close_tool_call(self, call_id: str) -> None:
+        self.open_tool_calls.pop(call_id, None)
+        self.finished_tool_calls.append(call_id)
+
 
 class ExecutionRuleError(DomainError):
     """A command on an execution was refused."""
