@@ -1,4 +1,4 @@
-"""Wiring: the store, read model, engine, projector and change feed of one process."""
+"""Wiring: the store, read model, engine, projector and event feed of one process."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from infrastructure.agents.egress import AgentUrlPolicy
 from infrastructure.agents.http import HttpAgentClient
 from infrastructure.agents.thread_history import ThreadHistoryFromViews
 from infrastructure.catalog.sql import SqlProcessCatalog
-from infrastructure.feed.change_feed import ChangeFeed, nothing
-from infrastructure.feed.commit_listener import CommitListener
+from infrastructure.feed.commit_wake_ups import CommitWakeUps
+from infrastructure.feed.event_feed import EventFeed, nothing
 from infrastructure.feed.notices import StoreNotices
 from infrastructure.read_models.locks import projection_locks
 from infrastructure.read_models.projector import Projector
@@ -31,8 +31,8 @@ from infrastructure.schema import initialize_schema
 from infrastructure.settings import Settings
 from infrastructure.store.persistence import libpq_dsn, open_executions, read_model_engine
 from infrastructure.store.work_queue import SqlWorkQueue
-from infrastructure.work.notifications import WorkNotifications
-from infrastructure.work.signals import WorkSignals
+from infrastructure.work.embedded_feed import EmbeddedWorkFeed
+from infrastructure.work.notices import WorkNotices
 from infrastructure.work.worker_thread import WorkerThread
 from projections.execution_status import ExecutionStatusProjection
 
@@ -58,11 +58,11 @@ class Runtime:
     catalog: SqlProcessCatalog
     statuses: ExecutionStatusQueries
     agents: AgentRegistry
-    feed: ChangeFeed
+    feed: EventFeed
     projector: Projector | None = None
     worker_thread: WorkerThread | None = None
-    signals: WorkSignals | WorkNotifications | None = None
-    commits: CommitListener | None = None
+    work_wake_ups: EmbeddedWorkFeed | WorkNotices | None = None
+    commit_wake_ups: CommitWakeUps | None = None
     notices: StoreNotices | None = None
     _stopped: bool = field(default=False, repr=False)
 
@@ -77,10 +77,10 @@ class Runtime:
     ) -> Runtime:
         """Create the schema if needed, then start the roles asked for.
 
-        Without `feed` (a worker or projector alone), no change feed decodes every event:
-        a worker is woken by `WorkNotifications` on PostgreSQL (by `WorkSignals`, which
+        Without `feed` (a worker or projector alone), no event feed decodes every event:
+        a worker is woken by `WorkNotices` on PostgreSQL (by `EmbeddedWorkFeed`, which
         reads only the events workers react to, on SQLite), and a projector by
-        `CommitListener`. On PostgreSQL they all listen through one connection,
+        `CommitWakeUps`. On PostgreSQL they all listen through one connection,
         `StoreNotices`, started once every role has subscribed.
         """
         initialize_schema(settings)
@@ -92,7 +92,7 @@ class Runtime:
         for document in SAMPLE_PROCESSES:
             catalog.register(document)
         notices = StoreNotices(libpq_dsn(settings)) if settings.uses_postgres else None
-        change_feed = ChangeFeed(executions, poll_interval=settings.poll_interval, notices=notices)
+        event_feed = EventFeed(executions, poll_interval=settings.poll_interval, notices=notices)
         runtime = cls(
             settings,
             executions,
@@ -100,7 +100,7 @@ class Runtime:
             catalog,
             ExecutionStatusQueries(read_engine),
             agents,
-            change_feed,
+            event_feed,
             notices=notices,
         )
         head = executions.last_position()
@@ -113,28 +113,30 @@ class Runtime:
             )
             runtime.projector.catch_up()
             if feed:
-                change_feed.subscribe(runtime.projector.wake, nothing)  # a wake-up is enough
+                event_feed.subscribe(runtime.projector.wake, nothing)  # a wake-up is enough
             else:  # a projector alone reads the store itself; it only needs wake-ups
-                runtime.commits = CommitListener(executions, runtime.projector.wake, notices)
-                runtime.commits.start()
+                runtime.commit_wake_ups = CommitWakeUps(executions, runtime.projector.wake, notices)
+                runtime.commit_wake_ups.start()
             runtime.projector.start()
         if engine:
             notified = not feed and notices is not None
             worker = runtime.build_worker(notified=notified)
             runtime.worker_thread = WorkerThread(worker, settings.shutdown_grace)
             if feed:
-                change_feed.subscribe(worker.on_events, lambda: Worker.SIGNALS)
+                event_feed.subscribe(worker.on_events, lambda: Worker.SIGNALS)
             elif notices is not None:  # woken by the writes that queue, cancel or free room
-                runtime.signals = WorkNotifications(
+                runtime.work_wake_ups = WorkNotices(
                     notices, worker.on_notice, worker.on_missed_notices
                 )
-                runtime.signals.start()
+                runtime.work_wake_ups.start()
             else:  # no notifications: follow the store for the events workers react to
-                runtime.signals = WorkSignals(executions, worker.on_events, settings.poll_interval)
-                runtime.signals.start()
+                runtime.work_wake_ups = EmbeddedWorkFeed(
+                    executions, worker.on_events, settings.poll_interval
+                )
+                runtime.work_wake_ups.start()
             runtime.worker_thread.start()
         if feed:
-            change_feed.start(after=head)
+            event_feed.start(after=head)
         if notices is not None:
             notices.start()  # every role has subscribed; each is told on connecting
         return runtime
@@ -147,10 +149,10 @@ class Runtime:
             self.worker_thread.stop()
         if self.notices is not None:
             self.notices.stop()
-        if self.signals is not None:
-            self.signals.stop()
-        if self.commits is not None:
-            self.commits.stop()
+        if self.work_wake_ups is not None:
+            self.work_wake_ups.stop()
+        if self.commit_wake_ups is not None:
+            self.commit_wake_ups.stop()
         self.feed.stop()
         if self.projector is not None:
             self.projector.stop()

@@ -1,4 +1,4 @@
-"""Fans the change feed out to live subscribers, each with a bounded queue."""
+"""Fans the event feed out to live subscribers, each with a bounded queue."""
 
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ class Subscriber:
 
 
 class TailHub:
-    """Receives batches from the change feed's thread and queues them on the API's loop.
+    """Receives batches from the event feed's thread and queues them on the API's loop.
 
     Subscribers are kept by the user they follow, so an event costs work only for its own
     user's subscribers and the every-user ones (auditors), however many are connected.
@@ -111,7 +111,7 @@ class TailHub:
         return self._types
 
     def publish(self, events: list[LoggedEvent], upto: int | None = None) -> None:
-        """Called on the change feed's thread: encode once, then fan out on the loop.
+        """Called on the event feed's thread: encode once, then fan out on the loop.
 
         Events of users or types nobody here follows are not encoded at all. A subscription
         that registers meanwhile misses nothing: it catches up from the store after it

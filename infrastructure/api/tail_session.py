@@ -109,7 +109,7 @@ class TailService:
 
     @classmethod
     def start(cls, runtime: Runtime, settings: Settings, jwt_secret: str) -> TailService:
-        """Subscribe to this process's change feed and watch for revocations and shutdown."""
+        """Subscribe to this process's event feed and watch for revocations and shutdown."""
         hub = TailHub(
             asyncio.get_running_loop(),
             max_queue=settings.tail_queue_size,

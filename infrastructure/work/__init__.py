@@ -1,8 +1,9 @@
-"""The worker's side of the work queue: notices of queued work and the worker's thread.
+"""The worker's side of the work queue: what wakes a worker, and the worker's thread.
 
-`WorkNotifications` (PostgreSQL NOTIFY on the work channel, through the process's
-`StoreNotices`) and `WorkSignals`
-(in-process, for the embedded store) wake a worker; `WorkerThread` runs the
-application's `Worker` on its own event loop. Imports the application, the store and
+A worker running beside the API is woken by the process's `EventFeed`. Alone, it is
+woken by `WorkNotices` on PostgreSQL (the work channel's notices, through the process's
+`StoreNotices`) and by `EmbeddedWorkFeed` on the embedded store (the two kinds of event
+a worker reacts to, read after saves in this process and by a poll). `WorkerThread`
+runs the application's `Worker` on its own event loop. Imports the application, the store and
 the feed; nothing from the API, read models or CLI.
 """

@@ -22,7 +22,7 @@ from infrastructure.schema import initialize_schema
 from infrastructure.settings import Settings
 from infrastructure.store.persistence import libpq_dsn, open_executions, read_model_engine
 from infrastructure.store.work_queue import SqlWorkQueue
-from infrastructure.work.notifications import WorkNotifications
+from infrastructure.work.notices import WorkNotices
 from tests.integration.test_worker_crashes import worker_environment
 
 pytestmark = pytest.mark.postgres
@@ -74,7 +74,7 @@ def test_queued_and_cancelled_executions_are_noticed_on_commit(
 ) -> None:
     notices: queue.Queue[UUID | str | None] = queue.Queue()
     listener = StoreNotices(libpq_dsn(settings))
-    WorkNotifications(listener, notices.put, lambda: notices.put("missed")).start()
+    WorkNotices(listener, notices.put, lambda: notices.put("missed")).start()
     listener.start()
     try:
         assert notices.get(timeout=10) == "missed"  # connected: anything before may be lost
@@ -98,7 +98,7 @@ def test_an_ended_execution_is_noticed_when_its_user_has_another_waiting(
     process = registered(settings)
     notices: queue.Queue[UUID | str | None] = queue.Queue()
     listener = StoreNotices(libpq_dsn(settings))
-    WorkNotifications(listener, notices.put, lambda: notices.put("missed")).start()
+    WorkNotices(listener, notices.put, lambda: notices.put("missed")).start()
     listener.start()
     try:
         assert notices.get(timeout=10) == "missed"

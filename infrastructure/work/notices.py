@@ -1,4 +1,4 @@
-"""Wake-ups for a worker process on PostgreSQL, read from a notification channel alone.
+"""Work notices: wake-ups for a worker process on PostgreSQL, from the work channel alone.
 
 The store notifies `WORK_CHANNEL` on commit when executions are queued (empty payload) or
 asked to cancel (the execution's id), so a worker reads no event to learn of new work:
@@ -17,7 +17,7 @@ from infrastructure.store.work_queue import WORK_CHANNEL
 log = logging.getLogger(__name__)
 
 
-class WorkNotifications:
+class WorkNotices:
     """Hands each notice on `WORK_CHANNEL` (through the process's `StoreNotices`) to the
     worker.
 

@@ -1,4 +1,5 @@
-"""Follows the event store and hands each new batch of events to in-process subscribers."""
+"""The event feed: follows the store and hands each new batch of events to in-process
+subscribers."""
 
 from __future__ import annotations
 
@@ -36,10 +37,10 @@ MIN_INTERVAL = 0.005
 """Seconds between reads of the store while wake-ups keep arriving."""
 
 
-class ChangeFeed:
-    """One reader per process: woken by PostgreSQL NOTIFY (every process's writes, this
-    one's included) or, without it, by saves in this process, and by a slow poll as a
-    fallback for any missed wake-up.
+class EventFeed:
+    """One reader of new events per process: woken by PostgreSQL NOTIFY (every process's
+    writes, this one's included) or, without it, by saves in this process, and by a slow
+    poll as a fallback for any missed wake-up.
 
     The store is the truth; a wake-up only says "look again", so nothing is lost if one
     is missed, and subscribers see every event of the types they want once, in position
@@ -106,7 +107,7 @@ class ChangeFeed:
             self.notices.subscribe(self.channel, self.notice, self.wake)
         else:
             self.executions.add_listener(self.wake)
-        self._spawn(self._follow, "change-feed")
+        self._spawn(self._follow, "event-feed")
 
     def stop(self) -> None:
         self._stopped.set()
@@ -121,7 +122,7 @@ class ChangeFeed:
         self._threads.append(thread)
 
     def _follow(self) -> None:
-        backoff = Backoff("change feed reading the store", log, expected=unavailable)
+        backoff = Backoff("event feed reading the store", log, expected=unavailable)
         while not self._stopped.is_set():
             self._wake.clear()
             try:
@@ -162,7 +163,7 @@ class ChangeFeed:
             try:
                 subscriber(events, upto)
             except Exception:
-                log.exception("a change feed subscriber failed")
+                log.exception("an event feed subscriber failed")
         self.position = upto
         return True
 

@@ -1,10 +1,10 @@
-"""Wake-ups for a worker process without notifications (SQLite): new executions and
-cancellation requests, nothing else.
+"""The embedded work feed: wake-ups for a worker process on the embedded store (SQLite,
+no notifications): new executions and cancellation requests, nothing else.
 
-A worker alone does not need every event decoded (the API's change feed does that for
+A worker alone does not need every event decoded (the API's event feed does that for
 the live tail); it polls the store (and is woken by saves in its own process) and reads
 only the two kinds of event it reacts to, filtered by topic in SQL. On PostgreSQL a
-worker uses `WorkNotifications` instead and reads no event at all.
+worker uses `WorkNotices` instead and reads no event at all.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ PAGE = 10_000
 TOPICS = (Execution.ExecutionStarted.TOPIC, Execution.ExecutionCancellationRequested.TOPIC)
 
 
-class WorkSignals:
+class EmbeddedWorkFeed:
     """Follows the store for the events that concern workers and hands them on."""
 
     def __init__(
@@ -59,13 +59,13 @@ class WorkSignals:
         self._wake.set()
 
     def _spawn(self, target: Callable[[], None]) -> None:
-        thread = threading.Thread(target=target, name="work-signals", daemon=True)
+        thread = threading.Thread(target=target, name="embedded-work-feed", daemon=True)
         thread.start()
         self._threads.append(thread)
 
     def _follow(self) -> None:
         position = self.executions.last_position()
-        backoff = Backoff("reading work signals", log)
+        backoff = Backoff("embedded work feed reading the store", log)
         while not self._stopped.is_set():
             self._wake.clear()
             try:

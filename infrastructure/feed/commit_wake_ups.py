@@ -1,4 +1,5 @@
-"""Wakes a reader whenever events are committed: LISTEN in PostgreSQL, saves in this process."""
+"""Wake-ups on every commit for a reader that reads the store itself (a projector alone):
+`StoreNotices` on PostgreSQL, saves in this process."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from application.executions import Executions
 from infrastructure.feed.notices import StoreNotices
 
 
-class CommitListener:
+class CommitWakeUps:
     """Calls `wake()` on every commit to the events table, without reading any event."""
 
     def __init__(

@@ -1,4 +1,4 @@
-"""The change feed on PostgreSQL follows the store by its notices: how far each write went
+"""The event feed on PostgreSQL follows the store by its notices: how far each write went
 and which types it committed, so it reads only when a subscriber wants one of them."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from application.event_log import LoggedEvent
 from application.executions import Executions
 from application.processes import InMemoryProcessCatalog
 from application.starter import StartRequest, start_execution
-from infrastructure.feed.change_feed import ChangeFeed
+from infrastructure.feed.event_feed import EventFeed
 from infrastructure.feed.notices import StoreNotices
 from infrastructure.schema import initialize_schema
 from infrastructure.settings import Settings
@@ -87,11 +87,11 @@ class Received:
 @contextmanager
 def following(
     settings: Settings, executions: Executions, wanted: str
-) -> Iterator[tuple[ChangeFeed, Received]]:
-    """A change feed on `executions` that hands `Received` the events of type `wanted`,
+) -> Iterator[tuple[EventFeed, Received]]:
+    """An event feed on `executions` that hands `Received` the events of type `wanted`,
     woken by notices alone (its poll comes too late for any test)."""
     notices = StoreNotices(libpq_dsn(settings))
-    feed = ChangeFeed(executions, poll_interval=60, notices=notices)
+    feed = EventFeed(executions, poll_interval=60, notices=notices)
     received = Received()
     feed.subscribe(received, lambda: frozenset({wanted}))
     feed.start()
@@ -103,7 +103,7 @@ def following(
         feed.stop()
 
 
-def listening(feed: ChangeFeed, writer: Executions, received: Received) -> None:
+def listening(feed: EventFeed, writer: Executions, received: Received) -> None:
     """Once the feed has seen a write made after it started, it listens (as it connects,
     it reads the head: a write before that may have gone unnoticed)."""
     started(writer, user="before")
