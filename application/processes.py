@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -100,6 +101,17 @@ class ProcessCatalog(Protocol):
 
     def list_latest(self) -> list[RegisteredProcess]:
         """The latest version of every process, by name."""
+
+
+async def resolve_process(
+    catalog: ProcessCatalog, name: str, version: int | None = None
+) -> RegisteredProcess:
+    """`catalog.get` on an event loop: from what the catalog knows without I/O, else in a
+    thread (a process not looked up lately)."""
+    process = catalog.peek(name, version)
+    if process is None:
+        process = await asyncio.to_thread(catalog.get, name, version)
+    return process
 
 
 class InMemoryProcessCatalog:

@@ -8,10 +8,8 @@ from uuid import UUID
 
 from fastapi import Depends, Header
 
-from application.audit import AuditRead
-from infrastructure.audit.sql import SqlAuditReadLog
+from application.audit import AuditRead, AuditReadLog
 from infrastructure.auth.tokens import Caller
-from infrastructure.runtime import Runtime
 
 
 def actor_of(caller: Caller) -> str:
@@ -32,7 +30,7 @@ CorrelationDep = Annotated[str, Depends(get_correlation_id)]
 
 
 def record_auditor_read(
-    runtime: Runtime,
+    reads: AuditReadLog,
     caller: Caller,
     action: str,
     execution_id: UUID | None,
@@ -43,4 +41,4 @@ def record_auditor_read(
     if not caller.is_auditor:
         return
     read = AuditRead(actor_of(caller), action, execution_id, correlation_id, detail=detail)
-    SqlAuditReadLog(runtime.read_engine).record(read)
+    reads.record(read)

@@ -9,7 +9,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from infrastructure.api.dependencies import CallerDep, RuntimeDep
+from infrastructure.api.dependencies import CallerDep, ReadEngineDep
 from infrastructure.api.problem_responses import AUTHENTICATED, problems
 from infrastructure.auth.tokens import PermissionDeniedError
 from infrastructure.read_models.parked import ParkedEvent, parked
@@ -57,12 +57,12 @@ class ParkedEventPage(BaseModel):
 @router.get("/parked", response_model=ParkedEventPage, responses=problems(403))
 def list_parked(
     caller: CallerDep,
-    runtime: RuntimeDep,
+    read_engine: ReadEngineDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ParkedEventPage:
     """Events a projection could not apply (admins), oldest position first."""
     if not caller.is_admin:
         raise PermissionDeniedError("only admins see parked events")
-    with runtime.read_engine.connect() as connection:
+    with read_engine.connect() as connection:
         events = parked(connection, limit=limit)
     return ParkedEventPage(items=[ParkedEventView.of(e) for e in events])

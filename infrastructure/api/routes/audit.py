@@ -18,7 +18,12 @@ from infrastructure.api.audit_schemas import (
     VerificationView,
 )
 from infrastructure.api.bounds import INT64_MAX
-from infrastructure.api.dependencies import CallerDep, RuntimeDep
+from infrastructure.api.dependencies import (
+    CallerDep,
+    ExecutionsDep,
+    ReadEngineDep,
+    SettingsDep,
+)
 from infrastructure.api.errors import ProblemError
 from infrastructure.api.instants import Instant
 from infrastructure.api.problem_responses import AUTHENTICATED, problems
@@ -29,8 +34,10 @@ from infrastructure.auth.tokens import PermissionDeniedError
 router = APIRouter(tags=["audit"], responses=AUTHENTICATED)
 
 
-def get_audit(runtime: RuntimeDep) -> Audit:
-    return open_audit(runtime.settings, runtime.executions, runtime.read_engine)
+def get_audit(
+    settings: SettingsDep, executions: ExecutionsDep, read_engine: ReadEngineDep
+) -> Audit:
+    return open_audit(settings, executions, read_engine)
 
 
 AuditDep = Annotated[Audit, Depends(get_audit)]
@@ -44,7 +51,6 @@ AuditDep = Annotated[Audit, Depends(get_audit)]
 def get_state(
     execution_id: UUID,
     caller: CallerDep,
-    runtime: RuntimeDep,
     audit: AuditDep,
     correlation_id: CorrelationDep,
     version: Annotated[
@@ -59,7 +65,7 @@ def get_state(
         )
     execution = audit.get_state(execution_id, owner=caller.owner_filter, version=version, at=at)
     asked = {"version": version, "at": at.isoformat() if at else None}
-    record_auditor_read(runtime, caller, "state", execution_id, correlation_id, **asked)
+    record_auditor_read(audit.reads, caller, "state", execution_id, correlation_id, **asked)
     return ExecutionState.of(execution)
 
 
@@ -71,13 +77,14 @@ def get_state(
 def verify_execution(
     execution_id: UUID,
     caller: CallerDep,
-    runtime: RuntimeDep,
     audit: AuditDep,
     correlation_id: CorrelationDep,
 ) -> VerificationView:
     """Recompute the hash chain: `ok`, or the first broken link and why."""
     verification = audit.verify(execution_id, owner=caller.owner_filter)
-    record_auditor_read(runtime, caller, "verify", execution_id, correlation_id, ok=verification.ok)
+    record_auditor_read(
+        audit.reads, caller, "verify", execution_id, correlation_id, ok=verification.ok
+    )
     return VerificationView.of(verification)
 
 
@@ -89,13 +96,12 @@ def verify_execution(
 def export_execution(
     execution_id: UUID,
     caller: CallerDep,
-    runtime: RuntimeDep,
     audit: AuditDep,
     correlation_id: CorrelationDep,
 ) -> StreamingResponse:
     """The self-contained JSON Lines bundle; check it with `agent-ledger audit verify FILE`."""
     lines = list(audit.export(execution_id, owner=caller.owner_filter))
-    record_auditor_read(runtime, caller, "export", execution_id, correlation_id)
+    record_auditor_read(audit.reads, caller, "export", execution_id, correlation_id)
     return StreamingResponse(
         _ndjson(lines),
         media_type="application/x-ndjson",
@@ -106,7 +112,6 @@ def export_execution(
 @router.get("/v1/audit/reads", response_model=AuditReadPage, responses=problems(403))
 def list_audit_reads(
     caller: CallerDep,
-    runtime: RuntimeDep,
     audit: AuditDep,
     actor: str | None = None,
     execution_id: UUID | None = None,

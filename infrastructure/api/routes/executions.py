@@ -9,13 +9,24 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Body, Header, Query, Response
-from starlette.concurrency import run_in_threadpool
 
 from application.event_log import to_message
+from application.executions import Executions
+from application.processes import resolve_process
 from application.starter import StartRequest
 from infrastructure.api.attribution import CorrelationDep, actor_of, record_auditor_read
 from infrastructure.api.bounds import INT64_MAX
-from infrastructure.api.dependencies import CallerDep, RuntimeDep, StarterDep
+from infrastructure.api.dependencies import (
+    AuditReadsDep,
+    CallerDep,
+    CatalogDep,
+    ExecutionsDep,
+    ProjectionProgress,
+    ProjectionsDep,
+    SettingsDep,
+    StarterDep,
+    StatusQueriesDep,
+)
 from infrastructure.api.errors import ProblemError
 from infrastructure.api.instants import Instant
 from infrastructure.api.problem_responses import AUTHENTICATED, problems
@@ -31,7 +42,7 @@ from infrastructure.api.schemas import (
     StartExecution,
 )
 from infrastructure.auth.tokens import Caller
-from infrastructure.runtime import Runtime
+from infrastructure.settings import Settings
 
 router = APIRouter(prefix="/v1/executions", tags=["executions"], responses=AUTHENTICATED)
 
@@ -62,7 +73,8 @@ StartedTo = Annotated[Instant | None, Query(alias="to", description="started bef
 async def start_execution(
     body: StartExecution,
     caller: CallerDep,
-    runtime: RuntimeDep,
+    settings: SettingsDep,
+    catalog: CatalogDep,
     starter: StarterDep,
     response: Response,
     correlation_id: CorrelationDep,
@@ -70,10 +82,8 @@ async def start_execution(
     request_id: RequestId = None,
 ) -> ExecutionCreated:
     """Start an execution; repeat safely with the same `Idempotency-Key`."""
-    _check_input_size(body, runtime.settings.max_input_bytes)
-    process = runtime.catalog.peek(body.process, body.version)
-    if process is None:  # not looked up lately: ask the catalog's database
-        process = await run_in_threadpool(runtime.catalog.get, body.process, body.version)
+    _check_input_size(body, settings.max_input_bytes)
+    process = await resolve_process(catalog, body.process, body.version)
     started = await starter.start(
         StartRequest(
             user_id=caller.user_id,
@@ -102,7 +112,9 @@ async def start_execution(
 @router.get("", response_model=ExecutionPage, responses=problems(400))
 def list_executions(
     caller: CallerDep,
-    runtime: RuntimeDep,
+    statuses: StatusQueriesDep,
+    projections: ProjectionsDep,
+    settings: SettingsDep,
     status: str | None = None,
     process: str | None = None,
     thread_id: str | None = None,
@@ -113,8 +125,8 @@ def list_executions(
     started_to: StartedTo = None,
 ) -> ExecutionPage:
     """The caller's executions, newest first (auditors see everyone's)."""
-    _wait_for_view(runtime, after)
-    rows = runtime.statuses.list_rows(
+    _wait_for_view(projections, settings, after)
+    rows = statuses.list_rows(
         user_id=caller.owner_filter,
         status=status,
         process=process,
@@ -132,18 +144,24 @@ def list_executions(
 
 @router.get("/{execution_id}", response_model=ExecutionDetail, responses=problems(404))
 def get_execution(
-    execution_id: UUID, caller: CallerDep, runtime: RuntimeDep, after: After = None
+    execution_id: UUID,
+    caller: CallerDep,
+    statuses: StatusQueriesDep,
+    executions: ExecutionsDep,
+    projections: ProjectionsDep,
+    settings: SettingsDep,
+    after: After = None,
 ) -> ExecutionDetail:
     """One execution's status; another user's execution does not exist for the caller."""
-    _wait_for_view(runtime, after)
-    row = runtime.statuses.get(execution_id, caller.owner_filter)
-    if row is None and runtime.wait_for_projection(runtime.executions.last_position(), 2.0):
-        row = runtime.statuses.get(execution_id, caller.owner_filter)  # it may have been lag
+    _wait_for_view(projections, settings, after)
+    row = statuses.get(execution_id, caller.owner_filter)
+    if row is None and projections.wait_for_projection(executions.last_position(), 2.0):
+        row = statuses.get(execution_id, caller.owner_filter)  # it may have been lag
     if row is None:
         raise ProblemError(
             404, "not-found", "Execution not found", f"execution {execution_id} was not found"
         )
-    steps = [StepView.of(step) for step in runtime.statuses.steps(execution_id)]
+    steps = [StepView.of(step) for step in statuses.steps(execution_id)]
     return ExecutionDetail(**ExecutionView.of(row).model_dump(), steps=steps)
 
 
@@ -151,16 +169,17 @@ def get_execution(
 def get_execution_events(
     execution_id: UUID,
     caller: CallerDep,
-    runtime: RuntimeDep,
+    executions: ExecutionsDep,
+    reads: AuditReadsDep,
     correlation_id: CorrelationDep,
     after: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> EventPage:
     """The execution's full history from the store, in order, paged by position."""
-    _check_owner(runtime, execution_id, caller)
-    events = runtime.executions.get_history(execution_id, after=after, limit=limit)
+    _check_owner(executions, execution_id, caller)
+    events = executions.get_history(execution_id, after=after, limit=limit)
     record_auditor_read(
-        runtime, caller, "history", execution_id, correlation_id, after=after, limit=limit
+        reads, caller, "history", execution_id, correlation_id, after=after, limit=limit
     )
     items = [EventMessage.model_validate(to_message(e)) for e in events]
     return EventPage(items=items, next_after=items[-1].position if len(items) == limit else None)
@@ -175,13 +194,13 @@ def get_execution_events(
 def cancel_execution(
     execution_id: UUID,
     caller: CallerDep,
-    runtime: RuntimeDep,
+    executions: ExecutionsDep,
     correlation_id: CorrelationDep,
     body: Annotated[CancelExecution | None, Body()] = None,
 ) -> Accepted:
     """Ask for the execution to stop; the engine records `ExecutionCancelled`."""
     reason = (body or CancelExecution()).reason
-    position = runtime.executions.request_cancellation(
+    position = executions.request_cancellation(
         execution_id,
         user_id=None if caller.is_admin else caller.user_id,
         by=caller.user_id,
@@ -192,8 +211,8 @@ def cancel_execution(
     return Accepted(id=execution_id, position=position)
 
 
-def _check_owner(runtime: Runtime, execution_id: UUID, caller: Caller) -> None:
-    runtime.executions.get_execution(execution_id, user_id=caller.owner_filter, version=1)
+def _check_owner(executions: Executions, execution_id: UUID, caller: Caller) -> None:
+    executions.get_execution(execution_id, user_id=caller.owner_filter, version=1)
 
 
 def _check_input_size(body: StartExecution, limit: int) -> None:
@@ -208,16 +227,16 @@ def _check_input_size(body: StartExecution, limit: int) -> None:
         )
 
 
-def _wait_for_view(runtime: Runtime, after: int | None) -> None:
+def _wait_for_view(projections: ProjectionProgress, settings: Settings, after: int | None) -> None:
     if after is None:
         return
-    if not runtime.wait_for_projection(after, runtime.settings.read_wait_timeout):
+    if not projections.wait_for_projection(after, settings.read_wait_timeout):
         raise ProblemError(
             503,
             "projection-lagging",
             "Read model is behind",
             f"the status view has not reached position {after} yet; retry",
-            position=runtime.projection_position(),
+            position=projections.projection_position(),
         )
 
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from infrastructure.api.dependencies import RuntimeDep
+from infrastructure.api.dependencies import ExecutionsDep, ReadEngineDep, SettingsDep
 from infrastructure.api.problem_responses import problems
 from infrastructure.api.prometheus import metrics_registry
 from infrastructure.read_models.health import projection_lags
@@ -51,17 +51,19 @@ def healthz() -> dict[str, str]:
         **problems(422),
     },
 )
-def readyz(runtime: RuntimeDep) -> JSONResponse:
+def readyz(
+    executions: ExecutionsDep, read_engine: ReadEngineDep, settings: SettingsDep
+) -> JSONResponse:
     """The databases answer; reports every projection's position and lag behind the store."""
     try:
-        with runtime.read_engine.connect() as connection:
+        with read_engine.connect() as connection:
             connection.execute(sa.text("SELECT 1"))
-        lags = projection_lags(runtime.executions, runtime.read_engine)
-        head = lags[0].head if lags else runtime.executions.last_position()
+        lags = projection_lags(executions, read_engine)
+        head = lags[0].head if lags else executions.last_position()
     except Exception as error:
         body: dict[str, Any] = {"status": "unavailable", "detail": str(error)[:200]}
         return JSONResponse(body, status_code=503)
-    limit = runtime.settings.ready_max_lag_seconds
+    limit = settings.ready_max_lag_seconds
     lagging = [lag.name for lag in lags if lag.seconds > limit]
     return JSONResponse(
         {
@@ -93,7 +95,7 @@ def readyz(runtime: RuntimeDep) -> JSONResponse:
         **problems(422, 503),
     },
 )
-def prometheus_metrics(runtime: RuntimeDep) -> Response:
+def prometheus_metrics(executions: ExecutionsDep, read_engine: ReadEngineDep) -> Response:
     """Prometheus text format: events, executions by status, projection lag, step latency."""
-    registry = metrics_registry(runtime.executions, runtime.read_engine)
+    registry = metrics_registry(executions, read_engine)
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

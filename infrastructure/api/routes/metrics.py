@@ -8,14 +8,17 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from infrastructure.api.bounds import INT64_MAX
-from infrastructure.api.dependencies import CallerDep, RuntimeDep
+from infrastructure.api.dependencies import (
+    CallerDep,
+    MetricsQueriesDep,
+    ProjectionsDep,
+    SettingsDep,
+)
 from infrastructure.api.errors import ProblemError
 from infrastructure.api.instants import Instant
 from infrastructure.api.problem_responses import AUTHENTICATED
 from infrastructure.api.read_model_schemas import MetricsPage, NamedMetrics
 from infrastructure.auth.tokens import Caller
-from infrastructure.read_models.metrics_queries import MetricsQueries
-from infrastructure.runtime import Runtime
 from projections.metric_figures import SlaTargets
 from projections.metrics import AGENT, PROCESS, TOOL, MetricsProjection
 
@@ -53,48 +56,60 @@ class MetricsRequest:
 RequestDep = Annotated[MetricsRequest, Depends()]
 
 
+@dataclass(frozen=True)
+class MetricsSources:
+    """What every metrics endpoint reads: the figures, the projection's progress, settings."""
+
+    queries: MetricsQueriesDep
+    projections: ProjectionsDep
+    settings: SettingsDep
+
+
+SourcesDep = Annotated[MetricsSources, Depends()]
+
+
 @router.get("/agents", response_model=MetricsPage, response_model_by_alias=True)
-def agent_metrics(caller: CallerDep, runtime: RuntimeDep, query: RequestDep) -> MetricsPage:
+def agent_metrics(caller: CallerDep, sources: SourcesDep, query: RequestDep) -> MetricsPage:
     """Runs of each agent (one per attempt): outcomes, retries, durations, SLA breaches."""
-    targets = SlaTargets({k: v * 1000 for k, v in runtime.settings.sla_agent_seconds.items()})
-    return _page(AGENT, targets, caller, runtime, query)
+    targets = SlaTargets({k: v * 1000 for k, v in sources.settings.sla_agent_seconds.items()})
+    return _page(AGENT, targets, caller, sources, query)
 
 
 @router.get("/tools", response_model=MetricsPage, response_model_by_alias=True)
-def tool_metrics(caller: CallerDep, runtime: RuntimeDep, query: RequestDep) -> MetricsPage:
+def tool_metrics(caller: CallerDep, sources: SourcesDep, query: RequestDep) -> MetricsPage:
     """Calls of each tool: outcomes, retries of their step, durations, SLA breaches."""
-    targets = SlaTargets({k: v * 1000 for k, v in runtime.settings.sla_tool_seconds.items()})
-    return _page(TOOL, targets, caller, runtime, query)
+    targets = SlaTargets({k: v * 1000 for k, v in sources.settings.sla_tool_seconds.items()})
+    return _page(TOOL, targets, caller, sources, query)
 
 
 @router.get("/processes", response_model=MetricsPage, response_model_by_alias=True)
-def process_metrics(caller: CallerDep, runtime: RuntimeDep, query: RequestDep) -> MetricsPage:
+def process_metrics(caller: CallerDep, sources: SourcesDep, query: RequestDep) -> MetricsPage:
     """Executions of each process: outcomes, step retries, durations, whole-workflow SLA."""
-    targets = SlaTargets(default=runtime.settings.sla_workflow_seconds * 1000)
-    return _page(PROCESS, targets, caller, runtime, query)
+    targets = SlaTargets(default=sources.settings.sla_workflow_seconds * 1000)
+    return _page(PROCESS, targets, caller, sources, query)
 
 
 def _page(
-    kind: str, targets: SlaTargets, caller: Caller, runtime: Runtime, query: MetricsRequest
+    kind: str, targets: SlaTargets, caller: Caller, sources: MetricsSources, query: MetricsRequest
 ) -> MetricsPage:
     start, end, after = query.start, query.end, query.after
     if start is not None and end is not None and end <= start:
         raise ProblemError(
             422, "invalid-range", "Invalid time range", "`to` must be later than `from`"
         )
-    if after is not None and not runtime.wait_for_projection(
-        after, runtime.settings.read_wait_timeout, MetricsProjection.name
+    if after is not None and not sources.projections.wait_for_projection(
+        after, sources.settings.read_wait_timeout, MetricsProjection.name
     ):
         raise ProblemError(
             503,
             "projection-lagging",
             "Read model is behind",
             f"the metrics have not reached position {after} yet; retry",
-            position=runtime.projection_position(MetricsProjection.name),
+            position=sources.projections.projection_position(MetricsProjection.name),
         )
     owner = caller.owner_filter if caller.owner_filter is not None else query.user_id
-    position = runtime.projection_position(MetricsProjection.name)
-    items = MetricsQueries(runtime.read_engine).figures(
+    position = sources.projections.projection_position(MetricsProjection.name)
+    items = sources.queries.figures(
         kind, targets, user_id=owner, start=start, end=end, name=query.name, series=query.series
     )
     return MetricsPage(

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Query, Response
 
 from application.processes import RegisteredProcess
 from infrastructure.api.bounds import INT32_MAX
-from infrastructure.api.dependencies import CallerDep, RuntimeDep
+from infrastructure.api.dependencies import CallerDep, CatalogDep
 from infrastructure.api.errors import ProblemError
 from infrastructure.api.problem_responses import AUTHENTICATED, problems
 from infrastructure.api.schemas import ProcessView
@@ -42,7 +42,7 @@ EXAMPLE = {
 def register_process(
     name: str,
     caller: CallerDep,
-    runtime: RuntimeDep,
+    catalog: CatalogDep,
     response: Response,
     document: Annotated[dict[str, Any], Body(openapi_examples={"two steps": {"value": EXAMPLE}})],
 ) -> ProcessView:
@@ -56,26 +56,26 @@ def register_process(
             "Invalid process definition",
             f"the body names {document.get('name')!r} but the path names {name!r}",
         )
-    registered, created = runtime.catalog.register({**document, "name": name})
+    registered, created = catalog.register({**document, "name": name})
     response.status_code = 201 if created else 200
     return _view(registered)
 
 
 @router.get("", response_model=list[ProcessView])
-def list_processes(_: CallerDep, runtime: RuntimeDep) -> list[ProcessView]:
+def list_processes(_: CallerDep, catalog: CatalogDep) -> list[ProcessView]:
     """The latest version of every registered process."""
-    return [_view(p) for p in runtime.catalog.list_latest()]
+    return [_view(p) for p in catalog.list_latest()]
 
 
 @router.get("/{name}", response_model=ProcessView)
 def get_process(
     name: str,
     _: CallerDep,
-    runtime: RuntimeDep,
+    catalog: CatalogDep,
     version: Annotated[int | None, Query(ge=1, le=INT32_MAX)] = None,
 ) -> ProcessView:
     """One process: its latest version, or the one asked for."""
-    return _view(runtime.catalog.get(name, version))
+    return _view(catalog.get(name, version))
 
 
 def _view(process: RegisteredProcess) -> ProcessView:
