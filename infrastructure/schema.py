@@ -15,11 +15,11 @@ import psycopg
 import psycopg.sql
 
 from application.executions import Executions
-from infrastructure.audit.sql import AUDIT_APPEND_ONLY_DDL
+from infrastructure.audit.sql import audit_append_only_ddl
 from infrastructure.read_models import migrations
 from infrastructure.settings import Settings
 from infrastructure.store.persistence import (
-    APPEND_ONLY_DDL,
+    append_only_ddl,
     event_store_env,
     libpq_dsn,
     read_model_engine,
@@ -62,8 +62,8 @@ def initialize_schema(settings: Settings) -> None:
             engine.dispose()
         if digest is not None:
             with psycopg.connect(libpq_dsn(settings), autocommit=True) as connection:
-                connection.execute(APPEND_ONLY_DDL.encode())
-                connection.execute(AUDIT_APPEND_ONLY_DDL.encode())
+                connection.execute(append_only_ddl().encode())
+                connection.execute(audit_append_only_ddl().encode())
                 connection.execute(
                     f"CREATE TABLE IF NOT EXISTS {SCHEMA_TABLE} "
                     "(name text PRIMARY KEY, digest text NOT NULL)"
@@ -93,7 +93,7 @@ def _schema_digest(settings: Settings) -> str:
         ]
     finally:
         executions.close()
-    parts += [APPEND_ONLY_DDL, AUDIT_APPEND_ONLY_DDL, str(migrations.head_revision())]
+    parts += [append_only_ddl(), audit_append_only_ddl(), str(migrations.head_revision())]
     return hashlib.sha256("\n;\n".join(parts).encode()).hexdigest()
 
 

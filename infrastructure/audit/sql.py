@@ -11,16 +11,12 @@ import sqlalchemy as sa
 from application.audit import AuditRead
 from application.checkpoints import Checkpoint
 from infrastructure.read_models.tables import audit_checkpoints, audit_reads
+from infrastructure.store.sql_files import sql_file
 
-AUDIT_APPEND_ONLY_DDL = """
-DROP TRIGGER IF EXISTS agent_ledger_append_only ON audit_reads;
-CREATE TRIGGER agent_ledger_append_only BEFORE UPDATE OR DELETE ON audit_reads
-  FOR EACH ROW EXECUTE FUNCTION agent_ledger_refuse_change();
-DROP TRIGGER IF EXISTS agent_ledger_append_only ON audit_checkpoints;
-CREATE TRIGGER agent_ledger_append_only BEFORE UPDATE OR DELETE ON audit_checkpoints
-  FOR EACH ROW EXECUTE FUNCTION agent_ledger_refuse_change();
-"""
-"""Reads and checkpoints are evidence too: PostgreSQL refuses to change or delete them."""
+
+def audit_append_only_ddl() -> str:
+    """Reads and checkpoints are evidence too: PostgreSQL refuses to change or delete them."""
+    return sql_file(__package__, "append_only_triggers.sql")
 
 
 class SqlAuditReadLog:

@@ -18,25 +18,16 @@ from application.executions import Executions
 from infrastructure.settings import Settings
 from infrastructure.store.histories import HistoriesBySql
 from infrastructure.store.pool import harden
+from infrastructure.store.sql_files import sql_file
 
 EVENTS_TABLE = "executions_events"
 SQLITE_EVENTS_TABLE = "stored_events"
 _SCHEMA_LOCK = zlib.crc32(b"agent-ledger:schema")
 
-APPEND_ONLY_DDL = f"""
-CREATE OR REPLACE FUNCTION agent_ledger_refuse_change() RETURNS trigger AS $$
-BEGIN
-  RAISE EXCEPTION 'the event store is append-only: % on % is refused', TG_OP, TG_TABLE_NAME
-    USING ERRCODE = 'insufficient_privilege';
-END
-$$ LANGUAGE plpgsql;
-DROP TRIGGER IF EXISTS agent_ledger_append_only ON {EVENTS_TABLE};
-CREATE TRIGGER agent_ledger_append_only BEFORE UPDATE OR DELETE ON {EVENTS_TABLE}
-  FOR EACH ROW EXECUTE FUNCTION agent_ledger_refuse_change();
-DROP TRIGGER IF EXISTS agent_ledger_no_truncate ON {EVENTS_TABLE};
-CREATE TRIGGER agent_ledger_no_truncate BEFORE TRUNCATE ON {EVENTS_TABLE}
-  FOR EACH STATEMENT EXECUTE FUNCTION agent_ledger_refuse_change();
-"""
+
+def append_only_ddl() -> str:
+    """Triggers that make PostgreSQL refuse `UPDATE`, `DELETE` and `TRUNCATE` on the events."""
+    return sql_file(__package__, "append_only_triggers.sql", events_table=EVENTS_TABLE)
 
 
 def postgres_url(settings: Settings) -> sa.URL:

@@ -38,6 +38,7 @@ from application.work import (
 from infrastructure.store.append_sql import CALL as APPEND_CALL
 from infrastructure.store.append_sql import append_arguments, append_ddl
 from infrastructure.store.postgres_recorder import PostgresStoreRecorder
+from infrastructure.store.sql_files import sql_file
 
 WORK_TABLE = "execution_work"
 WORK_CHANNEL = "agent_ledger_work"
@@ -100,25 +101,18 @@ def _fill(template: str, *names: str) -> str:
     return text
 
 
-_CLAIM_FUNCTION = f"""
-CREATE OR REPLACE FUNCTION agent_ledger_claim(
-  owner text, now_ float8, expires float8, per_user int, wanted int)
-RETURNS TABLE (claimed_id uuid, previous_owner text) LANGUAGE plpgsql AS $$
-BEGIN
-  PERFORM pg_advisory_xact_lock({_ADMISSION_LOCK});
-  {_fill(_ADMIT, "per_user", "wanted")};
-  RETURN QUERY
-    WITH picked AS ({_fill(_PICK, "now_", "now_", "wanted")} FOR UPDATE SKIP LOCKED),
-    leased AS (
-      UPDATE {WORK_TABLE} AS w SET lease_owner = owner, lease_expires_at = expires
-      FROM picked WHERE w.execution_id = picked.execution_id
-      RETURNING w.execution_id)
-    SELECT picked.execution_id, picked.lease_owner
-    FROM picked JOIN leased ON leased.execution_id = picked.execution_id
-    ORDER BY picked.ready_at, picked.seq;
-END $$"""
-"""Admit waiting executions within each user's limit, then lease the next ready ones, in
-one statement: every worker claims on every wake-up, so its round trips add up."""
+def claim_ddl() -> str:
+    """`agent_ledger_claim`: admit waiting executions within each user's limit, then lease
+    the next ready ones, in one statement: every worker claims on every wake-up, so its
+    round trips add up. Admission and picking are the SQLite claim's statements."""
+    return sql_file(
+        __package__,
+        "agent_ledger_claim.sql",
+        admission_lock=_ADMISSION_LOCK,
+        admit=_fill(_ADMIT, "per_user", "wanted"),
+        pick=_fill(_PICK, "now_", "now_", "wanted"),
+        work_table=WORK_TABLE,
+    )
 
 
 # Rows that a write of this worker has locked are skipped, not waited for: that write may
@@ -153,7 +147,7 @@ class PostgresWorkRecorder(PostgresStoreRecorder):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.sql_create_statements.extend(SQL(s).format() for s in POSTGRES_DDL)
-        self.sql_create_statements.append(SQL(_CLAIM_FUNCTION).format())
+        self.sql_create_statements.append(SQL(claim_ddl()).format())
         events_table = SQL("{0}.{1}").format(
             Identifier(self.datastore.schema), Identifier(self.events_table_name)
         )
