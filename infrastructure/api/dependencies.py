@@ -6,7 +6,8 @@ the catalog, ... and never reach into the whole runtime.
 
 from __future__ import annotations
 
-from typing import Annotated, Protocol
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 from fastapi import Depends, Header, Request
@@ -21,6 +22,8 @@ from infrastructure.read_models.metrics_queries import MetricsQueries
 from infrastructure.read_models.status_queries import ExecutionStatusQueries
 from infrastructure.runtime import Runtime
 from infrastructure.settings import Settings
+
+T = TypeVar("T")
 
 
 async def get_caller(
@@ -45,17 +48,13 @@ class ProjectionProgress(Protocol):
     def wait_for_projection(self, position: int, timeout: float, name: str = ...) -> bool: ...
 
 
-def _runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
+def _part(part: Callable[[Runtime], T]) -> Callable[[Request], Coroutine[Any, Any, T]]:
+    """A dependency on one part of the process's runtime."""
 
+    async def dependency(request: Request) -> T:
+        return part(request.app.state.runtime)
 
-async def get_settings(request: Request) -> Settings:
-    return _runtime(request).settings
-
-
-async def get_executions(request: Request) -> Executions:
-    return _runtime(request).executions
+    return dependency
 
 
 async def get_starter(request: Request) -> ExecutionStarter:
@@ -63,38 +62,20 @@ async def get_starter(request: Request) -> ExecutionStarter:
     return starter
 
 
-async def get_catalog(request: Request) -> ProcessCatalog:
-    return _runtime(request).catalog
-
-
-async def get_status_queries(request: Request) -> ExecutionStatusQueries:
-    return _runtime(request).statuses
-
-
-async def get_metrics_queries(request: Request) -> MetricsQueries:
-    return MetricsQueries(_runtime(request).read_engine)
-
-
-async def get_audit_reads(request: Request) -> AuditReadLog:
-    return SqlAuditReadLog(_runtime(request).read_engine)
-
-
-async def get_projections(request: Request) -> ProjectionProgress:
-    return _runtime(request)
-
-
-async def get_read_engine(request: Request) -> sa.Engine:
-    return _runtime(request).read_engine
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-ExecutionsDep = Annotated[Executions, Depends(get_executions)]
 StarterDep = Annotated[ExecutionStarter, Depends(get_starter)]
-CatalogDep = Annotated[ProcessCatalog, Depends(get_catalog)]
-StatusQueriesDep = Annotated[ExecutionStatusQueries, Depends(get_status_queries)]
-MetricsQueriesDep = Annotated[MetricsQueries, Depends(get_metrics_queries)]
-AuditReadsDep = Annotated[AuditReadLog, Depends(get_audit_reads)]
-ProjectionsDep = Annotated[ProjectionProgress, Depends(get_projections)]
-ReadEngineDep = Annotated[sa.Engine, Depends(get_read_engine)]
+SettingsDep = Annotated[Settings, Depends(_part(lambda runtime: runtime.settings))]
+ExecutionsDep = Annotated[Executions, Depends(_part(lambda runtime: runtime.executions))]
+CatalogDep = Annotated[ProcessCatalog, Depends(_part(lambda runtime: runtime.catalog))]
+StatusQueriesDep = Annotated[
+    ExecutionStatusQueries, Depends(_part(lambda runtime: runtime.statuses))
+]
+MetricsQueriesDep = Annotated[
+    MetricsQueries, Depends(_part(lambda runtime: MetricsQueries(runtime.read_engine)))
+]
+AuditReadsDep = Annotated[
+    AuditReadLog, Depends(_part(lambda runtime: SqlAuditReadLog(runtime.read_engine)))
+]
+ProjectionsDep = Annotated[ProjectionProgress, Depends(_part(lambda runtime: runtime))]
+ReadEngineDep = Annotated[sa.Engine, Depends(_part(lambda runtime: runtime.read_engine))]
 """The read-model database itself, for the routes that check it (readiness) or list
 its own bookkeeping (parked events)."""
