@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
+import typer
 from websockets.exceptions import WebSocketException
 from websockets.sync.client import connect
+
+from infrastructure.auth.tokens import issue_token
+from infrastructure.cli.preflight import require_jwt_secret
+from infrastructure.settings import Settings
 
 STEP_ICONS = {
     "execution_started": "▶",
@@ -28,6 +33,20 @@ STEP_ICONS = {
     "execution_cancelled": "■",
 }
 TERMINAL = {"execution_completed", "execution_failed", "execution_cancelled", "execution_timed_out"}
+
+
+def demo(
+    url: Annotated[
+        str, typer.Option(help="base URL of a running server")
+    ] = "http://127.0.0.1:8000",
+    question: Annotated[
+        str, typer.Option(help="the question to ask")
+    ] = "Where can we cut our LLM spend?",
+    sub: Annotated[str, typer.Option(help="user to run as")] = "demo-user",
+) -> None:
+    """Run the sample process against a running server, printing its events live."""
+    settings = Settings()
+    raise typer.Exit(run_demo(url, question, issue_token(require_jwt_secret(settings), sub)))
 
 
 def describe(message: dict[str, Any]) -> str:

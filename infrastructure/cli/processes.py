@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 import yaml
 
-from application.agents import AgentRegistry
-from application.builtin_agents import register_builtin_agents
 from application.storable_text import UnstorableTextError, check_storable
 from domain.errors import InvalidProcessDefinitionError
-from infrastructure.catalog.sql import SqlProcessCatalog
-from infrastructure.runtime import registration_checks
-from infrastructure.schema import initialize_schema
 from infrastructure.settings import Settings
-from infrastructure.store.persistence import read_model_engine
+
+processes_app = typer.Typer(help="Process definitions.", no_args_is_help=True)
+
+
+@processes_app.command("apply")
+def apply_process(
+    file: Annotated[Path, typer.Argument(help="a definition in YAML or JSON", exists=True)],
+) -> None:
+    """Register a process definition from a file (a changed one becomes a new version)."""
+    try:
+        typer.echo(apply_file(Settings(), file))
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="FILE") from None
 
 
 def load_document(path: Path) -> dict[str, Any]:
@@ -40,6 +48,14 @@ def load_document(path: Path) -> dict[str, Any]:
 def apply_file(settings: Settings, path: Path) -> str:
     """Validate, check as the API does (built-in agents, the egress rule) and register;
     returns a line saying which version is now registered."""
+    # imported here: every other command starts without the runtime's modules
+    from application.agents import AgentRegistry
+    from application.builtin_agents import register_builtin_agents
+    from infrastructure.catalog.sql import SqlProcessCatalog
+    from infrastructure.runtime import registration_checks
+    from infrastructure.schema import initialize_schema
+    from infrastructure.store.persistence import read_model_engine
+
     document = load_document(path)
     agents = AgentRegistry()
     register_builtin_agents(agents)
