@@ -6,10 +6,7 @@ import json
 import sys
 from typing import Annotated, Any
 
-import httpx
 import typer
-from websockets.exceptions import WebSocketException
-from websockets.sync.client import connect
 
 from infrastructure.auth.tokens import issue_token
 from infrastructure.cli.preflight import require_jwt_secret
@@ -80,6 +77,10 @@ def _detail(message: dict[str, Any]) -> str:
 
 def run_demo(url: str, question: str, token: str) -> int:
     """Returns the exit status: 0 when the execution completed."""
+    # imported here, as in _run: every other command starts without the HTTP clients
+    import httpx
+    from websockets.exceptions import WebSocketException
+
     try:
         return _run(url, question, token)
     except (httpx.ConnectError, httpx.ConnectTimeout, ConnectionRefusedError):
@@ -95,6 +96,9 @@ def run_demo(url: str, question: str, token: str) -> int:
 
 
 def _run(url: str, question: str, token: str) -> int:
+    import httpx
+    from websockets.sync.client import connect
+
     headers = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
         response = client.post(

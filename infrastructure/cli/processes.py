@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 
 from application.storable_text import UnstorableTextError, check_storable
 from domain.errors import InvalidProcessDefinitionError
@@ -29,6 +28,8 @@ def apply_process(
 
 def load_document(path: Path) -> dict[str, Any]:
     """A definition document from YAML (.yaml/.yml) or JSON."""
+    import yaml  # imported here: every other command starts without it
+
     text = path.read_text()
     try:
         document = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
