@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install browser run test lint check format bench clean
+.PHONY: install browser run test test-unit test-integration test-e2e lint check format bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,21 @@ browser: $(AGENT_LEDGER_TEST_CHROMIUM)  ## the headless Chromium of the dashboar
 run: install  ## start the service on the embedded SQLite store
 	$(BIN)/agent-ledger serve
 
-test: install browser  ## every test: unit, integration (PostgreSQL), end-to-end
-	$(BIN)/pytest $(PYTEST_ARGS)
+# Each tier is one pytest run, timed against its budget on 2 cores (scripts/test_tiers.py);
+# PYTEST_ARGS go to every run (`--junitxml=FILE` gets one report of the three tiers).
+TIERS := $(BIN)/python scripts/test_tiers.py
+
+test: install browser  ## every tier in turn: unit, integration (PostgreSQL), end-to-end
+	$(TIERS) unit integration e2e -- $(PYTEST_ARGS)
+
+test-unit: install  ## no database, in-memory and embedded SQLite: budget 60 s
+	$(TIERS) unit -- $(PYTEST_ARGS)
+
+test-integration: install  ## PostgreSQL (and SQLite beside it): budget 4 min
+	$(TIERS) integration -- $(PYTEST_ARGS)
+
+test-e2e: install browser  ## the agent-ledger command over HTTP, WebSocket, a browser: budget 3 min
+	$(TIERS) e2e -- $(PYTEST_ARGS)
 
 lint: install  ## formatting, lint, types and the layer contract
 	$(BIN)/ruff format --check .

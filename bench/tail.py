@@ -36,7 +36,7 @@ from infrastructure.settings import Settings
 from infrastructure.store.persistence import open_executions
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the workload lives in tests/
-from tests.tail_workload import EVENTS_PER_EXECUTION, finished_execution
+from tests.support.tail_workload import EVENTS_PER_EXECUTION, finished_execution
 
 SECRET = "bench-" + "s" * 40
 USERS = [f"bench-{n:03d}" for n in range(100)]

@@ -1,4 +1,6 @@
-"""Fixtures shared by every tier: a real PostgreSQL database per test module.
+"""Fixtures shared by the tiers that need PostgreSQL (integration, e2e): the server, a fresh
+database per test module (`postgres_url`) or per test (`empty_database`). Each tier has its
+own conftest.py besides; helpers live in tests/support.
 
 When the selected tests need PostgreSQL and none answers, the run stops at once with one
 line saying so (`pytest_collection_finish`), rather than a failure per test.
@@ -7,15 +9,14 @@ line saying so (`pytest_collection_finish`), rather than a failure per test.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 
 import psycopg
 import pytest
-import sqlalchemy as sa
 
 from infrastructure.cli.preflight import connection_failure
 from infrastructure.redact import mask_url
+from tests.support.databases import fresh_database
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -44,7 +45,7 @@ def postgres_unreachable(url: str) -> str | None:
     return None
 
 
-def _needs_postgres(item: pytest.Item) -> bool:
+def needs_postgres(item: pytest.Item) -> bool:
     """Asks for the shared server, directly or as a `postgres`/`postgresql` parameter of a
     fixture that requests it by name (`request.getfixturevalue`)."""
     if "postgres_admin" in getattr(item, "fixturenames", ()):
@@ -58,7 +59,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     """Check PostgreSQL once, before any test runs, if a selected test needs it."""
     if session.config.option.collectonly:
         return
-    needing = sum(_needs_postgres(item) for item in session.items)
+    needing = sum(needs_postgres(item) for item in session.items)
     if needing and (problem := postgres_unreachable(admin_url())) is not None:
         pytest.exit(f"{problem} ({needing} selected tests need it)", returncode=NO_POSTGRES_EXIT)
 
@@ -76,12 +77,12 @@ def postgres_admin() -> str:
 @pytest.fixture(scope="module")
 def postgres_url(postgres_admin: str) -> Iterator[str]:
     """A fresh, empty database for one test module, dropped afterwards."""
-    name = f"agent_ledger_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_admin, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    url = sa.make_url(postgres_admin).set(database=name).render_as_string(hide_password=False)
-    try:
+    with fresh_database(postgres_admin) as url:
         yield url
-    finally:
-        with psycopg.connect(postgres_admin, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def empty_database(postgres_admin: str) -> Iterator[str]:
+    """A fresh, empty database for one test, dropped afterwards."""
+    with fresh_database(postgres_admin) as url:
+        yield url

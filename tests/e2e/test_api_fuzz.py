@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from infrastructure.auth.tokens import issue_token
-from tests.e2e.test_server import Server
+from tests.support.server import Server, running_server
 
 ST = shutil.which("st", path=os.path.dirname(sys.executable))
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -37,7 +37,7 @@ MAX_EXAMPLES = 40  # per operation and phase
 RUN_TIMEOUT = 100.0
 
 CONFIG = """\
-hooks = "tests.e2e.fuzz_hooks"
+hooks = "tests.support.fuzz_hooks"
 max-stream-events = 2
 
 [checks.not_a_server_error]
@@ -52,22 +52,14 @@ expected-statuses = ["2xx", "3xx", "4xx", "503"]
 
 @pytest.fixture(scope="module")
 def server(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    data_dir = tmp_path_factory.mktemp("fuzz")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_LEDGER_")}
-    env.update(
+    with running_server(
+        tmp_path_factory.mktemp("fuzz"),
         AGENT_LEDGER_DATABASE_URL=postgres_url,
-        AGENT_LEDGER_DATA_DIR=str(data_dir),
         AGENT_LEDGER_JWT_SECRET=SECRET,
         AGENT_LEDGER_READ_WAIT_TIMEOUT="0.1",  # an unreachable `after=` answers 503 at once
         AGENT_LEDGER_TAIL_HEARTBEAT_INTERVAL="0.1",  # an idle SSE stream still says something
-        PYTHONIOENCODING="utf-8",
-    )
-    running = Server(env, data_dir / "server.log")
-    try:
-        running.start()
+    ) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def fuzz(

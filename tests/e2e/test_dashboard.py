@@ -12,9 +12,9 @@ import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 
-from infrastructure.auth.tokens import issue_token
-from tests.e2e.test_server import Server, start
-from tests.integration.walking_skeleton import (
+from tests.support import tokens
+from tests.support.server import Server, running_server, start
+from tests.support.walking_skeleton import (
     AGENT_STEPS,
     START_COST_OPTIMIZATION,
     Message,
@@ -58,24 +58,15 @@ PACED = {
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A running server on the embedded store."""
-    data_dir = tmp_path_factory.mktemp("dashboard")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_LEDGER_")}
-    env.update(
-        AGENT_LEDGER_DATA_DIR=str(data_dir),
-        AGENT_LEDGER_JWT_SECRET=SECRET,
-        PYTHONIOENCODING="utf-8",
-    )
-    running = Server(env, data_dir / "server.log")
-    try:
-        running.start()
+    with running_server(
+        tmp_path_factory.mktemp("dashboard"), AGENT_LEDGER_JWT_SECRET=SECRET
+    ) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def token(user: str, *roles: str, ttl: int = 600) -> str:
     """Minted here rather than by the CLI, whose start-up costs seconds on a busy machine."""
-    return issue_token(SECRET, user, roles or ("user",), ttl_seconds=ttl)
+    return tokens.token(SECRET, user, *roles, ttl=ttl)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import threading
@@ -19,13 +18,13 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 
 from application.executions import Executions
-from infrastructure.auth.tokens import issue_token
 from infrastructure.settings import Settings
 from infrastructure.store.persistence import open_executions
-from tests.e2e.tail_clients import Message, SseStream, sse, websocket
-from tests.e2e.test_server import Server
-from tests.integration.walking_skeleton import assert_problem
-from tests.tail_workload import append, positions_by_user
+from tests.support import tokens
+from tests.support.server import Server, clean_environment
+from tests.support.tail_clients import Message, SseStream, sse, websocket
+from tests.support.tail_workload import append, positions_by_user
+from tests.support.walking_skeleton import assert_problem
 
 pytestmark = pytest.mark.postgres
 
@@ -33,7 +32,7 @@ SECRET = f"tail-e2e-{uuid.uuid4().hex}{uuid.uuid4().hex}"
 
 
 def token(user: str, *roles: str, ttl: int = 600) -> str:
-    return issue_token(SECRET, user, roles or ("user",), ttl_seconds=ttl)
+    return tokens.token(SECRET, user, *roles, ttl=ttl)
 
 
 @dataclass
@@ -48,14 +47,12 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_LEDGER_")}
-    base.update(
+    base = clean_environment(
         AGENT_LEDGER_DATABASE_URL=postgres_url,
         AGENT_LEDGER_JWT_SECRET=SECRET,
         AGENT_LEDGER_TAIL_HEARTBEAT_INTERVAL="0.5",
         AGENT_LEDGER_TAIL_MAX_PER_USER="6",
         AGENT_LEDGER_REVOCATION_CHECK_INTERVAL="0.3",
-        PYTHONIOENCODING="utf-8",
     )
     servers: list[Server] = []
     for name, extra in (

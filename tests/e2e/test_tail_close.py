@@ -22,12 +22,12 @@ from websockets.sync.client import ClientConnection, connect
 
 from application.executions import Executions
 from domain.executions import Execution
-from infrastructure.auth.tokens import issue_token
 from infrastructure.settings import Settings
 from infrastructure.store.persistence import open_executions
-from tests.e2e.tail_clients import ws_url
-from tests.e2e.test_server import Server
-from tests.tail_workload import finished_execution
+from tests.support import tokens
+from tests.support.server import Server, running_server
+from tests.support.tail_clients import ws_url
+from tests.support.tail_workload import finished_execution
 
 pytestmark = pytest.mark.postgres
 
@@ -36,28 +36,20 @@ PROMPT = 1.0  # seconds: "at once", with room for a busy machine
 
 
 def token(user: str) -> str:
-    return issue_token(SECRET, user, ("user",), ttl_seconds=600)
+    return tokens.token(SECRET, user)
 
 
 @pytest.fixture(scope="module")
 def server(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    data_dir: Path = tmp_path_factory.mktemp("tail-close")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_LEDGER_")}
-    env.update(
+    with running_server(
+        tmp_path_factory.mktemp("tail-close"),
         AGENT_LEDGER_DATABASE_URL=postgres_url,
-        AGENT_LEDGER_DATA_DIR=str(data_dir),
         AGENT_LEDGER_JWT_SECRET=SECRET,
         AGENT_LEDGER_RUN_ENGINE="false",  # the tests write their events straight to the store
         AGENT_LEDGER_TAIL_HEARTBEAT_INTERVAL="0.5",
         AGENT_LEDGER_TAIL_MAX_PER_USER="1",
-        PYTHONIOENCODING="utf-8",
-    )
-    running = Server(env, data_dir / "server.log")
-    try:
-        running.start()
+    ) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(scope="module")

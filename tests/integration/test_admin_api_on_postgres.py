@@ -13,11 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from infrastructure.api.app import create_app
 from infrastructure.auth.tokens import issue_token
-from infrastructure.runtime import Runtime
 from infrastructure.settings import Settings
-from tests.integration.asgi_client import TestClient
+from tests.support.asgi_client import TestClient, serving
 
 SECRET = "processes-secret-" + "x" * 32
 ADMIN = {"Authorization": f"Bearer {issue_token(SECRET, 'ada', ['admin'])}"}
@@ -39,20 +37,9 @@ TWO_STEPS = {
 
 
 @pytest.fixture(scope="module")
-def settings(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return Settings(
-        database_url=postgres_url, jwt_secret=SECRET, data_dir=tmp_path_factory.mktemp("data")
-    )
-
-
-@pytest.fixture(scope="module")
 def client(settings: Settings) -> Iterator[TestClient]:
-    runtime = Runtime.start(settings)
-    try:
-        with TestClient(create_app(settings, runtime)) as test_client:
-            yield test_client
-    finally:
-        runtime.stop()
+    with serving(settings) as (_, test_client):
+        yield test_client
 
 
 def test_an_admin_registers_a_process_and_a_changed_one_becomes_a_new_version(
@@ -155,12 +142,8 @@ def remote(url: str) -> dict[str, object]:
 def loopback_client(settings: Settings) -> Iterator[TestClient]:
     """The API of a process whose allow-list lets agents on loopback through."""
     allowing = settings.model_copy(update={"agent_url_allow": "127.0.0.0/8"})
-    runtime = Runtime.start(allowing, engine=False, projector=False)
-    try:
-        with TestClient(create_app(allowing, runtime)) as test_client:
-            yield test_client
-    finally:
-        runtime.stop()
+    with serving(allowing, engine=False, projector=False) as (_, test_client):
+        yield test_client
 
 
 def test_an_agent_url_on_loopback_is_refused_naming_the_step_unless_allowed(

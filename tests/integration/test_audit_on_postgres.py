@@ -8,6 +8,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +17,12 @@ import pytest
 import sqlalchemy as sa
 
 from application.audit import Verification
-from infrastructure.api.app import create_app
 from infrastructure.audit.service import verify_store
-from infrastructure.auth.tokens import issue_token
-from infrastructure.runtime import Runtime
 from infrastructure.settings import Settings
 from infrastructure.store.persistence import EVENTS_TABLE
-from tests.integration.asgi_client import TestClient, receive_json
-from tests.integration.walking_skeleton import assert_problem, ends
+from tests.support import asgi_client, tokens
+from tests.support.asgi_client import TestClient, receive_json
+from tests.support.walking_skeleton import assert_problem, ends
 
 pytestmark = pytest.mark.postgres
 
@@ -33,10 +32,7 @@ CIPHER_KEY = "kVJ8g0bmGkz0sHq1JpTq1d3t6zt0l3VwqkS7l2Xn9uI="  # 32 bytes, base64
 CLI = str(Path(sys.executable).with_name("agent-ledger"))
 
 
-def bearer(user: str, *roles: str) -> dict[str, str]:
-    token = issue_token(SECRET, user, roles or ("user",), ttl_seconds=600)
-    return {"Authorization": f"Bearer {token}"}
-
+bearer = partial(tokens.bearer, SECRET)
 
 USER_A, USER_B = bearer("user-a"), bearer("user-b")
 AUDITOR, ADMIN = bearer("aud-1", "auditor"), bearer("boss", "admin")
@@ -44,12 +40,8 @@ AUDITOR, ADMIN = bearer("aud-1", "auditor"), bearer("boss", "admin")
 
 @contextmanager
 def serving(settings: Settings) -> Iterator[TestClient]:
-    runtime = Runtime.start(settings)
-    try:
-        with TestClient(create_app(settings, runtime)) as client:
-            yield client
-    finally:
-        runtime.stop()
+    with asgi_client.serving(settings) as (_, client):
+        yield client
 
 
 @pytest.fixture(scope="module")

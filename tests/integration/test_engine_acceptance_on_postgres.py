@@ -11,8 +11,8 @@ import pytest
 
 from infrastructure.api.app import create_app
 from infrastructure.auth.tokens import issue_token
-from tests.integration.asgi_client import TestClient, receive_json
-from tests.integration.engine_scenarios import (
+from tests.support.asgi_client import TestClient, receive_json
+from tests.support.engine_scenarios import (
     FINISHING_EVENTS,
     SECRET,
     Engine,

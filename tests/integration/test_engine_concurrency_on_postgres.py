@@ -12,7 +12,7 @@ import pytest
 
 from application.agents import AgentContext
 from domain.execution_state import ExecutionStatus, StepStatus
-from tests.integration.engine_scenarios import (
+from tests.support.engine_scenarios import (
     Engine,
     Gate,
     Hung,
@@ -24,8 +24,8 @@ from tests.integration.engine_scenarios import (
     of_step,
     process,
     running_engine,
-    wait_until,
 )
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.postgres
 

@@ -15,7 +15,7 @@ import pytest
 
 from application.agents import AgentContext, AgentError
 from domain.execution_state import ExecutionStatus, StepStatus
-from tests.integration.engine_scenarios import (
+from tests.support.engine_scenarios import (
     Calls,
     Engine,
     Gate,
@@ -31,8 +31,8 @@ from tests.integration.engine_scenarios import (
     reread_from_a_fresh_store,
     running_engine,
     step_started_ids,
-    wait_until,
 )
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.postgres
 

@@ -16,7 +16,7 @@ import pytest
 
 from domain.execution_state import ExecutionStatus
 from infrastructure.catalog.sql import SqlProcessCatalog
-from tests.integration.engine_scenarios import (
+from tests.support.engine_scenarios import (
     Engine,
     agent_step,
     engine_settings,
@@ -24,8 +24,8 @@ from tests.integration.engine_scenarios import (
     of_step,
     process,
     running_engine,
-    wait_until,
 )
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.postgres
 

@@ -14,21 +14,21 @@ import pytest
 
 from application.agents import AgentContext, AgentError
 from domain.execution_state import ExecutionStatus
-from tests.integration.engine_scenarios import (
+from tests.support.databases import fresh_database
+from tests.support.engine_scenarios import (
     Engine,
     agent_step,
     always_failing,
     engine_settings,
     events_of,
-    fresh_database,
     index_of,
     moment,
     of_step,
     process,
     running_engine,
     unique,
-    wait_until,
 )
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.postgres
 

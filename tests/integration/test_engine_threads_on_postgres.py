@@ -13,12 +13,12 @@ import pytest
 from application.agents import AgentContext
 from domain.execution_state import ExecutionStatus
 from infrastructure.runtime import Runtime
-from tests.integration.engine_scenarios import (
+from tests.support.databases import fresh_database
+from tests.support.engine_scenarios import (
     Engine,
     Gate,
     agent_step,
     engine_settings,
-    fresh_database,
     process,
     running_engine,
 )

@@ -23,15 +23,15 @@ from application.builtin_agents import register_builtin_agents
 from application.event_log import to_message
 from application.starter import StartRequest, start_execution
 from infrastructure import runtime as runtime_module
-from infrastructure.api.app import create_app
 from infrastructure.auth.tokens import issue_token
 from infrastructure.runtime import Runtime
 from infrastructure.schema import initialize_schema
 from infrastructure.settings import Settings
 from infrastructure.store.persistence import EVENTS_TABLE
 from projections.execution_status import ExecutionStatusProjection
-from tests.integration.asgi_client import TestClient, receive_json
-from tests.integration.walking_skeleton import (
+from tests.support import asgi_client, tokens
+from tests.support.asgi_client import TestClient, receive_json
+from tests.support.walking_skeleton import (
     START_COST_OPTIMIZATION,
     Message,
     assert_agent_steps_stream_in_order,
@@ -53,7 +53,7 @@ SLOW_PROCESS = {
 
 
 def bearer(user: str, ttl: int = 600) -> dict[str, str]:
-    return {"Authorization": f"Bearer {issue_token(SECRET, user, ttl_seconds=ttl)}"}
+    return tokens.bearer(SECRET, user, ttl=ttl)
 
 
 USER_A = bearer("user-a")
@@ -105,13 +105,6 @@ class Service:
         return items
 
 
-@pytest.fixture(scope="module")
-def settings(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return Settings(
-        database_url=postgres_url, jwt_secret=SECRET, data_dir=tmp_path_factory.mktemp("data")
-    )
-
-
 @pytest.fixture
 def own_settings(empty_database: str, tmp_path: Path) -> Settings:
     """A database of the test's own, for tests that run several runtimes (engines) on it."""
@@ -122,12 +115,8 @@ def own_settings(empty_database: str, tmp_path: Path) -> Settings:
 def serving(
     settings: Settings, *, engine: bool = True, projector: bool = True
 ) -> Iterator[Service]:
-    runtime = Runtime.start(settings, engine=engine, projector=projector)
-    try:
-        with TestClient(create_app(settings, runtime)) as client:
-            yield Service(runtime, client)
-    finally:
-        runtime.stop()
+    with asgi_client.serving(settings, engine=engine, projector=projector) as running:
+        yield Service(*running)
 
 
 @pytest.fixture(scope="module")

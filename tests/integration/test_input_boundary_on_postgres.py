@@ -11,11 +11,10 @@ from typing import Any
 
 import pytest
 
-from infrastructure.api.app import create_app
 from infrastructure.auth.tokens import issue_token
 from infrastructure.runtime import Runtime
 from infrastructure.settings import Settings
-from tests.integration.asgi_client import TestClient
+from tests.support.asgi_client import TestClient, serving
 
 pytestmark = pytest.mark.postgres
 
@@ -26,20 +25,9 @@ JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture(scope="module")
-def settings(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return Settings(
-        database_url=postgres_url, jwt_secret=SECRET, data_dir=tmp_path_factory.mktemp("data")
-    )
-
-
-@pytest.fixture(scope="module")
 def service(settings: Settings) -> Iterator[tuple[Runtime, TestClient]]:
-    runtime = Runtime.start(settings)
-    try:
-        with TestClient(create_app(settings, runtime)) as client:
-            yield runtime, client
-    finally:
-        runtime.stop()
+    with serving(settings) as running:
+        yield running
 
 
 def assert_refused(response: Any, field: str) -> None:

@@ -8,21 +8,19 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from application.starter import StartRequest, start_execution
 from typer.testing import CliRunner
 
+from application.starter import StartRequest, start_execution
 from infrastructure.cli.main import app
 from infrastructure.read_models import migrations
 from infrastructure.read_models.rebuild import Rebuild
@@ -37,6 +35,7 @@ from infrastructure.runtime import Runtime
 from infrastructure.schema import initialize_schema
 from infrastructure.settings import Settings
 from infrastructure.store.persistence import read_model_engine
+from tests.support.databases import fresh_database
 
 pytestmark = pytest.mark.postgres
 
@@ -51,15 +50,8 @@ def settings(
     if request.param == "sqlite":
         yield Settings(database_url=None, data_dir=tmp_path)
         return
-    name = f"agent_ledger_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_admin, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    url = sa.make_url(postgres_admin).set(database=name).render_as_string(hide_password=False)
-    try:
+    with fresh_database(postgres_admin) as url:
         yield Settings(database_url=url, data_dir=tmp_path)
-    finally:
-        with psycopg.connect(postgres_admin, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

@@ -7,18 +7,15 @@ that meet a projection bug. Both databases.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 import sqlalchemy as sa
-from application.starter import StartRequest, start_execution
 from typer.testing import CliRunner
 
-from infrastructure.api.app import create_app
+from application.starter import StartRequest, start_execution
 from infrastructure.auth.tokens import issue_token
 from infrastructure.cli.main import app
 from infrastructure.read_models import registry
@@ -27,7 +24,8 @@ from infrastructure.read_models.parked import parked, retry_parked
 from infrastructure.read_models.rebuild import Rebuild
 from infrastructure.runtime import Runtime
 from infrastructure.settings import Settings
-from tests.integration.asgi_client import TestClient
+from tests.support.asgi_client import TestClient, serving
+from tests.support.databases import fresh_database
 
 SECRET = "parked-secret-" + "p" * 32
 USER_B = {"Authorization": f"Bearer {issue_token(SECRET, 'user-b')}"}
@@ -39,26 +37,14 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setting
     if request.param == "sqlite":
         yield Settings(jwt_secret=SECRET, data_dir=tmp_path)
         return
-    admin = request.getfixturevalue("postgres_admin")
-    name = f"agent_ledger_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"'.encode())
-    url = sa.make_url(admin).set(database=name).render_as_string(hide_password=False)
-    try:
+    with fresh_database(request.getfixturevalue("postgres_admin")) as url:
         yield Settings(database_url=url, jwt_secret=SECRET, data_dir=tmp_path)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())
 
 
 @pytest.fixture
 def service(settings: Settings) -> Iterator[tuple[Runtime, TestClient]]:
-    runtime = Runtime.start(settings, engine=False)  # the worker is not what is tested here
-    try:
-        with TestClient(create_app(settings, runtime)) as client:
-            yield runtime, client
-    finally:
-        runtime.stop()
+    with serving(settings, engine=False) as running:  # the worker is not what is tested here
+        yield running
 
 
 def start_unchecked(runtime: Runtime, **request: Any) -> int:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -31,13 +30,14 @@ import sqlalchemy as sa
 from websockets.exceptions import ConnectionClosed
 
 from domain.executions import Execution
-from infrastructure.auth.tokens import issue_token
 from infrastructure.read_models.tracking import active_position
 from infrastructure.settings import Settings
 from infrastructure.store.persistence import open_executions, read_model_engine
-from tests.e2e.tail_clients import Message, websocket
-from tests.e2e.test_server import Server, free_port
-from tests.integration.private_postgres import PrivatePostgres
+from tests.support import tokens
+from tests.support.private_postgres import PrivatePostgres
+from tests.support.server import Server, clean_environment, free_port
+from tests.support.tail_clients import Message, websocket
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.postgres
 
@@ -51,18 +51,14 @@ STARTED = Execution.ExecutionStarted.TOPIC
 AGENT_LEDGER = str(Path(sys.executable).parent / "agent-ledger")
 
 
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> float:
+def moment_when(condition: Callable[[], bool], timeout: float, what: str) -> float:
     """Poll `condition` until it holds; the moment it did (monotonic), or fail."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return time.monotonic()
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    wait_until(condition, timeout, what)
+    return time.monotonic()
 
 
 def token(user: str, *roles: str) -> str:
-    return issue_token(SECRET, user, roles or ("user",), ttl_seconds=600)
+    return tokens.token(SECRET, user, *roles)
 
 
 @dataclass
@@ -201,14 +197,12 @@ def database() -> Iterator[PrivatePostgres]:
 @pytest.fixture
 def service(database: PrivatePostgres, tmp_path: Path) -> Iterator[Service]:
     """`serve` with the API alone, plus one `worker` and one `projector` process."""
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_LEDGER_")}
-    environment.update(
+    environment = clean_environment(
         AGENT_LEDGER_DATABASE_URL=database.url,
         AGENT_LEDGER_JWT_SECRET=SECRET,
         AGENT_LEDGER_DATA_DIR=str(tmp_path),
         AGENT_LEDGER_PER_USER_LIMIT="100",
         AGENT_LEDGER_TAIL_HEARTBEAT_INTERVAL="1",
-        PYTHONIOENCODING="utf-8",
     )
     api = Server(
         {**environment, "AGENT_LEDGER_RUN_ENGINE": "false", "AGENT_LEDGER_RUN_PROJECTOR": "false"},
@@ -294,10 +288,10 @@ def restart(
     ) as http:
         probe = load.start_one(http, "probe", {"probe": mode})
     assert probe is not None, "the probe's start was refused"
-    completed = wait_until(lambda: store.completed_at(probe) is not None, 30, "the probe")
+    completed = moment_when(lambda: store.completed_at(probe) is not None, 30, "the probe")
     position = store.completed_at(probe)
     assert position is not None
-    projected = wait_until(lambda: store.projected() >= position, 30, "the projector")
+    projected = moment_when(lambda: store.projected() >= position, 30, "the projector")
     wait_until(lambda: position in auditor.positions(), 30, "the tail")
     delivered = next(at for at, m in list(auditor.received) if m["position"] == position)
     wait_until(lambda: len(load.acknowledged_since(up)) >= 50, 30, "starts to flow again")

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,8 @@ from typing import Any
 import psycopg
 import pytest
 import sqlalchemy as sa
-from application.starter import StartRequest, start_execution
 
+from application.starter import StartRequest, start_execution
 from infrastructure.api.app import create_app
 from infrastructure.auth.tokens import issue_token
 from infrastructure.read_models.rebuild import build_copy
@@ -29,7 +28,8 @@ from infrastructure.read_models.tracking import active_position
 from infrastructure.runtime import Runtime
 from infrastructure.settings import Settings
 from infrastructure.store.persistence import EVENTS_TABLE
-from tests.integration.asgi_client import TestClient
+from tests.support.asgi_client import TestClient
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.postgres
 
@@ -68,13 +68,6 @@ class Projectors:
             process.wait(timeout=10)
 
 
-def wait_until(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
 def lock_holders(dsn: str) -> set[int]:
     """OS process ids of the projectors holding a projection lock (named by application)."""
     with psycopg.connect(dsn) as connection:
@@ -85,13 +78,6 @@ def lock_holders(dsn: str) -> set[int]:
             "AND a.application_name LIKE 'agent-ledger projector %'"
         ).fetchall()
     return {int(str(r[0]).rsplit(" ", 1)[1]) for r in rows}
-
-
-@pytest.fixture(scope="module")
-def settings(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return Settings(
-        database_url=postgres_url, jwt_secret=SECRET, data_dir=tmp_path_factory.mktemp("data")
-    )
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,10 @@ from infrastructure.api.app import create_app
 from infrastructure.auth.tokens import issue_token
 from infrastructure.runtime import Runtime
 from infrastructure.settings import Settings
-from tests.integration.asgi_client import TestClient
-from tests.integration.raw_metrics import agent_figures_from_events
+from tests.support import tokens
+from tests.support.asgi_client import TestClient
+from tests.support.raw_metrics import agent_figures_from_events
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.postgres
 
@@ -55,11 +58,8 @@ FLAKY = {
 }
 
 
-def bearer(user: str, roles: tuple[str, ...] = ("user",)) -> dict[str, str]:
-    return {"Authorization": f"Bearer {issue_token(SECRET, user, roles)}"}
-
-
-AUDITOR = bearer("auditor-1", ("auditor",))
+bearer = partial(tokens.bearer, SECRET)
+AUDITOR = bearer("auditor-1", "auditor")
 
 
 async def planner(context: AgentContext, step_input: Any) -> Any:
@@ -118,13 +118,6 @@ def client(runtime: Runtime) -> Iterator[TestClient]:
         yield test_client
 
 
-def wait_until(predicate: Any, timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
 @pytest.fixture(scope="module")
 def burst(runtime: Runtime, client: TestClient) -> dict[str, str]:
     """Executions of every mode for two users, two of them cancelled while running."""
@@ -143,6 +136,7 @@ def burst(runtime: Runtime, client: TestClient) -> dict[str, str]:
                     "work"
                     in client.get(f"/v1/executions/{e}", headers=o).json().get("current_steps", [])
                 ),
+                timeout=30,
                 what="the cancellable step to run",
             )
             assert (

@@ -4,6 +4,7 @@ catch-up, the seam to live, resume, filters and isolation."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -12,20 +13,18 @@ import sqlalchemy as sa
 from starlette.websockets import WebSocketDisconnect
 
 from infrastructure.api.app import create_app
-from infrastructure.auth.tokens import issue_token
 from infrastructure.read_models.tables import event_index
 from infrastructure.runtime import Runtime
 from infrastructure.settings import Settings
-from tests.integration.asgi_client import TestClient, WebSocketTestSession, receive_json
-from tests.tail_workload import EVENTS_PER_EXECUTION, append, positions_by_user
+from tests.support import tokens
+from tests.support.asgi_client import TestClient, WebSocketTestSession, receive_json
+from tests.support.tail_workload import EVENTS_PER_EXECUTION, append, positions_by_user
 
 SECRET = "tail-integration-" + "s" * 32
 USERS = ("alice", "bob", "carol")
 
 
-def auth(user: str, *roles: str) -> dict[str, str]:
-    token = issue_token(SECRET, user, roles or ("user",), ttl_seconds=600)
-    return {"Authorization": f"Bearer {token}"}
+auth = partial(tokens.bearer, SECRET)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])

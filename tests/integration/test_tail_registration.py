@@ -13,7 +13,7 @@ from infrastructure.api.app import create_app
 from infrastructure.auth.tokens import issue_token
 from infrastructure.runtime import Runtime
 from infrastructure.settings import Settings
-from tests.integration.asgi_client import TestClient, receive_json
+from tests.support.asgi_client import TestClient, receive_json
 
 pytestmark = pytest.mark.postgres
 

@@ -23,7 +23,7 @@ from infrastructure.settings import Settings
 from infrastructure.store.persistence import libpq_dsn, open_executions, read_model_engine
 from infrastructure.store.work_queue import SqlWorkQueue
 from infrastructure.work.notices import WorkNotices
-from tests.integration.test_worker_crashes import worker_environment
+from tests.support.workers import worker_environment
 
 pytestmark = pytest.mark.postgres
 

@@ -24,6 +24,7 @@ from infrastructure.schema import initialize_schema
 from infrastructure.settings import Settings
 from infrastructure.store.persistence import open_executions, read_model_engine
 from infrastructure.store.work_queue import WORK_TABLE
+from tests.support.workers import worker_environment
 
 EXECUTIONS = 60
 WORKERS = 3
@@ -66,18 +67,6 @@ def settings(postgres_url: str, tmp_path: Path) -> Settings:
         poll_interval=0.2,
         per_user_limit=100,
     )
-
-
-def worker_environment(settings: Settings) -> dict[str, str]:
-    return {
-        **os.environ,
-        "AGENT_LEDGER_DATABASE_URL": str(settings.database_url),
-        "AGENT_LEDGER_JWT_SECRET": SECRET,
-        "AGENT_LEDGER_LEASE_SECONDS": "1.5",
-        "AGENT_LEDGER_POLL_INTERVAL": "0.2",
-        "AGENT_LEDGER_PER_USER_LIMIT": "100",
-        "AGENT_LEDGER_ENGINE_CONCURRENCY": "8",
-    }
 
 
 class Workers:

@@ -15,7 +15,7 @@ import application.builtin_agents
 from application.agents import JSON, AgentError, AgentRegistry, ToolError
 from application.builtin_agents import register_builtin_agents, spend
 from application.sample_processes import COST_OPTIMIZATION, ECHO
-from tests.unit.agent_doubles import InMemoryAgentContext
+from tests.support.agent_doubles import InMemoryAgentContext
 
 SAMPLE_QUESTION = "Where can we cut our LLM spend?"
 CSV_PATH = Path(application.builtin_agents.__file__).with_name("spend.csv")

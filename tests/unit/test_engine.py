@@ -7,7 +7,7 @@ from typing import Any
 
 from application.agents import AgentContext, AgentError
 from domain.execution_state import ExecutionStatus, StepStatus
-from tests.unit.engine_harness import EngineHarness, one_step
+from tests.support.engine_harness import EngineHarness, one_step
 
 AGENT_SEQUENCE = [
     "agent_started",

@@ -12,7 +12,7 @@ from application.agents import AgentContext, AgentError
 from application.starter import StartRequest, start_execution
 from application.work import Enqueue, Fence, LeaseLostError
 from domain.execution_state import ExecutionStatus, StepStatus
-from tests.unit.engine_harness import EngineHarness
+from tests.support.engine_harness import EngineHarness
 
 
 def agent_step(step_id: str, agent: str = "echo", **options: Any) -> dict[str, Any]:

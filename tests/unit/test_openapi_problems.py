@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from infrastructure.api.app import create_app
 from infrastructure.api.problem_responses import Problem
 from infrastructure.settings import Settings
-from tests.integration.asgi_client import TestClient
+from tests.support.asgi_client import TestClient
 
 PROBLEM_CONTENT = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
 

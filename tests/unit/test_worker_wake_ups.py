@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from application.worker import Worker
-from tests.unit.engine_harness import EngineHarness, one_step
+from tests.support.engine_harness import EngineHarness, one_step
 
 
 def test_a_full_worker_claims_the_rest_as_its_executions_end_without_a_notice() -> None:

@@ -15,19 +15,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from uuid import UUID
-
-import psycopg
-import sqlalchemy as sa
-from application.starter import StartRequest, start_execution
 
 from application.agents import AgentContext, AgentError
 from application.event_log import to_message
+from application.starter import StartRequest, start_execution
 from domain.executions import Execution
 from infrastructure.runtime import Runtime
 from infrastructure.settings import Settings
 from infrastructure.store.persistence import open_executions
+from tests.support.waiting import wait_until
 
 SECRET = "engine-integration-secret-" + "s" * 32
 TERMINAL = frozenset({"completed", "failed", "cancelled", "timed_out"})
@@ -36,21 +34,6 @@ FINISHING_EVENTS = frozenset(
 )
 
 Message = dict[str, Any]
-T = TypeVar("T")
-
-
-def wait_until(
-    condition: Callable[[], T | None], *, timeout: float = 10.0, what: str = "the condition"
-) -> T:
-    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
 
 
 def engine_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settings:
@@ -189,19 +172,6 @@ class Engine:
             return None
 
         return wait_until(found, timeout=timeout, what=f"{event_type} {data or ''}")
-
-
-@contextmanager
-def fresh_database(admin_url: str) -> Iterator[str]:
-    """A database of the caller's own, dropped afterwards (for tests that run several roles)."""
-    name = f"agent_ledger_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin_url, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"'.encode())
-    try:
-        yield sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())
 
 
 @contextmanager
