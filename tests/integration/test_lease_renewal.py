@@ -13,10 +13,8 @@ import pytest
 from application.executions import Executions
 from application.processes import InMemoryProcessCatalog
 from application.starter import StartRequest, start_execution
-from infrastructure.schema import initialize_schema
-from infrastructure.settings import Settings
-from infrastructure.store.persistence import open_executions
 from infrastructure.store.work_queue import WORK_TABLE, SqlWorkQueue
+from tests.support.stores import postgres_store
 
 pytestmark = pytest.mark.postgres
 
@@ -25,13 +23,8 @@ PROCESS = {"name": "held", "steps": [{"id": "a", "type": "agent_task", "agent": 
 
 @pytest.fixture
 def executions(postgres_url: str, tmp_path: Path) -> Iterator[Executions]:
-    settings = Settings(database_url=postgres_url, jwt_secret="x" * 40, data_dir=tmp_path)
-    initialize_schema(settings)
-    opened = open_executions(settings)
-    try:
+    with postgres_store(postgres_url, tmp_path) as opened:
         yield opened
-    finally:
-        opened.close()
 
 
 def test_a_renewal_skips_rows_a_write_has_locked_and_so_cannot_deadlock_with_it(

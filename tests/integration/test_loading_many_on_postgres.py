@@ -5,16 +5,13 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from application.executions import Executions
 from application.processes import InMemoryProcessCatalog
 from application.starter import StartRequest, start_execution
-from infrastructure.schema import initialize_schema
-from infrastructure.settings import Settings
-from infrastructure.store.persistence import open_executions
+from tests.support.stores import postgres_store
 
 pytestmark = pytest.mark.postgres
 
@@ -26,14 +23,8 @@ PROCESS = {
 
 @pytest.fixture(scope="module")
 def executions(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Executions]:
-    data_dir: Path = tmp_path_factory.mktemp("data")
-    settings = Settings(database_url=postgres_url, jwt_secret="x" * 40, data_dir=data_dir)
-    initialize_schema(settings)
-    opened = open_executions(settings)
-    try:
+    with postgres_store(postgres_url, tmp_path_factory.mktemp("data")) as opened:
         yield opened
-    finally:
-        opened.close()
 
 
 def started(executions: Executions) -> uuid.UUID:

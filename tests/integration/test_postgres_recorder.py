@@ -20,6 +20,7 @@ from infrastructure.schema import initialize_schema
 from infrastructure.settings import Settings
 from infrastructure.store.persistence import open_executions
 from infrastructure.store.postgres_recorder import PostgresStoreRecorder
+from tests.support.stores import postgres_store
 
 pytestmark = pytest.mark.postgres
 
@@ -31,22 +32,16 @@ PROCESS = {
 
 @pytest.fixture(scope="module")
 def executions(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Executions]:
-    data_dir: Path = tmp_path_factory.mktemp("data")
-    settings = Settings(database_url=postgres_url, jwt_secret="x" * 40, data_dir=data_dir)
-    initialize_schema(settings)
-    opened = open_executions(settings)
-    process, _ = InMemoryProcessCatalog().register(PROCESS)
-    for n in range(6):  # a few executions, each with a step scheduled: two topics in the log
-        started = start_execution(
-            opened, StartRequest(user_id=f"user-{n % 2}", process=process, input={})
-        )
-        execution = opened.get_execution(started.execution_id)
-        execution.schedule_step("only", 1)
-        opened.save_collected([(execution, list(execution.collect_events()))])
-    try:
+    with postgres_store(postgres_url, tmp_path_factory.mktemp("data")) as opened:
+        process, _ = InMemoryProcessCatalog().register(PROCESS)
+        for n in range(6):  # a few executions, each with a step scheduled: two topics in the log
+            started = start_execution(
+                opened, StartRequest(user_id=f"user-{n % 2}", process=process, input={})
+            )
+            execution = opened.get_execution(started.execution_id)
+            execution.schedule_step("only", 1)
+            opened.save_collected([(execution, list(execution.collect_events()))])
         yield opened
-    finally:
-        opened.close()
 
 
 def test_every_kind_of_log_read_matches_the_library(executions: Executions) -> None:

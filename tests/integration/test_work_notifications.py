@@ -23,6 +23,7 @@ from infrastructure.settings import Settings
 from infrastructure.store.persistence import libpq_dsn, open_executions, read_model_engine
 from infrastructure.store.work_queue import SqlWorkQueue
 from infrastructure.work.notices import WorkNotices
+from tests.support.stores import short_lease_settings
 from tests.support.workers import worker_environment
 
 pytestmark = pytest.mark.postgres
@@ -39,14 +40,7 @@ WAITING = {
 
 @pytest.fixture
 def settings(postgres_url: str, tmp_path: Path) -> Settings:
-    settings = Settings(
-        database_url=postgres_url,
-        jwt_secret=SECRET,
-        data_dir=tmp_path,
-        lease_seconds=1.5,
-        poll_interval=0.2,
-        per_user_limit=100,
-    )
+    settings = short_lease_settings(postgres_url, SECRET, tmp_path)
     initialize_schema(settings)
     return settings
 

@@ -24,6 +24,7 @@ from infrastructure.schema import initialize_schema
 from infrastructure.settings import Settings
 from infrastructure.store.persistence import open_executions, read_model_engine
 from infrastructure.store.work_queue import WORK_TABLE
+from tests.support.stores import short_lease_settings
 from tests.support.workers import worker_environment
 
 EXECUTIONS = 60
@@ -59,14 +60,7 @@ CRASHABLE = {
 
 @pytest.fixture
 def settings(postgres_url: str, tmp_path: Path) -> Settings:
-    return Settings(
-        database_url=postgres_url,
-        jwt_secret=SECRET,
-        data_dir=tmp_path,
-        lease_seconds=1.5,
-        poll_interval=0.2,
-        per_user_limit=100,
-    )
+    return short_lease_settings(postgres_url, SECRET, tmp_path)
 
 
 class Workers:
