@@ -1,6 +1,7 @@
 FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY agent_ledger agent_ledger
 COPY domain domain
 COPY application application
 COPY infrastructure infrastructure

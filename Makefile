@@ -59,4 +59,4 @@ format: install
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .agent-ledger .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .agent-ledger .mypy_cache .ruff_cache .pytest_cache build *.egg-info

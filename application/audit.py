@@ -13,10 +13,16 @@ from uuid import UUID
 
 from eventsourcing.persistence import Cipher, Compressor, Notification
 
-from application.checkpoints import Checkpoint, CheckpointSigner, CheckpointStore
-from application.executions import ExecutionNotFoundError, Executions, HistoryReader
-from domain.executions import Execution
-from domain.hash_chain import ChainHead, ChainLink, ChainVerdict, ChainVerifier, is_plain
+from agent_ledger.application.checkpoints import Checkpoint, CheckpointSigner, CheckpointStore
+from agent_ledger.application.executions import ExecutionNotFoundError, Executions, HistoryReader
+from agent_ledger.domain.executions import Execution
+from agent_ledger.domain.hash_chain import (
+    ChainHead,
+    ChainLink,
+    ChainVerdict,
+    ChainVerifier,
+    is_plain,
+)
 
 try:  # optional speed-up: the fields read are the same with or without it
     import orjson

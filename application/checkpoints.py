@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
-from domain.hash_chain import ChainHead
+from agent_ledger.domain.hash_chain import ChainHead
 
 
 @dataclass(frozen=True)

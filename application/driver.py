@@ -8,16 +8,16 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from application.clock import Clock
-from application.execution_session import ExecutionSession
-from application.step_runner import StepRunner, WorkerLostError, scope_of
-from application.work import Reschedule
-from domain.errors import DomainError, ExpressionError
-from domain.execution_state import StepStatus
-from domain.executions import Execution
-from domain.expressions import render
-from domain.flow import decide
-from domain.processes import ProcessDefinition, StepType
+from agent_ledger.application.clock import Clock
+from agent_ledger.application.execution_session import ExecutionSession
+from agent_ledger.application.step_runner import StepRunner, WorkerLostError, scope_of
+from agent_ledger.application.work import Reschedule
+from agent_ledger.domain.errors import DomainError, ExpressionError
+from agent_ledger.domain.execution_state import StepStatus
+from agent_ledger.domain.executions import Execution
+from agent_ledger.domain.expressions import render
+from agent_ledger.domain.flow import decide
+from agent_ledger.domain.processes import ProcessDefinition, StepType
 
 _DEFINITIONS: dict[tuple[str, int], tuple[dict[str, Any], ProcessDefinition]] = {}
 _MAX_CACHED = 512

@@ -11,8 +11,8 @@ from uuid import UUID
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Mapper, StoredEvent
 
-from domain.event_names import event_type, event_type_of_class_name
-from domain.executions import Execution
+from agent_ledger.domain.event_names import event_type, event_type_of_class_name
+from agent_ledger.domain.executions import Execution
 
 
 @functools.cache

@@ -11,12 +11,12 @@ from uuid import UUID
 
 from eventsourcing.persistence import RecordConflictError
 
-from application.agents import JSON, AgentRegistry, AgentRun, ToolError
-from application.clock import Clock
-from application.executions import Executions
-from application.group_commit import GroupCommitter
-from application.work import Fence, Finish, WorkChange
-from domain.executions import Execution
+from agent_ledger.application.agents import JSON, AgentRegistry, AgentRun, ToolError
+from agent_ledger.application.clock import Clock
+from agent_ledger.application.executions import Executions
+from agent_ledger.application.group_commit import GroupCommitter
+from agent_ledger.application.work import Fence, Finish, WorkChange
+from agent_ledger.domain.executions import Execution
 
 Command = Callable[[Execution], None]
 

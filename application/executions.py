@@ -22,11 +22,11 @@ from eventsourcing.persistence import (
     StoredEvent,
 )
 
-from application.event_log import LoggedEvent, topics_by_type
-from application.work import Wake, WorkChange
-from domain.errors import DomainError
-from domain.execution_state import CancellationAlreadyRequestedError
-from domain.executions import Execution
+from agent_ledger.application.event_log import LoggedEvent, topics_by_type
+from agent_ledger.application.work import Wake, WorkChange
+from agent_ledger.domain.errors import DomainError
+from agent_ledger.domain.execution_state import CancellationAlreadyRequestedError
+from agent_ledger.domain.executions import Execution
 
 MAX_PAGE = 1000
 SNAPSHOT_INTERVAL = 100
@@ -58,7 +58,7 @@ SavedListener = Callable[[int], None]
 class Executions(Application[UUID]):
     """Saves, cancels and reads executions; every change is an event in the store.
 
-    Starts are `application.starter`'s command.
+    Starts are `agent_ledger.application.starter`'s command.
     """
 
     name = "Executions"

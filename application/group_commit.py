@@ -14,9 +14,9 @@ from uuid import UUID
 
 from eventsourcing.domain import DomainEventProtocol
 
-from application.executions import Executions
-from application.work import WorkChange
-from domain.executions import Execution
+from agent_ledger.application.executions import Executions
+from agent_ledger.application.work import WorkChange
+from agent_ledger.domain.executions import Execution
 
 MAX_BATCH = 128
 

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Protocol
 
-from application.agents import AgentRegistry
-from domain.errors import DomainError, InvalidProcessDefinitionError
-from domain.processes import ProcessDefinition, StepType
+from agent_ledger.application.agents import AgentRegistry
+from agent_ledger.domain.errors import DomainError, InvalidProcessDefinitionError
+from agent_ledger.domain.processes import ProcessDefinition, StepType
 
 DefinitionCheck = Callable[[ProcessDefinition], None]
 """A rule of this deployment a definition must pass to be registered.

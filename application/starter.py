@@ -11,13 +11,13 @@ from uuid import UUID
 
 from eventsourcing.persistence import RecordConflictError
 
-from application.executions import ExecutionNotFoundError, Executions
-from application.group_commit import GroupCommitter
-from application.processes import RegisteredProcess
-from application.work import Enqueue, WorkChange
-from domain.errors import DomainError
-from domain.execution_state import execution_id_for
-from domain.executions import Execution
+from agent_ledger.application.executions import ExecutionNotFoundError, Executions
+from agent_ledger.application.group_commit import GroupCommitter
+from agent_ledger.application.processes import RegisteredProcess
+from agent_ledger.application.work import Enqueue, WorkChange
+from agent_ledger.domain.errors import DomainError
+from agent_ledger.domain.execution_state import execution_id_for
+from agent_ledger.domain.executions import Execution
 
 T = TypeVar("T")
 

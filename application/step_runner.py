@@ -11,25 +11,25 @@ from functools import partial
 from typing import Any, Protocol
 from uuid import UUID
 
-from application.agents import (
+from agent_ledger.application.agents import (
     JSON,
     AgentError,
     AgentRegistry,
     AgentRun,
     RemoteAgentContext,
 )
-from application.clock import Clock
-from application.execution_session import (
+from agent_ledger.application.clock import Clock
+from agent_ledger.application.execution_session import (
     EngineAgentContext,
     ExecutionSession,
     error_details,
     milliseconds,
 )
-from domain.errors import ExpressionError
-from domain.execution_state import StepStatus
-from domain.executions import Execution
-from domain.expressions import evaluate_condition, render
-from domain.processes import HttpAgent, OnError, StepDefinition, StepType
+from agent_ledger.domain.errors import ExpressionError
+from agent_ledger.domain.execution_state import StepStatus
+from agent_ledger.domain.executions import Execution
+from agent_ledger.domain.expressions import evaluate_condition, render
+from agent_ledger.domain.processes import HttpAgent, OnError, StepDefinition, StepType
 
 
 class HttpAgentCaller(Protocol):

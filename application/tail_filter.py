@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from application.event_log import EVENT_TYPES
-from domain.event_names import event_type
+from agent_ledger.application.event_log import EVENT_TYPES
+from agent_ledger.domain.event_names import event_type
 
 
 class UnknownEventTypeError(ValueError):

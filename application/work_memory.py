@@ -13,7 +13,7 @@ from uuid import UUID
 from eventsourcing.persistence import ApplicationRecorder, StoredEvent
 from eventsourcing.popo import POPOApplicationRecorder, POPOFactory
 
-from application.work import (
+from agent_ledger.application.work import (
     Claim,
     Enqueue,
     Fence,
@@ -167,5 +167,5 @@ class InMemoryFactory(POPOFactory):
         return InMemoryWorkRecorder()
 
 
-IN_MEMORY_ENV = {"PERSISTENCE_MODULE": "application.work_memory:InMemoryFactory"}
+IN_MEMORY_ENV = {"PERSISTENCE_MODULE": "agent_ledger.application.work_memory:InMemoryFactory"}
 """Environment for an `Executions` application held in memory with its work queue."""

@@ -12,17 +12,17 @@ from collections.abc import Iterable
 from datetime import timedelta
 from uuid import UUID
 
-from application.backoff import Backoff, describe, store_unavailable
-from application.clock import Clock, SystemClock
-from application.drive_failures import DriveFailures, GiveUp
-from application.driver import ExecutionDriver
-from application.event_log import LoggedEvent
-from application.execution_session import ExecutionSession
-from application.executions import ExecutionNotFoundError, Executions
-from application.group_commit import GroupCommitter
-from application.step_runner import StepRunner
-from application.work import Claim, LeaseLostError, WorkQueue
-from domain.executions import Execution
+from agent_ledger.application.backoff import Backoff, describe, store_unavailable
+from agent_ledger.application.clock import Clock, SystemClock
+from agent_ledger.application.drive_failures import DriveFailures, GiveUp
+from agent_ledger.application.driver import ExecutionDriver
+from agent_ledger.application.event_log import LoggedEvent
+from agent_ledger.application.execution_session import ExecutionSession
+from agent_ledger.application.executions import ExecutionNotFoundError, Executions
+from agent_ledger.application.group_commit import GroupCommitter
+from agent_ledger.application.step_runner import StepRunner
+from agent_ledger.application.work import Claim, LeaseLostError, WorkQueue
+from agent_ledger.domain.executions import Execution
 
 log = logging.getLogger(__name__)
 

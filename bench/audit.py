@@ -21,12 +21,16 @@ import uuid
 import psycopg
 import sqlalchemy as sa
 
-from application.executions import Executions
-from domain.executions import Execution
-from infrastructure.audit.service import open_audit, verify_store
-from infrastructure.schema import initialize_schema
-from infrastructure.settings import Settings
-from infrastructure.store.persistence import EVENTS_TABLE, open_executions, read_model_engine
+from agent_ledger.application.executions import Executions
+from agent_ledger.domain.executions import Execution
+from agent_ledger.infrastructure.audit.service import open_audit, verify_store
+from agent_ledger.infrastructure.schema import initialize_schema
+from agent_ledger.infrastructure.settings import Settings
+from agent_ledger.infrastructure.store.persistence import (
+    EVENTS_TABLE,
+    open_executions,
+    read_model_engine,
+)
 
 PER_EXECUTION = 1000
 

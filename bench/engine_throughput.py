@@ -38,11 +38,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from machine import describe
 
-from infrastructure.auth.tokens import issue_token
-from infrastructure.catalog.sql import SqlProcessCatalog
-from infrastructure.schema import initialize_schema
-from infrastructure.settings import Settings
-from infrastructure.store.persistence import read_model_engine
+from agent_ledger.infrastructure.auth.tokens import issue_token
+from agent_ledger.infrastructure.catalog.sql import SqlProcessCatalog
+from agent_ledger.infrastructure.schema import initialize_schema
+from agent_ledger.infrastructure.settings import Settings
+from agent_ledger.infrastructure.store.persistence import read_model_engine
 
 ADMIN_URL = os.environ.get(
     "AGENT_LEDGER_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -26,15 +26,18 @@ from pathlib import Path
 import psycopg
 import sqlalchemy as sa
 
-from application.executions import Executions
-from domain.executions import Execution
-from infrastructure.read_models.rebuild import Rebuild, RebuildProgress
-from infrastructure.read_models.registry import VERSIONED_PROJECTIONS, all_projection_names
-from infrastructure.read_models.table_sets import active_tables
-from infrastructure.read_models.tables import projection_tracking
-from infrastructure.schema import initialize_schema
-from infrastructure.settings import Settings
-from infrastructure.store.persistence import open_executions, read_model_engine
+from agent_ledger.application.executions import Executions
+from agent_ledger.domain.executions import Execution
+from agent_ledger.infrastructure.read_models.rebuild import Rebuild, RebuildProgress
+from agent_ledger.infrastructure.read_models.registry import (
+    VERSIONED_PROJECTIONS,
+    all_projection_names,
+)
+from agent_ledger.infrastructure.read_models.table_sets import active_tables
+from agent_ledger.infrastructure.read_models.tables import projection_tracking
+from agent_ledger.infrastructure.schema import initialize_schema
+from agent_ledger.infrastructure.settings import Settings
+from agent_ledger.infrastructure.store.persistence import open_executions, read_model_engine
 
 ADMIN_URL = os.environ.get(
     "AGENT_LEDGER_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1/postgres"

@@ -50,8 +50,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from machine import describe
 
-from infrastructure.auth.tokens import issue_token
-from infrastructure.redact import mask_url
+from agent_ledger.infrastructure.auth.tokens import issue_token
+from agent_ledger.infrastructure.redact import mask_url
 
 ADMIN_URL = os.environ.get(
     "AGENT_LEDGER_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -31,9 +31,9 @@ import psycopg
 import sqlalchemy as sa
 from websockets.asyncio.client import ClientConnection, connect
 
-from infrastructure.auth.tokens import issue_token
-from infrastructure.settings import Settings
-from infrastructure.store.persistence import open_executions
+from agent_ledger.infrastructure.auth.tokens import issue_token
+from agent_ledger.infrastructure.settings import Settings
+from agent_ledger.infrastructure.store.persistence import open_executions
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the workload lives in tests/
 from tests.support.tail_workload import EVENTS_PER_EXECUTION, finished_execution

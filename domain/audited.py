@@ -13,7 +13,7 @@ from eventsourcing.domain import Aggregate, CanInitAggregate, CanMutateAggregate
 from eventsourcing.domain import Snapshot as BaseSnapshot
 from eventsourcing.utils import get_topic, register_topic
 
-from domain.hash_chain import GENESIS, recorded_hash
+from agent_ledger.domain.hash_chain import GENESIS, recorded_hash
 
 SYSTEM = "system"
 """Who caused an event when no command said otherwise."""

@@ -11,11 +11,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from domain.audited import AuditedEvent
-from domain.execution_state import ExecutionStatus, StepStatus
+from agent_ledger.domain.audited import AuditedEvent
+from agent_ledger.domain.execution_state import ExecutionStatus, StepStatus
 
 if TYPE_CHECKING:
-    from domain.executions import Execution
+    from agent_ledger.domain.executions import Execution
 
 
 def execution_topic(name: str) -> str:

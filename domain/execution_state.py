@@ -9,7 +9,7 @@ from enum import StrEnum
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-from domain.errors import DomainError
+from agent_ledger.domain.errors import DomainError
 
 MAX_PAYLOAD_BYTES = 16 * 1024
 """Tool arguments and results larger than this are recorded as a bounded preview."""

@@ -14,9 +14,14 @@ from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate, CanMutateAggregate
 
-from domain.audited import SYSTEM, AuditedAggregate, AuditedCreated
-from domain.execution_events import ExecutionEvent, ExecutionEvents, StepEvent, execution_topic
-from domain.execution_state import (
+from agent_ledger.domain.audited import SYSTEM, AuditedAggregate, AuditedCreated
+from agent_ledger.domain.execution_events import (
+    ExecutionEvent,
+    ExecutionEvents,
+    StepEvent,
+    execution_topic,
+)
+from agent_ledger.domain.execution_state import (
     AttemptOrderError,
     CancellationAlreadyRequestedError,
     ExecutionFinishedError,
@@ -29,7 +34,7 @@ from domain.execution_state import (
     bounded,
     execution_id_for,
 )
-from domain.hash_chain import GENESIS
+from agent_ledger.domain.hash_chain import GENESIS
 
 __all__ = ["SYSTEM", "Execution", "ExecutionEvent", "StepEvent"]
 

@@ -19,7 +19,7 @@ from jinja2.parser import Parser
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from domain.errors import ExpressionError
+from agent_ledger.domain.errors import ExpressionError
 
 MAX_RENDERED_CHARS = 64 * 1024
 """Longest text a template may render or build (`~`, `+`, `*`, `join`); read values pass as is."""

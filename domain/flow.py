@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from domain.execution_state import StepState, StepStatus
-from domain.executions import Execution
-from domain.processes import ProcessDefinition, StepType
+from agent_ledger.domain.execution_state import StepState, StepStatus
+from agent_ledger.domain.executions import Execution
+from agent_ledger.domain.processes import ProcessDefinition, StepType
 
 BRANCH_NOT_TAKEN = "branch_not_taken"
 DEPENDENCY_FAILED = "dependency_failed"

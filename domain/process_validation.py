@@ -10,8 +10,8 @@ from graphlib import CycleError, TopologicalSorter
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
-from domain.errors import ExpressionError, InvalidProcessDefinitionError
-from domain.expressions import (
+from agent_ledger.domain.errors import ExpressionError, InvalidProcessDefinitionError
+from agent_ledger.domain.expressions import (
     check_expression,
     check_template,
     condition_step_references,

@@ -11,8 +11,8 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Any
 
-from domain.errors import InvalidProcessDefinitionError
-from domain.process_validation import validate_document, without_credentials
+from agent_ledger.domain.errors import InvalidProcessDefinitionError
+from agent_ledger.domain.process_validation import validate_document, without_credentials
 
 
 class StepType(StrEnum):

@@ -8,33 +8,37 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from application.agents import AgentRegistry
-from application.builtin_agents import register_builtin_agents
-from application.clock import SystemClock
-from application.executions import Executions
-from application.processes import DefinitionCheck, known_agents_check
-from application.sample_processes import COST_OPTIMIZATION, ECHO
-from application.step_runner import StepRunner
-from application.worker import Worker
-from infrastructure.agents.egress import AgentUrlPolicy
-from infrastructure.agents.http import HttpAgentClient
-from infrastructure.agents.thread_history import ThreadHistoryFromViews
-from infrastructure.catalog.sql import SqlProcessCatalog
-from infrastructure.feed.commit_wake_ups import CommitWakeUps
-from infrastructure.feed.event_feed import EventFeed, nothing
-from infrastructure.feed.notices import StoreNotices
-from infrastructure.read_models.locks import projection_locks
-from infrastructure.read_models.projector import Projector
-from infrastructure.read_models.status_queries import ExecutionStatusQueries
-from infrastructure.read_models.tracking import active_position
-from infrastructure.schema import initialize_schema
-from infrastructure.settings import Settings
-from infrastructure.store.persistence import libpq_dsn, open_executions, read_model_engine
-from infrastructure.store.work_queue import SqlWorkQueue
-from infrastructure.work.embedded_feed import EmbeddedWorkFeed
-from infrastructure.work.notices import WorkNotices
-from infrastructure.work.worker_thread import WorkerThread
-from projections.execution_status import ExecutionStatusProjection
+from agent_ledger.application.agents import AgentRegistry
+from agent_ledger.application.builtin_agents import register_builtin_agents
+from agent_ledger.application.clock import SystemClock
+from agent_ledger.application.executions import Executions
+from agent_ledger.application.processes import DefinitionCheck, known_agents_check
+from agent_ledger.application.sample_processes import COST_OPTIMIZATION, ECHO
+from agent_ledger.application.step_runner import StepRunner
+from agent_ledger.application.worker import Worker
+from agent_ledger.infrastructure.agents.egress import AgentUrlPolicy
+from agent_ledger.infrastructure.agents.http import HttpAgentClient
+from agent_ledger.infrastructure.agents.thread_history import ThreadHistoryFromViews
+from agent_ledger.infrastructure.catalog.sql import SqlProcessCatalog
+from agent_ledger.infrastructure.feed.commit_wake_ups import CommitWakeUps
+from agent_ledger.infrastructure.feed.event_feed import EventFeed, nothing
+from agent_ledger.infrastructure.feed.notices import StoreNotices
+from agent_ledger.infrastructure.read_models.locks import projection_locks
+from agent_ledger.infrastructure.read_models.projector import Projector
+from agent_ledger.infrastructure.read_models.status_queries import ExecutionStatusQueries
+from agent_ledger.infrastructure.read_models.tracking import active_position
+from agent_ledger.infrastructure.schema import initialize_schema
+from agent_ledger.infrastructure.settings import Settings
+from agent_ledger.infrastructure.store.persistence import (
+    libpq_dsn,
+    open_executions,
+    read_model_engine,
+)
+from agent_ledger.infrastructure.store.work_queue import SqlWorkQueue
+from agent_ledger.infrastructure.work.embedded_feed import EmbeddedWorkFeed
+from agent_ledger.infrastructure.work.notices import WorkNotices
+from agent_ledger.infrastructure.work.worker_thread import WorkerThread
+from agent_ledger.projections.execution_status import ExecutionStatusProjection
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,11 @@ from contextlib import contextmanager
 import psycopg
 import psycopg.sql
 
-from application.executions import Executions
-from infrastructure.audit.sql import audit_append_only_ddl
-from infrastructure.read_models import migrations
-from infrastructure.settings import Settings
-from infrastructure.store.persistence import (
+from agent_ledger.application.executions import Executions
+from agent_ledger.infrastructure.audit.sql import audit_append_only_ddl
+from agent_ledger.infrastructure.read_models import migrations
+from agent_ledger.infrastructure.settings import Settings
+from agent_ledger.infrastructure.store.persistence import (
     append_only_ddl,
     event_store_env,
     libpq_dsn,

@@ -10,8 +10,8 @@ from typing import Any
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from infrastructure.allow_list import parse_allow_list
-from infrastructure.redact import MASK, mask_url
+from agent_ledger.infrastructure.allow_list import parse_allow_list
+from agent_ledger.infrastructure.redact import MASK, mask_url
 
 _SECRETS = frozenset({"jwt_secret", "cipher_key", "audit_signing_key"})
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Protocol
 from uuid import UUID
 
-from domain.event_names import event_type
+from agent_ledger.domain.event_names import event_type
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ from functools import singledispatchmethod
 from typing import Any, Protocol
 from uuid import UUID
 
-from domain.event_names import event_type
-from domain.executions import Execution, ExecutionEvent, StepEvent
+from agent_ledger.domain.event_names import event_type
+from agent_ledger.domain.executions import Execution, ExecutionEvent, StepEvent
 
 
 @dataclass

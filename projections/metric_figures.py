@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from projections.metrics import FINISHED_OUTCOMES, RUNNING
+from agent_ledger.projections.metrics import FINISHED_OUTCOMES, RUNNING
 
 PERCENTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
 

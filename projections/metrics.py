@@ -22,9 +22,9 @@ from datetime import datetime
 from typing import Protocol
 from uuid import UUID
 
-from domain.event_names import event_type
-from domain.executions import Execution, ExecutionEvent, StepEvent
-from projections.step_status import elapsed_ms
+from agent_ledger.domain.event_names import event_type
+from agent_ledger.domain.executions import Execution, ExecutionEvent, StepEvent
+from agent_ledger.projections.step_status import elapsed_ms
 
 AGENT, TOOL, PROCESS = "agent", "tool", "process"
 RUNNING = "running"

@@ -8,8 +8,8 @@ from functools import singledispatchmethod
 from typing import Any, Protocol
 from uuid import UUID
 
-from domain.event_names import event_type
-from domain.executions import Execution, StepEvent
+from agent_ledger.domain.event_names import event_type
+from agent_ledger.domain.executions import Execution, StepEvent
 
 # upper bounds of the step latency histogram, in seconds (Prometheus `le`); +Inf follows
 LATENCY_BUCKETS: tuple[float, ...] = (

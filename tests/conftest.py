@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from infrastructure.cli.preflight import connection_failure
-from infrastructure.redact import mask_url
+from agent_ledger.infrastructure.cli.preflight import connection_failure
+from agent_ledger.infrastructure.redact import mask_url
 from tests.support.databases import fresh_database
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"

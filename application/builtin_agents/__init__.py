@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from application.agents import AgentRegistry
-from application.builtin_agents.data import data_agent
-from application.builtin_agents.echo import echo_agent
-from application.builtin_agents.optimization import optimization_agent
-from application.builtin_agents.summary import summary_agent
-from application.builtin_agents.tools import register_tools
-from application.builtin_agents.triage import triage_agent
+from agent_ledger.application.agents import AgentRegistry
+from agent_ledger.application.builtin_agents.data import data_agent
+from agent_ledger.application.builtin_agents.echo import echo_agent
+from agent_ledger.application.builtin_agents.optimization import optimization_agent
+from agent_ledger.application.builtin_agents.summary import summary_agent
+from agent_ledger.application.builtin_agents.tools import register_tools
+from agent_ledger.application.builtin_agents.triage import triage_agent
 
 __all__ = ["register_builtin_agents"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from application.agents import JSON, AgentContext
+from agent_ledger.application.agents import JSON, AgentContext
 
 
 async def echo_agent(ctx: AgentContext, step_input: JSON) -> JSON:

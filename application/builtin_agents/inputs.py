@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from application.agents import JSON, AgentError
+from agent_ledger.application.agents import JSON, AgentError
 
 DEFAULT_DAYS = 30
 FOCI = ("llm", "cloud", "all")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from application.agents import JSON, AgentContext
-from application.builtin_agents.inputs import (
+from agent_ledger.application.agents import JSON, AgentContext
+from agent_ledger.application.builtin_agents.inputs import (
     days_field,
     focus_field,
     number,

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from application.agents import JSON, AgentContext
-from application.builtin_agents.inputs import days_field, focus_field, number, object_input
+from agent_ledger.application.agents import JSON, AgentContext
+from agent_ledger.application.builtin_agents.inputs import (
+    days_field,
+    focus_field,
+    number,
+    object_input,
+)
 
 # The run-rate of `spend_overview` that a saving is measured against, by focus.
 RUN_RATES = {

@@ -7,8 +7,8 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
-from application.agents import JSON, AgentRegistry, Tool, ToolError
-from application.builtin_agents import spend
+from agent_ledger.application.agents import JSON, AgentRegistry, Tool, ToolError
+from agent_ledger.application.builtin_agents import spend
 
 MAX_TOP = 50
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from application.agents import JSON, AgentContext
-from application.builtin_agents.inputs import object_input
+from agent_ledger.application.agents import JSON, AgentContext
+from agent_ledger.application.builtin_agents.inputs import object_input
 
 
 def _words(text: str) -> frozenset[str]:

@@ -1,5 +1,5 @@
 """Adapters for agents: HTTP agents, the egress rule for their URLs, thread history.
 
 Implements the application's agent ports. Imports the application, the domain,
-`infrastructure.settings` and, for thread history, the read models' status queries.
+`agent_ledger.infrastructure.settings` and, for thread history, the read models' status queries.
 """

@@ -18,9 +18,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
 
-from application.processes import AgentUrlRefusedError
-from domain.processes import HttpAgent, ProcessDefinition
-from infrastructure.allow_list import SETTING, Network, normal_name, parse_allow_list
+from agent_ledger.application.processes import AgentUrlRefusedError
+from agent_ledger.domain.processes import HttpAgent, ProcessDefinition
+from agent_ledger.infrastructure.allow_list import SETTING, Network, normal_name, parse_allow_list
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Sequence[str]]

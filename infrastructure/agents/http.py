@@ -7,9 +7,13 @@ from typing import Any
 
 import httpx
 
-from application.agents import JSON, AgentError, RemoteAgentContext
-from domain.processes import HttpAgent
-from infrastructure.agents.egress import AgentUrlPolicy, EgressRefusedError, HostNotResolvedError
+from agent_ledger.application.agents import JSON, AgentError, RemoteAgentContext
+from agent_ledger.domain.processes import HttpAgent
+from agent_ledger.infrastructure.agents.egress import (
+    AgentUrlPolicy,
+    EgressRefusedError,
+    HostNotResolvedError,
+)
 
 NDJSON = "application/x-ndjson"
 

@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
-from application.executions import ExecutionNotFoundError, Executions
-from infrastructure.read_models.status_queries import ExecutionStatusQueries
+from agent_ledger.application.executions import ExecutionNotFoundError, Executions
+from agent_ledger.infrastructure.read_models.status_queries import ExecutionStatusQueries
 
 MAX_THREAD_HISTORY = 20
 

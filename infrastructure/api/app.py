@@ -8,12 +8,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
-from application.group_commit import GroupCommitter
-from application.starter import ExecutionStarter
-from infrastructure.api import errors, problem_responses
-from infrastructure.api.body_limit import BodyLimit
-from infrastructure.api.input_boundary import InputBoundary
-from infrastructure.api.routes import (
+from agent_ledger.application.group_commit import GroupCommitter
+from agent_ledger.application.starter import ExecutionStarter
+from agent_ledger.infrastructure.api import errors, problem_responses
+from agent_ledger.infrastructure.api.body_limit import BodyLimit
+from agent_ledger.infrastructure.api.input_boundary import InputBoundary
+from agent_ledger.infrastructure.api.routes import (
     admin,
     audit,
     dashboard,
@@ -24,10 +24,10 @@ from infrastructure.api.routes import (
     stream,
     stream_sse,
 )
-from infrastructure.api.routes import metrics as metrics_routes
-from infrastructure.api.tail_session import TailService
-from infrastructure.runtime import Runtime
-from infrastructure.settings import Settings
+from agent_ledger.infrastructure.api.routes import metrics as metrics_routes
+from agent_ledger.infrastructure.api.tail_session import TailService
+from agent_ledger.infrastructure.runtime import Runtime
+from agent_ledger.infrastructure.settings import Settings
 
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:

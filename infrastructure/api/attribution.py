@@ -8,8 +8,8 @@ from uuid import UUID
 
 from fastapi import Depends, Header
 
-from application.audit import AuditRead, AuditReadLog
-from infrastructure.auth.tokens import Caller
+from agent_ledger.application.audit import AuditRead, AuditReadLog
+from agent_ledger.infrastructure.auth.tokens import Caller
 
 
 def actor_of(caller: Caller) -> str:

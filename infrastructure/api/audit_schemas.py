@@ -8,9 +8,9 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 
-from application.audit import AuditRead, Verification
-from application.checkpoints import Checkpoint
-from domain.executions import Execution
+from agent_ledger.application.audit import AuditRead, Verification
+from agent_ledger.application.checkpoints import Checkpoint
+from agent_ledger.domain.executions import Execution
 
 
 class StepView(BaseModel):

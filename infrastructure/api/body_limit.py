@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from infrastructure.api import errors
+from agent_ledger.infrastructure.api import errors
 
 
 class BodyLimit:

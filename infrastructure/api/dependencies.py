@@ -12,16 +12,21 @@ from typing import Annotated, Any, Protocol, TypeVar
 import sqlalchemy as sa
 from fastapi import Depends, Header, Request
 
-from application.audit import AuditReadLog
-from application.executions import Executions
-from application.processes import ProcessCatalog
-from application.starter import ExecutionStarter
-from infrastructure.audit.sql import SqlAuditReadLog
-from infrastructure.auth.tokens import AuthenticationError, Caller, authenticate, bearer_token
-from infrastructure.read_models.metrics_queries import MetricsQueries
-from infrastructure.read_models.status_queries import ExecutionStatusQueries
-from infrastructure.runtime import Runtime
-from infrastructure.settings import Settings
+from agent_ledger.application.audit import AuditReadLog
+from agent_ledger.application.executions import Executions
+from agent_ledger.application.processes import ProcessCatalog
+from agent_ledger.application.starter import ExecutionStarter
+from agent_ledger.infrastructure.audit.sql import SqlAuditReadLog
+from agent_ledger.infrastructure.auth.tokens import (
+    AuthenticationError,
+    Caller,
+    authenticate,
+    bearer_token,
+)
+from agent_ledger.infrastructure.read_models.metrics_queries import MetricsQueries
+from agent_ledger.infrastructure.read_models.status_queries import ExecutionStatusQueries
+from agent_ledger.infrastructure.runtime import Runtime
+from agent_ledger.infrastructure.settings import Settings
 
 T = TypeVar("T")
 

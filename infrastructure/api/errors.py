@@ -14,17 +14,17 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
-from application.executions import ExecutionNotFoundError
-from application.processes import (
+from agent_ledger.application.executions import ExecutionNotFoundError
+from agent_ledger.application.processes import (
     AgentUrlRefusedError,
     UnknownBuiltinAgentError,
     UnknownProcessError,
 )
-from application.starter import IdempotencyKeyReusedError
-from domain.errors import DomainError, ExpressionError, InvalidProcessDefinitionError
-from domain.execution_state import ExecutionRuleError
-from infrastructure.auth.tokens import AuthenticationError, PermissionDeniedError
-from infrastructure.feed.reconnect import UNAVAILABLE, unavailable
+from agent_ledger.application.starter import IdempotencyKeyReusedError
+from agent_ledger.domain.errors import DomainError, ExpressionError, InvalidProcessDefinitionError
+from agent_ledger.domain.execution_state import ExecutionRuleError
+from agent_ledger.infrastructure.auth.tokens import AuthenticationError, PermissionDeniedError
+from agent_ledger.infrastructure.feed.reconnect import UNAVAILABLE, unavailable
 
 log = logging.getLogger(__name__)
 

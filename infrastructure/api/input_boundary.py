@@ -15,8 +15,8 @@ from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from application.storable_text import UnstorableTextError, check_storable, text_problem
-from infrastructure.api import errors
+from agent_ledger.application.storable_text import UnstorableTextError, check_storable, text_problem
+from agent_ledger.infrastructure.api import errors
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 INVALID_TEXT = "invalid-text"

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
-from infrastructure.api.errors import PROBLEM
+from agent_ledger.infrastructure.api.errors import PROBLEM
 
 REF_TEMPLATE = "#/components/schemas/{model}"
 PROBLEM_REF = REF_TEMPLATE.format(model="Problem")

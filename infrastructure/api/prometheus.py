@@ -12,11 +12,11 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from application.executions import Executions
-from infrastructure.read_models.health import projection_lags
-from infrastructure.read_models.metrics_queries import MetricsQueries
-from infrastructure.read_models.table_sets import active_tables
-from projections.step_status import LATENCY_BUCKETS
+from agent_ledger.application.executions import Executions
+from agent_ledger.infrastructure.read_models.health import projection_lags
+from agent_ledger.infrastructure.read_models.metrics_queries import MetricsQueries
+from agent_ledger.infrastructure.read_models.table_sets import active_tables
+from agent_ledger.projections.step_status import LATENCY_BUCKETS
 
 
 class ReadModelCollector(Collector):

@@ -7,9 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from infrastructure.api.schemas import ExecutionView
-from projections.metric_figures import Figures, NameFigures
-from projections.step_status import StepStatusRow
+from agent_ledger.infrastructure.api.schemas import ExecutionView
+from agent_ledger.projections.metric_figures import Figures, NameFigures
+from agent_ledger.projections.step_status import StepStatusRow
 
 
 class StepView(BaseModel):

@@ -9,8 +9,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from infrastructure.api.bounds import INT32_MAX
-from projections.execution_status import ExecutionStatusRow
+from agent_ledger.infrastructure.api.bounds import INT32_MAX
+from agent_ledger.projections.execution_status import ExecutionStatusRow
 
 
 class StartExecution(BaseModel):

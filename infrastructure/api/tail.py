@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
-from application.event_log import LoggedEvent, to_message
-from application.tail_filter import TailFilter
+from agent_ledger.application.event_log import LoggedEvent, to_message
+from agent_ledger.application.tail_filter import TailFilter
 
 
 class CloseCode(IntEnum):

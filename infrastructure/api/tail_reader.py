@@ -9,13 +9,13 @@ import sqlalchemy as sa
 from eventsourcing.persistence import Notification
 from eventsourcing.postgres import PostgresApplicationRecorder
 
-from application.event_log import LoggedEvent
-from application.executions import Executions
-from application.tail_filter import TailFilter
-from infrastructure.read_models.event_index import indexed_positions
-from infrastructure.read_models.tracking import tracked_position
-from infrastructure.store.persistence import EVENTS_TABLE, SQLITE_EVENTS_TABLE
-from projections.event_index import EventIndexProjection
+from agent_ledger.application.event_log import LoggedEvent
+from agent_ledger.application.executions import Executions
+from agent_ledger.application.tail_filter import TailFilter
+from agent_ledger.infrastructure.read_models.event_index import indexed_positions
+from agent_ledger.infrastructure.read_models.tracking import tracked_position
+from agent_ledger.infrastructure.store.persistence import EVENTS_TABLE, SQLITE_EVENTS_TABLE
+from agent_ledger.projections.event_index import EventIndexProjection
 
 
 class TailReader:

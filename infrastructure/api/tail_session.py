@@ -15,12 +15,12 @@ import jwt
 from fastapi.concurrency import run_in_threadpool
 from sse_starlette.sse import AppStatus
 
-from application.backoff import Backoff
-from application.event_log import to_message
-from application.executions import ExecutionNotFoundError
-from application.tail_filter import TailFilter, UnknownEventTypeError, parse_types
-from infrastructure.api.bounds import INT64_MAX
-from infrastructure.api.tail import (
+from agent_ledger.application.backoff import Backoff
+from agent_ledger.application.event_log import to_message
+from agent_ledger.application.executions import ExecutionNotFoundError
+from agent_ledger.application.tail_filter import TailFilter, UnknownEventTypeError, parse_types
+from agent_ledger.infrastructure.api.bounds import INT64_MAX
+from agent_ledger.infrastructure.api.tail import (
     CloseCode,
     Ended,
     Outgoing,
@@ -28,12 +28,12 @@ from infrastructure.api.tail import (
     TailHub,
     TooManySubscriptionsError,
 )
-from infrastructure.api.tail_reader import TailReader
-from infrastructure.auth.revocations import TokenRevocations
-from infrastructure.auth.tokens import AuthenticationError, Caller, authenticate
-from infrastructure.feed.reconnect import unavailable
-from infrastructure.runtime import Runtime
-from infrastructure.settings import Settings
+from agent_ledger.infrastructure.api.tail_reader import TailReader
+from agent_ledger.infrastructure.auth.revocations import TokenRevocations
+from agent_ledger.infrastructure.auth.tokens import AuthenticationError, Caller, authenticate
+from agent_ledger.infrastructure.feed.reconnect import unavailable
+from agent_ledger.infrastructure.runtime import Runtime
+from agent_ledger.infrastructure.settings import Settings
 
 log = logging.getLogger(__name__)
 

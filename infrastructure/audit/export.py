@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any, TextIO
 from uuid import UUID
 
-from application.audit import EXPORT_FORMAT
-from application.checkpoints import Checkpoint, CheckpointSigner
-from domain.hash_chain import ChainBreak, ChainLink, ChainVerdict, verify_chain
+from agent_ledger.application.audit import EXPORT_FORMAT
+from agent_ledger.application.checkpoints import Checkpoint, CheckpointSigner
+from agent_ledger.domain.hash_chain import ChainBreak, ChainLink, ChainVerdict, verify_chain
 
 
 def bundle_line(document: dict[str, Any]) -> str:

@@ -12,14 +12,20 @@ import sqlalchemy as sa
 from eventsourcing.persistence import Cipher, Compressor, Notification
 from eventsourcing.utils import Environment, resolve_topic
 
-from application.audit import Audit, Unseal, Verification, unsealer, verify_stored_chains
-from application.checkpoints import Checkpoint, CheckpointSigner
-from application.executions import Executions
-from domain.hash_chain import ChainHead, ChainVerdict, ChainVerifier
-from infrastructure.audit.sql import SqlAuditReadLog, SqlCheckpointStore
-from infrastructure.read_models.tables import audit_checkpoints
-from infrastructure.settings import Settings
-from infrastructure.store.persistence import (
+from agent_ledger.application.audit import (
+    Audit,
+    Unseal,
+    Verification,
+    unsealer,
+    verify_stored_chains,
+)
+from agent_ledger.application.checkpoints import Checkpoint, CheckpointSigner
+from agent_ledger.application.executions import Executions
+from agent_ledger.domain.hash_chain import ChainHead, ChainVerdict, ChainVerifier
+from agent_ledger.infrastructure.audit.sql import SqlAuditReadLog, SqlCheckpointStore
+from agent_ledger.infrastructure.read_models.tables import audit_checkpoints
+from agent_ledger.infrastructure.settings import Settings
+from agent_ledger.infrastructure.store.persistence import (
     EVENTS_TABLE,
     SQLITE_EVENTS_TABLE,
     event_store_env,

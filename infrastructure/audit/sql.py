@@ -8,10 +8,10 @@ from uuid import UUID
 
 import sqlalchemy as sa
 
-from application.audit import AuditRead
-from application.checkpoints import Checkpoint
-from infrastructure.read_models.tables import audit_checkpoints, audit_reads
-from infrastructure.store.sql_files import sql_file
+from agent_ledger.application.audit import AuditRead
+from agent_ledger.application.checkpoints import Checkpoint
+from agent_ledger.infrastructure.read_models.tables import audit_checkpoints, audit_reads
+from agent_ledger.infrastructure.store.sql_files import sql_file
 
 
 def audit_append_only_ddl() -> str:

@@ -6,7 +6,7 @@ import time
 
 import sqlalchemy as sa
 
-from infrastructure.read_models.tables import token_revocations
+from agent_ledger.infrastructure.read_models.tables import token_revocations
 
 
 class TokenRevocations:

@@ -10,14 +10,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from application.processes import (
+from agent_ledger.application.processes import (
     DefinitionCheck,
     RegisteredProcess,
     UnknownProcessError,
     run_checks,
 )
-from domain.processes import ProcessDefinition
-from infrastructure.read_models.tables import process_definitions as table
+from agent_ledger.domain.processes import ProcessDefinition
+from agent_ledger.infrastructure.read_models.tables import process_definitions as table
 
 _PARSED: dict[tuple[str, int, str], RegisteredProcess] = {}
 

@@ -11,9 +11,9 @@ from typing import Annotated
 
 import typer
 
-from application.audit import Audit, AuditRead
-from application.checkpoints import Checkpoint, CheckpointSigner
-from infrastructure.settings import Settings
+from agent_ledger.application.audit import Audit, AuditRead
+from agent_ledger.application.checkpoints import Checkpoint, CheckpointSigner
+from agent_ledger.infrastructure.settings import Settings
 
 audit_app = typer.Typer(
     help="Audit trail: signed checkpoints, export bundles, offline verification.",
@@ -27,9 +27,9 @@ Actor = Annotated[
 
 @contextmanager
 def _opened_audit(settings: Settings) -> Iterator[tuple[Audit, object]]:
-    from infrastructure.audit.service import execution_heads, open_audit
-    from infrastructure.schema import initialize_schema
-    from infrastructure.store.persistence import open_executions, read_model_engine
+    from agent_ledger.infrastructure.audit.service import execution_heads, open_audit
+    from agent_ledger.infrastructure.schema import initialize_schema
+    from agent_ledger.infrastructure.store.persistence import open_executions, read_model_engine
 
     initialize_schema(settings)
     executions = open_executions(settings)
@@ -81,8 +81,8 @@ def export(
     actor: Actor = None,
 ) -> None:
     """Write one execution's events, hashes and newest checkpoint to a self-contained bundle."""
-    from application.executions import ExecutionNotFoundError
-    from infrastructure.audit.export import parse_execution_id, write_bundle
+    from agent_ledger.application.executions import ExecutionNotFoundError
+    from agent_ledger.infrastructure.audit.export import parse_execution_id, write_bundle
 
     try:
         wanted = parse_execution_id(execution_id)
@@ -106,7 +106,7 @@ def verify(
     bundle: Annotated[Path, typer.Argument(help="a bundle written by `audit export`")],
 ) -> None:
     """Check a bundle with no database: its chain, its counts and its signed checkpoint."""
-    from infrastructure.audit.export import verify_bundle
+    from agent_ledger.infrastructure.audit.export import verify_bundle
 
     if not bundle.is_file():
         raise typer.BadParameter(f"{bundle} is not a file")
@@ -121,7 +121,7 @@ def verify_store_command(
     workers: Annotated[int, typer.Option(help="processes verifying at once")] = 2,
 ) -> None:
     """Verify every execution's chain in the store; lists the broken ones (exit 1 if any)."""
-    from infrastructure.audit.service import verify_store
+    from agent_ledger.infrastructure.audit.service import verify_store
 
     settings = Settings()
     verifications = verify_store(settings, workers=workers)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from infrastructure.settings import Settings
+from agent_ledger.infrastructure.settings import Settings
 
 db_app = typer.Typer(help="The read-model schema: alembic migrations.", no_args_is_help=True)
 
@@ -14,7 +14,7 @@ db_app = typer.Typer(help="The read-model schema: alembic migrations.", no_args_
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Create the store's tables and migrate the read model to the newest revision."""
-    from infrastructure.schema import initialize_schema
+    from agent_ledger.infrastructure.schema import initialize_schema
 
     initialize_schema(Settings())
     db_current()
@@ -23,8 +23,8 @@ def db_upgrade() -> None:
 @db_app.command("current")
 def db_current() -> None:
     """Print the read model's revision and the newest one this code knows."""
-    from infrastructure.read_models import migrations
-    from infrastructure.store.persistence import read_model_engine
+    from agent_ledger.infrastructure.read_models import migrations
+    from agent_ledger.infrastructure.store.persistence import read_model_engine
 
     engine = read_model_engine(Settings())
     try:
@@ -41,8 +41,8 @@ def db_revision(
     """Write the next revision: tables.py compared with the database (which must be at head)."""
     from alembic.util import CommandError
 
-    from infrastructure.read_models import migrations
-    from infrastructure.store.persistence import read_model_engine
+    from agent_ledger.infrastructure.read_models import migrations
+    from agent_ledger.infrastructure.store.persistence import read_model_engine
 
     engine = read_model_engine(Settings())
     try:

@@ -8,9 +8,9 @@ from typing import Annotated, Any
 
 import typer
 
-from infrastructure.auth.tokens import issue_token
-from infrastructure.cli.preflight import require_jwt_secret
-from infrastructure.settings import Settings
+from agent_ledger.infrastructure.auth.tokens import issue_token
+from agent_ledger.infrastructure.cli.preflight import require_jwt_secret
+from agent_ledger.infrastructure.settings import Settings
 
 STEP_ICONS = {
     "execution_started": "▶",

@@ -12,16 +12,16 @@ import pydantic_settings
 import sqlalchemy as sa
 import typer
 
-from infrastructure.cli import run
-from infrastructure.cli.audit import audit_app
-from infrastructure.cli.db import db_app
-from infrastructure.cli.demo import demo
-from infrastructure.cli.preflight import StartupError, database_unreachable
-from infrastructure.cli.processes import processes_app
-from infrastructure.cli.projections import projections_app
-from infrastructure.cli.tokens import token
-from infrastructure.redact import redact
-from infrastructure.settings import Settings
+from agent_ledger.infrastructure.cli import run
+from agent_ledger.infrastructure.cli.audit import audit_app
+from agent_ledger.infrastructure.cli.db import db_app
+from agent_ledger.infrastructure.cli.demo import demo
+from agent_ledger.infrastructure.cli.preflight import StartupError, database_unreachable
+from agent_ledger.infrastructure.cli.processes import processes_app
+from agent_ledger.infrastructure.cli.projections import projections_app
+from agent_ledger.infrastructure.cli.tokens import token
+from agent_ledger.infrastructure.redact import redact
+from agent_ledger.infrastructure.settings import Settings
 
 app = typer.Typer(
     help="Agent Ledger: event-sourced execution service for AI agents.",

@@ -8,8 +8,8 @@ import socket
 import psycopg
 import sqlalchemy as sa
 
-from infrastructure.redact import mask_url, redact
-from infrastructure.settings import Settings
+from agent_ledger.infrastructure.redact import mask_url, redact
+from agent_ledger.infrastructure.settings import Settings
 
 CONNECT_TIMEOUT = 5
 
@@ -39,7 +39,7 @@ def check_database(settings: Settings) -> None:
     """Connect once to the configured PostgreSQL (nothing to do for embedded SQLite)."""
     if not settings.uses_postgres:
         return
-    from infrastructure.store.persistence import libpq_dsn
+    from agent_ledger.infrastructure.store.persistence import libpq_dsn
 
     try:
         with psycopg.connect(libpq_dsn(settings), connect_timeout=CONNECT_TIMEOUT) as connection:

@@ -8,9 +8,9 @@ from typing import Annotated, Any
 
 import typer
 
-from application.storable_text import UnstorableTextError, check_storable
-from domain.errors import InvalidProcessDefinitionError
-from infrastructure.settings import Settings
+from agent_ledger.application.storable_text import UnstorableTextError, check_storable
+from agent_ledger.domain.errors import InvalidProcessDefinitionError
+from agent_ledger.infrastructure.settings import Settings
 
 processes_app = typer.Typer(help="Process definitions.", no_args_is_help=True)
 
@@ -50,12 +50,12 @@ def apply_file(settings: Settings, path: Path) -> str:
     """Validate, check as the API does (built-in agents, the egress rule) and register;
     returns a line saying which version is now registered."""
     # imported here: every other command starts without the runtime's modules
-    from application.agents import AgentRegistry
-    from application.builtin_agents import register_builtin_agents
-    from infrastructure.catalog.sql import SqlProcessCatalog
-    from infrastructure.runtime import registration_checks
-    from infrastructure.schema import initialize_schema
-    from infrastructure.store.persistence import read_model_engine
+    from agent_ledger.application.agents import AgentRegistry
+    from agent_ledger.application.builtin_agents import register_builtin_agents
+    from agent_ledger.infrastructure.catalog.sql import SqlProcessCatalog
+    from agent_ledger.infrastructure.runtime import registration_checks
+    from agent_ledger.infrastructure.schema import initialize_schema
+    from agent_ledger.infrastructure.store.persistence import read_model_engine
 
     document = load_document(path)
     agents = AgentRegistry()

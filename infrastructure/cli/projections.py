@@ -9,9 +9,9 @@ from typing import Annotated
 import sqlalchemy as sa
 import typer
 
-from application.executions import Executions
-from infrastructure.read_models.rebuild import Rebuild, RebuildError, RebuildProgress
-from infrastructure.settings import Settings
+from agent_ledger.application.executions import Executions
+from agent_ledger.infrastructure.read_models.rebuild import Rebuild, RebuildError, RebuildProgress
+from agent_ledger.infrastructure.settings import Settings
 
 projections_app = typer.Typer(
     help="Read models: rebuild from the event store.", no_args_is_help=True
@@ -21,8 +21,8 @@ projections_app = typer.Typer(
 @contextmanager
 def _store(settings: Settings) -> Iterator[tuple[Executions, sa.Engine]]:
     """The event store and the read-model database, schema current, closed afterwards."""
-    from infrastructure.schema import initialize_schema
-    from infrastructure.store.persistence import open_executions, read_model_engine
+    from agent_ledger.infrastructure.schema import initialize_schema
+    from agent_ledger.infrastructure.store.persistence import open_executions, read_model_engine
 
     initialize_schema(settings)
     executions = open_executions(settings)
@@ -88,8 +88,8 @@ def parked(
     ] = None,
 ) -> None:
     """List the events projections could not apply and passed by, or retry one."""
-    from infrastructure.read_models.parked import parked as parked_events
-    from infrastructure.read_models.parked import retry_parked
+    from agent_ledger.infrastructure.read_models.parked import parked as parked_events
+    from agent_ledger.infrastructure.read_models.parked import retry_parked
 
     with _store(Settings()) as (executions, engine):
         try:

@@ -7,8 +7,8 @@ import signal
 import threading
 from types import FrameType
 
-from infrastructure.runtime import Runtime
-from infrastructure.settings import Settings
+from agent_ledger.infrastructure.runtime import Runtime
+from agent_ledger.infrastructure.settings import Settings
 
 log = logging.getLogger(__name__)
 

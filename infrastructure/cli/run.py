@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from infrastructure.cli.preflight import bind_port, check_database, require_jwt_secret
-from infrastructure.redact import redact_logging
-from infrastructure.settings import Settings
+from agent_ledger.infrastructure.cli.preflight import bind_port, check_database, require_jwt_secret
+from agent_ledger.infrastructure.redact import redact_logging
+from agent_ledger.infrastructure.settings import Settings
 
 LogLevel = Annotated[str, typer.Option(help="debug, info, warning")]
 
@@ -29,7 +29,7 @@ def serve(
     """Run the API, the engine and the projector in one process."""
     import uvicorn
 
-    from infrastructure.api.app import create_app
+    from agent_ledger.infrastructure.api.app import create_app
 
     configure_logging(log_level)
     settings = Settings()
@@ -58,7 +58,7 @@ def serve(
 
 def worker(log_level: LogLevel = "info") -> None:
     """Run only the engine: claim executions from the shared store and drive them."""
-    from infrastructure.cli.roles import run_until_signalled
+    from agent_ledger.infrastructure.cli.roles import run_until_signalled
 
     configure_logging(log_level)
     settings = Settings()
@@ -68,7 +68,7 @@ def worker(log_level: LogLevel = "info") -> None:
 
 def projector(log_level: LogLevel = "info") -> None:
     """Run only the projections; several may run, one is active per projection."""
-    from infrastructure.cli.roles import run_until_signalled
+    from agent_ledger.infrastructure.cli.roles import run_until_signalled
 
     configure_logging(log_level)
     settings = Settings()

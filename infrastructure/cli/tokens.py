@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
-from infrastructure.auth.tokens import issue_token
-from infrastructure.settings import Settings
+from agent_ledger.infrastructure.auth.tokens import issue_token
+from agent_ledger.infrastructure.settings import Settings
 
 
 def token(

@@ -6,6 +6,6 @@ have been missed). `EventFeed` reads each new batch of events once for the proce
 subscribers (the API's tail; in `serve` also the worker and the projector).
 `CommitWakeUps` wakes a projector running alone on every commit, reading nothing.
 `reconnect` says what an outage looks like. Imports the application,
-`infrastructure.settings` and `infrastructure.store`; nothing from the API, read models
-or CLI.
+`agent_ledger.infrastructure.settings` and `agent_ledger.infrastructure.store`; nothing from the
+API, read models or CLI.
 """

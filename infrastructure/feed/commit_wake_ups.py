@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from application.executions import Executions
-from infrastructure.feed.notices import StoreNotices
+from agent_ledger.application.executions import Executions
+from agent_ledger.infrastructure.feed.notices import StoreNotices
 
 
 class CommitWakeUps:

@@ -7,12 +7,12 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 
-from application.backoff import Backoff
-from application.event_log import LoggedEvent, type_of_topic
-from application.executions import MAX_PAGE, Executions
-from infrastructure.feed.notices import StoreNotices
-from infrastructure.feed.reconnect import unavailable
-from infrastructure.store.append_sql import parse_notice
+from agent_ledger.application.backoff import Backoff
+from agent_ledger.application.event_log import LoggedEvent, type_of_topic
+from agent_ledger.application.executions import MAX_PAGE, Executions
+from agent_ledger.infrastructure.feed.notices import StoreNotices
+from agent_ledger.infrastructure.feed.reconnect import unavailable
+from agent_ledger.infrastructure.store.append_sql import parse_notice
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import psycopg
 
-from application.backoff import Backoff
-from infrastructure.feed.reconnect import unavailable, where
+from agent_ledger.application.backoff import Backoff
+from agent_ledger.infrastructure.feed.reconnect import unavailable, where
 
 log = logging.getLogger(__name__)
 

@@ -4,6 +4,6 @@ The projector applies the store's events to each projection's tables with its tr
 row in the same transaction (`projector`, `tracking`, `registry`), parks events it
 cannot apply (`parked`), rebuilds versioned table sets side by side (`rebuild`,
 `table_sets`); each projection's batch writer sits beside its queries. Imports the
-application, the projections, `infrastructure.store` (bulk SQL) and
-`infrastructure.feed.reconnect`; nothing from the API, the CLI or the worker.
+application, the projections, `agent_ledger.infrastructure.store` (bulk SQL) and
+`agent_ledger.infrastructure.feed.reconnect`; nothing from the API, the CLI or the worker.
 """

@@ -6,9 +6,9 @@ from collections.abc import Collection
 
 import sqlalchemy as sa
 
-from infrastructure.read_models.tables import event_index
-from infrastructure.store.bulk_sql import insert_rows
-from projections.event_index import EventIndexProjection, IndexEntry
+from agent_ledger.infrastructure.read_models.tables import event_index
+from agent_ledger.infrastructure.store.bulk_sql import insert_rows
+from agent_ledger.projections.event_index import EventIndexProjection, IndexEntry
 
 
 class SqlEventIndexView:

@@ -7,11 +7,14 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from application.executions import Executions
-from infrastructure.read_models.parked import parked_counts
-from infrastructure.read_models.registry import VERSIONED_PROJECTIONS, all_projection_names
-from infrastructure.read_models.table_sets import active_version, tracking_name
-from infrastructure.read_models.tracking import active_position
+from agent_ledger.application.executions import Executions
+from agent_ledger.infrastructure.read_models.parked import parked_counts
+from agent_ledger.infrastructure.read_models.registry import (
+    VERSIONED_PROJECTIONS,
+    all_projection_names,
+)
+from agent_ledger.infrastructure.read_models.table_sets import active_version, tracking_name
+from agent_ledger.infrastructure.read_models.tracking import active_position
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from typing import IO, Protocol
 
 import psycopg
 
-from application.backoff import describe
-from infrastructure.settings import Settings
-from infrastructure.store.persistence import libpq_dsn
+from agent_ledger.application.backoff import describe
+from agent_ledger.infrastructure.settings import Settings
+from agent_ledger.infrastructure.store.persistence import libpq_dsn
 
 log = logging.getLogger(__name__)
 

@@ -7,12 +7,12 @@ from uuid import UUID
 
 import sqlalchemy as sa
 
-from application.event_log import LoggedEvent
-from domain.executions import Execution
-from infrastructure.read_models.row_batch import RowBatch
-from infrastructure.read_models.table_sets import TableSet
-from infrastructure.store.bulk_sql import add_to_rows
-from projections.metrics import MetricRun, MetricsProjection
+from agent_ledger.application.event_log import LoggedEvent
+from agent_ledger.domain.executions import Execution
+from agent_ledger.infrastructure.read_models.row_batch import RowBatch
+from agent_ledger.infrastructure.read_models.table_sets import TableSet
+from agent_ledger.infrastructure.store.bulk_sql import add_to_rows
+from agent_ledger.projections.metrics import MetricRun, MetricsProjection
 
 
 class SqlMetricsView:

@@ -7,9 +7,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from infrastructure.read_models.row_batch import aware
-from infrastructure.read_models.table_sets import active_tables
-from projections.metric_figures import (
+from agent_ledger.infrastructure.read_models.row_batch import aware
+from agent_ledger.infrastructure.read_models.table_sets import active_tables
+from agent_ledger.projections.metric_figures import (
     PERCENTILES,
     Figures,
     NameFigures,
@@ -17,7 +17,7 @@ from projections.metric_figures import (
     SlaTargets,
     figures_by_name,
 )
-from projections.metrics import FINISHED_OUTCOMES, RUNNING, MetricsProjection
+from agent_ledger.projections.metrics import FINISHED_OUTCOMES, RUNNING, MetricsProjection
 
 _OUTCOMES = {
     "successes": "success",

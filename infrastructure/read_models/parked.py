@@ -19,13 +19,13 @@ from uuid import UUID
 
 import sqlalchemy as sa
 
-from application.event_log import LoggedEvent
-from application.executions import Executions
-from infrastructure.feed.reconnect import unavailable
-from infrastructure.read_models.registry import VERSIONED_PROJECTIONS, apply_events
-from infrastructure.read_models.table_sets import TableSet, table_set
-from infrastructure.read_models.tables import parked_events, projection_tracking
-from infrastructure.read_models.tracking import TrackingConflictError
+from agent_ledger.application.event_log import LoggedEvent
+from agent_ledger.application.executions import Executions
+from agent_ledger.infrastructure.feed.reconnect import unavailable
+from agent_ledger.infrastructure.read_models.registry import VERSIONED_PROJECTIONS, apply_events
+from agent_ledger.infrastructure.read_models.table_sets import TableSet, table_set
+from agent_ledger.infrastructure.read_models.tables import parked_events, projection_tracking
+from agent_ledger.infrastructure.read_models.tracking import TrackingConflictError
 
 log = logging.getLogger(__name__)
 

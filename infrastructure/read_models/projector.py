@@ -8,20 +8,24 @@ import time
 
 import sqlalchemy as sa
 
-from application.backoff import Backoff
-from application.event_log import LoggedEvent
-from application.executions import Executions
-from infrastructure.feed.reconnect import unavailable
-from infrastructure.read_models.locks import ProjectionLocks
-from infrastructure.read_models.parked import apply_or_park, is_transient
-from infrastructure.read_models.registry import (
+from agent_ledger.application.backoff import Backoff
+from agent_ledger.application.event_log import LoggedEvent
+from agent_ledger.application.executions import Executions
+from agent_ledger.infrastructure.feed.reconnect import unavailable
+from agent_ledger.infrastructure.read_models.locks import ProjectionLocks
+from agent_ledger.infrastructure.read_models.parked import apply_or_park, is_transient
+from agent_ledger.infrastructure.read_models.registry import (
     VERSIONED_PROJECTIONS,
     all_projection_names,
     apply_events,
 )
-from infrastructure.read_models.table_sets import active_table_sets
-from infrastructure.read_models.tracking import active_position, advance_all, tracked_positions
-from projections.execution_status import ExecutionStatusProjection
+from agent_ledger.infrastructure.read_models.table_sets import active_table_sets
+from agent_ledger.infrastructure.read_models.tracking import (
+    active_position,
+    advance_all,
+    tracked_positions,
+)
+from agent_ledger.projections.execution_status import ExecutionStatusProjection
 
 log = logging.getLogger(__name__)
 

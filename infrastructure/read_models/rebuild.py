@@ -10,17 +10,17 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from application.event_log import LoggedEvent
-from application.executions import Executions
-from infrastructure.read_models.locks import lock_key
-from infrastructure.read_models.parked import (
+from agent_ledger.application.event_log import LoggedEvent
+from agent_ledger.application.executions import Executions
+from agent_ledger.infrastructure.read_models.locks import lock_key
+from agent_ledger.infrastructure.read_models.parked import (
     apply_or_park,
     forget,
     is_transient,
     ready_for_savepoints,
 )
-from infrastructure.read_models.registry import VERSIONED_PROJECTIONS, apply_events
-from infrastructure.read_models.table_sets import (
+from agent_ledger.infrastructure.read_models.registry import VERSIONED_PROJECTIONS, apply_events
+from agent_ledger.infrastructure.read_models.table_sets import (
     TableSet,
     active_version,
     create_version,
@@ -30,8 +30,8 @@ from infrastructure.read_models.table_sets import (
     switch_to,
     table_set,
 )
-from infrastructure.read_models.tables import projection_tracking, projection_versions
-from infrastructure.read_models.tracking import advance_tracking, tracked_position
+from agent_ledger.infrastructure.read_models.tables import projection_tracking, projection_versions
+from agent_ledger.infrastructure.read_models.tracking import advance_tracking, tracked_position
 
 
 class RebuildError(Exception):

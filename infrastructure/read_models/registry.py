@@ -7,14 +7,14 @@ from typing import Protocol
 
 import sqlalchemy as sa
 
-from application.event_log import LoggedEvent
-from infrastructure.read_models.event_index import EventIndexBatch
-from infrastructure.read_models.metrics_batch import MetricsBatch
-from infrastructure.read_models.status_batch import ExecutionStatusBatch
-from infrastructure.read_models.table_sets import TableSet
-from projections.event_index import EventIndexProjection
-from projections.execution_status import ExecutionStatusProjection
-from projections.metrics import MetricsProjection
+from agent_ledger.application.event_log import LoggedEvent
+from agent_ledger.infrastructure.read_models.event_index import EventIndexBatch
+from agent_ledger.infrastructure.read_models.metrics_batch import MetricsBatch
+from agent_ledger.infrastructure.read_models.status_batch import ExecutionStatusBatch
+from agent_ledger.infrastructure.read_models.table_sets import TableSet
+from agent_ledger.projections.event_index import EventIndexProjection
+from agent_ledger.projections.execution_status import ExecutionStatusProjection
+from agent_ledger.projections.metrics import MetricsProjection
 
 
 class BatchProjection(Protocol):

@@ -10,7 +10,7 @@ from uuid import UUID
 
 import sqlalchemy as sa
 
-from infrastructure.store.bulk_sql import insert_rows, select_rows, update_rows
+from agent_ledger.infrastructure.store.bulk_sql import insert_rows, select_rows, update_rows
 
 Row = TypeVar("Row")
 

@@ -7,13 +7,13 @@ from uuid import UUID
 
 import sqlalchemy as sa
 
-from application.event_log import LoggedEvent
-from domain.executions import Execution
-from infrastructure.read_models.row_batch import RowBatch
-from infrastructure.read_models.table_sets import TableSet
-from infrastructure.store.bulk_sql import add_to_rows
-from projections.execution_status import ExecutionStatusProjection, ExecutionStatusRow
-from projections.step_status import StepStatusProjection, StepStatusRow, latency_bucket
+from agent_ledger.application.event_log import LoggedEvent
+from agent_ledger.domain.executions import Execution
+from agent_ledger.infrastructure.read_models.row_batch import RowBatch
+from agent_ledger.infrastructure.read_models.table_sets import TableSet
+from agent_ledger.infrastructure.store.bulk_sql import add_to_rows
+from agent_ledger.projections.execution_status import ExecutionStatusProjection, ExecutionStatusRow
+from agent_ledger.projections.step_status import StepStatusProjection, StepStatusRow, latency_bucket
 
 
 class SqlExecutionStatusView:

@@ -8,10 +8,10 @@ from uuid import UUID
 
 import sqlalchemy as sa
 
-from infrastructure.read_models.row_batch import aware
-from infrastructure.read_models.table_sets import active_tables
-from projections.execution_status import ExecutionStatusProjection, ExecutionStatusRow
-from projections.step_status import StepStatusRow
+from agent_ledger.infrastructure.read_models.row_batch import aware
+from agent_ledger.infrastructure.read_models.table_sets import active_tables
+from agent_ledger.projections.execution_status import ExecutionStatusProjection, ExecutionStatusRow
+from agent_ledger.projections.step_status import StepStatusRow
 
 _NAME = ExecutionStatusProjection.name
 

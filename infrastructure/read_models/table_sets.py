@@ -8,7 +8,7 @@ from functools import cache
 
 import sqlalchemy as sa
 
-from infrastructure.read_models.tables import (
+from agent_ledger.infrastructure.read_models.tables import (
     event_counts,
     execution_status,
     metric_runs,

@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from infrastructure.read_models.registry import VERSIONED_PROJECTIONS
-from infrastructure.read_models.table_sets import active_tables
-from infrastructure.read_models.tables import projection_tracking
+from agent_ledger.infrastructure.read_models.registry import VERSIONED_PROJECTIONS
+from agent_ledger.infrastructure.read_models.table_sets import active_tables
+from agent_ledger.infrastructure.read_models.tables import projection_tracking
 
 
 class TrackingConflictError(Exception):

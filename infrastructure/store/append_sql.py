@@ -21,8 +21,8 @@ from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
 
-from application.work import Enqueue, Fence, Finish, Reschedule, Wake, WorkChange
-from infrastructure.store.sql_files import sql_file
+from agent_ledger.application.work import Enqueue, Fence, Finish, Reschedule, Wake, WorkChange
+from agent_ledger.infrastructure.store.sql_files import sql_file
 
 APPEND_FUNCTION = "agent_ledger_append"
 

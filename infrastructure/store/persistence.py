@@ -14,11 +14,11 @@ from eventsourcing.postgres import (
     PostgresDatastore,
 )
 
-from application.executions import Executions
-from infrastructure.settings import Settings
-from infrastructure.store.histories import HistoriesBySql
-from infrastructure.store.pool import harden
-from infrastructure.store.sql_files import sql_file
+from agent_ledger.application.executions import Executions
+from agent_ledger.infrastructure.settings import Settings
+from agent_ledger.infrastructure.store.histories import HistoriesBySql
+from agent_ledger.infrastructure.store.pool import harden
+from agent_ledger.infrastructure.store.sql_files import sql_file
 
 EVENTS_TABLE = "executions_events"
 SQLITE_EVENTS_TABLE = "stored_events"
@@ -56,7 +56,7 @@ def event_store_env(settings: Settings, *, create_tables: bool) -> dict[str, str
             POSTGRES_POOL_SIZE=str(settings.db_pool_size),
             POSTGRES_MAX_OVERFLOW=str(settings.db_max_overflow),
             POSTGRES_LOCK_TIMEOUT="5",
-            APPLICATION_RECORDER_TOPIC="infrastructure.store.work_queue:PostgresWorkRecorder",
+            APPLICATION_RECORDER_TOPIC="agent_ledger.infrastructure.store.work_queue:PostgresWorkRecorder",
         )
     else:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -64,7 +64,7 @@ def event_store_env(settings: Settings, *, create_tables: bool) -> dict[str, str
             PERSISTENCE_MODULE="eventsourcing.sqlite",
             SQLITE_DBNAME=str(settings.data_dir / "events.sqlite"),
             SQLITE_LOCK_TIMEOUT="10",
-            APPLICATION_RECORDER_TOPIC="infrastructure.store.work_queue:SQLiteWorkRecorder",
+            APPLICATION_RECORDER_TOPIC="agent_ledger.infrastructure.store.work_queue:SQLiteWorkRecorder",
         )
     if settings.cipher_key:
         env.update(CIPHER_TOPIC="eventsourcing.cipher:AESCipher", CIPHER_KEY=settings.cipher_key)

@@ -25,7 +25,7 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import retry
 from psycopg.sql import SQL, Identifier
 
-from application.work import (
+from agent_ledger.application.work import (
     Claim,
     Enqueue,
     Fence,
@@ -35,10 +35,10 @@ from application.work import (
     Reschedule,
     Wake,
 )
-from infrastructure.store.append_sql import CALL as APPEND_CALL
-from infrastructure.store.append_sql import append_arguments, append_ddl
-from infrastructure.store.postgres_recorder import PostgresStoreRecorder
-from infrastructure.store.sql_files import sql_file
+from agent_ledger.infrastructure.store.append_sql import CALL as APPEND_CALL
+from agent_ledger.infrastructure.store.append_sql import append_arguments, append_ddl
+from agent_ledger.infrastructure.store.postgres_recorder import PostgresStoreRecorder
+from agent_ledger.infrastructure.store.sql_files import sql_file
 
 WORK_TABLE = "execution_work"
 WORK_CHANNEL = "agent_ledger_work"

@@ -13,10 +13,10 @@ import logging
 import threading
 from collections.abc import Callable
 
-from application.backoff import Backoff
-from application.event_log import LoggedEvent
-from application.executions import Executions
-from domain.executions import Execution
+from agent_ledger.application.backoff import Backoff
+from agent_ledger.application.event_log import LoggedEvent
+from agent_ledger.application.executions import Executions
+from agent_ledger.domain.executions import Execution
 
 log = logging.getLogger(__name__)
 

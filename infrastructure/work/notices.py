@@ -11,8 +11,8 @@ import logging
 from collections.abc import Callable
 from uuid import UUID
 
-from infrastructure.feed.notices import StoreNotices
-from infrastructure.store.work_queue import WORK_CHANNEL
+from agent_ledger.infrastructure.feed.notices import StoreNotices
+from agent_ledger.infrastructure.store.work_queue import WORK_CHANNEL
 
 log = logging.getLogger(__name__)
 

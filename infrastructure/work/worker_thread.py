@@ -7,7 +7,7 @@ import contextlib
 import logging
 import threading
 
-from application.worker import Worker
+from agent_ledger.application.worker import Worker
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from infrastructure.auth.tokens import issue_token
+from agent_ledger.infrastructure.auth.tokens import issue_token
 from tests.support.server import Server, running_server
 
 ST = shutil.which("st", path=os.path.dirname(sys.executable))

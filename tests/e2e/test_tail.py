@@ -17,9 +17,9 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 
-from application.executions import Executions
-from infrastructure.settings import Settings
-from infrastructure.store.persistence import open_executions
+from agent_ledger.application.executions import Executions
+from agent_ledger.infrastructure.settings import Settings
+from agent_ledger.infrastructure.store.persistence import open_executions
 from tests.support import tokens
 from tests.support.server import Server, clean_environment
 from tests.support.tail_clients import Message, SseStream, sse, websocket

@@ -20,10 +20,10 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from application.executions import Executions
-from domain.executions import Execution
-from infrastructure.settings import Settings
-from infrastructure.store.persistence import open_executions
+from agent_ledger.application.executions import Executions
+from agent_ledger.domain.executions import Execution
+from agent_ledger.infrastructure.settings import Settings
+from agent_ledger.infrastructure.store.persistence import open_executions
 from tests.support import tokens
 from tests.support.server import Server, running_server
 from tests.support.tail_clients import ws_url

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from infrastructure.settings import Settings
+from agent_ledger.infrastructure.settings import Settings
 
 
 @pytest.fixture(scope="module")

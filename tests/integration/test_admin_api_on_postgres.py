@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from infrastructure.auth.tokens import issue_token
-from infrastructure.settings import Settings
+from agent_ledger.infrastructure.auth.tokens import issue_token
+from agent_ledger.infrastructure.settings import Settings
 from tests.support.asgi_client import TestClient, serving
 
 SECRET = "processes-secret-" + "x" * 32

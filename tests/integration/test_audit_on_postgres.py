@@ -16,10 +16,10 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from application.audit import Verification
-from infrastructure.audit.service import verify_store
-from infrastructure.settings import Settings
-from infrastructure.store.persistence import EVENTS_TABLE
+from agent_ledger.application.audit import Verification
+from agent_ledger.infrastructure.audit.service import verify_store
+from agent_ledger.infrastructure.settings import Settings
+from agent_ledger.infrastructure.store.persistence import EVENTS_TABLE
 from tests.support import asgi_client, tokens
 from tests.support.asgi_client import TestClient, receive_json
 from tests.support.walking_skeleton import assert_problem, ends

@@ -11,8 +11,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from infrastructure.read_models.row_batch import aware
-from infrastructure.store.bulk_sql import add_to_rows, insert_rows, select_rows, update_rows
+from agent_ledger.infrastructure.read_models.row_batch import aware
+from agent_ledger.infrastructure.store.bulk_sql import (
+    add_to_rows,
+    insert_rows,
+    select_rows,
+    update_rows,
+)
 
 metadata = sa.MetaData()
 things = sa.Table(

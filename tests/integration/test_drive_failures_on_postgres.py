@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from application.drive_failures import DriveFailures
-from application.event_log import to_message
-from application.starter import StartRequest, start_execution
-from infrastructure.runtime import Runtime
-from infrastructure.settings import Settings
+from agent_ledger.application.drive_failures import DriveFailures
+from agent_ledger.application.event_log import to_message
+from agent_ledger.application.starter import StartRequest, start_execution
+from agent_ledger.infrastructure.runtime import Runtime
+from agent_ledger.infrastructure.settings import Settings
 
 pytestmark = pytest.mark.postgres
 
@@ -40,7 +40,7 @@ def test_an_execution_the_worker_cannot_drive_is_retried_with_back_off_then_fail
 ) -> None:
     assert runtime.worker_thread is not None
     runtime.worker_thread.worker.drive_failures = DriveFailures(first=0.05, cap=0.2, max_tries=5)
-    caplog.set_level(logging.WARNING, logger="application.worker")
+    caplog.set_level(logging.WARNING, logger="agent_ledger.application.worker")
     started = start_execution(
         runtime.executions,
         StartRequest(

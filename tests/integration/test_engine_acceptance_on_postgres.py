@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from infrastructure.api.app import create_app
-from infrastructure.auth.tokens import issue_token
+from agent_ledger.infrastructure.api.app import create_app
+from agent_ledger.infrastructure.auth.tokens import issue_token
 from tests.support.asgi_client import TestClient, receive_json
 from tests.support.engine_scenarios import (
     FINISHING_EVENTS,

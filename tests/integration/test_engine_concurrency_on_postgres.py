@@ -10,8 +10,8 @@ from uuid import UUID
 
 import pytest
 
-from application.agents import AgentContext
-from domain.execution_state import ExecutionStatus, StepStatus
+from agent_ledger.application.agents import AgentContext
+from agent_ledger.domain.execution_state import ExecutionStatus, StepStatus
 from tests.support.engine_scenarios import (
     Engine,
     Gate,

@@ -13,8 +13,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from application.agents import AgentContext, AgentError
-from domain.execution_state import ExecutionStatus, StepStatus
+from agent_ledger.application.agents import AgentContext, AgentError
+from agent_ledger.domain.execution_state import ExecutionStatus, StepStatus
 from tests.support.engine_scenarios import (
     Calls,
     Engine,

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from domain.execution_state import ExecutionStatus
-from infrastructure.catalog.sql import SqlProcessCatalog
+from agent_ledger.domain.execution_state import ExecutionStatus
+from agent_ledger.infrastructure.catalog.sql import SqlProcessCatalog
 from tests.support.engine_scenarios import (
     Engine,
     agent_step,

@@ -12,8 +12,8 @@ from uuid import UUID
 
 import pytest
 
-from application.agents import AgentContext, AgentError
-from domain.execution_state import ExecutionStatus
+from agent_ledger.application.agents import AgentContext, AgentError
+from agent_ledger.domain.execution_state import ExecutionStatus
 from tests.support.databases import fresh_database
 from tests.support.engine_scenarios import (
     Engine,

@@ -10,9 +10,9 @@ from uuid import UUID
 
 import pytest
 
-from application.agents import AgentContext
-from domain.execution_state import ExecutionStatus
-from infrastructure.runtime import Runtime
+from agent_ledger.application.agents import AgentContext
+from agent_ledger.domain.execution_state import ExecutionStatus
+from agent_ledger.infrastructure.runtime import Runtime
 from tests.support.databases import fresh_database
 from tests.support.engine_scenarios import (
     Engine,

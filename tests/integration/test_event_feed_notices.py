@@ -12,15 +12,15 @@ from uuid import UUID
 
 import pytest
 
-from application.event_log import LoggedEvent
-from application.executions import Executions
-from application.processes import InMemoryProcessCatalog
-from application.starter import StartRequest, start_execution
-from infrastructure.feed.event_feed import EventFeed
-from infrastructure.feed.notices import StoreNotices
-from infrastructure.schema import initialize_schema
-from infrastructure.settings import Settings
-from infrastructure.store.persistence import libpq_dsn, open_executions
+from agent_ledger.application.event_log import LoggedEvent
+from agent_ledger.application.executions import Executions
+from agent_ledger.application.processes import InMemoryProcessCatalog
+from agent_ledger.application.starter import StartRequest, start_execution
+from agent_ledger.infrastructure.feed.event_feed import EventFeed
+from agent_ledger.infrastructure.feed.notices import StoreNotices
+from agent_ledger.infrastructure.schema import initialize_schema
+from agent_ledger.infrastructure.settings import Settings
+from agent_ledger.infrastructure.store.persistence import libpq_dsn, open_executions
 
 pytestmark = pytest.mark.postgres
 

@@ -18,17 +18,17 @@ import psycopg
 import pytest
 from starlette.websockets import WebSocketDisconnect
 
-from application.agents import AgentContext, AgentError
-from application.builtin_agents import register_builtin_agents
-from application.event_log import to_message
-from application.starter import StartRequest, start_execution
-from infrastructure import runtime as runtime_module
-from infrastructure.auth.tokens import issue_token
-from infrastructure.runtime import Runtime
-from infrastructure.schema import initialize_schema
-from infrastructure.settings import Settings
-from infrastructure.store.persistence import EVENTS_TABLE
-from projections.execution_status import ExecutionStatusProjection
+from agent_ledger.application.agents import AgentContext, AgentError
+from agent_ledger.application.builtin_agents import register_builtin_agents
+from agent_ledger.application.event_log import to_message
+from agent_ledger.application.starter import StartRequest, start_execution
+from agent_ledger.infrastructure import runtime as runtime_module
+from agent_ledger.infrastructure.auth.tokens import issue_token
+from agent_ledger.infrastructure.runtime import Runtime
+from agent_ledger.infrastructure.schema import initialize_schema
+from agent_ledger.infrastructure.settings import Settings
+from agent_ledger.infrastructure.store.persistence import EVENTS_TABLE
+from agent_ledger.projections.execution_status import ExecutionStatusProjection
 from tests.support import asgi_client, tokens
 from tests.support.asgi_client import TestClient, receive_json
 from tests.support.walking_skeleton import (

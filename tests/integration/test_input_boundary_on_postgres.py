@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from infrastructure.auth.tokens import issue_token
-from infrastructure.runtime import Runtime
-from infrastructure.settings import Settings
+from agent_ledger.infrastructure.auth.tokens import issue_token
+from agent_ledger.infrastructure.runtime import Runtime
+from agent_ledger.infrastructure.settings import Settings
 from tests.support.asgi_client import TestClient, serving
 
 pytestmark = pytest.mark.postgres

@@ -10,10 +10,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from application.executions import Executions
-from application.processes import InMemoryProcessCatalog
-from application.starter import StartRequest, start_execution
-from infrastructure.store.work_queue import WORK_TABLE, SqlWorkQueue
+from agent_ledger.application.executions import Executions
+from agent_ledger.application.processes import InMemoryProcessCatalog
+from agent_ledger.application.starter import StartRequest, start_execution
+from agent_ledger.infrastructure.store.work_queue import WORK_TABLE, SqlWorkQueue
 from tests.support.stores import postgres_store
 
 pytestmark = pytest.mark.postgres

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from application.executions import Executions
-from application.processes import InMemoryProcessCatalog
-from application.starter import StartRequest, start_execution
+from agent_ledger.application.executions import Executions
+from agent_ledger.application.processes import InMemoryProcessCatalog
+from agent_ledger.application.starter import StartRequest, start_execution
 from tests.support.stores import postgres_store
 
 pytestmark = pytest.mark.postgres

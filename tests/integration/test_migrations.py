@@ -20,21 +20,25 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from typer.testing import CliRunner
 
-from application.starter import StartRequest, start_execution
-from infrastructure.cli.main import app
-from infrastructure.read_models import migrations
-from infrastructure.read_models.rebuild import Rebuild
-from infrastructure.read_models.table_sets import active_version, create_version, table_set
-from infrastructure.read_models.tables import (
+from agent_ledger.application.starter import StartRequest, start_execution
+from agent_ledger.infrastructure.cli.main import app
+from agent_ledger.infrastructure.read_models import migrations
+from agent_ledger.infrastructure.read_models.rebuild import Rebuild
+from agent_ledger.infrastructure.read_models.table_sets import (
+    active_version,
+    create_version,
+    table_set,
+)
+from agent_ledger.infrastructure.read_models.tables import (
     metadata,
     process_definitions,
     projection_tracking,
     token_revocations,
 )
-from infrastructure.runtime import Runtime
-from infrastructure.schema import initialize_schema
-from infrastructure.settings import Settings
-from infrastructure.store.persistence import read_model_engine
+from agent_ledger.infrastructure.runtime import Runtime
+from agent_ledger.infrastructure.schema import initialize_schema
+from agent_ledger.infrastructure.settings import Settings
+from agent_ledger.infrastructure.store.persistence import read_model_engine
 from tests.support.databases import fresh_database
 
 pytestmark = pytest.mark.postgres
@@ -159,8 +163,8 @@ INITIALIZE = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from infrastructure.schema import initialize_schema
-    from infrastructure.settings import Settings
+    from agent_ledger.infrastructure.schema import initialize_schema
+    from agent_ledger.infrastructure.settings import Settings
 
     ready, go = Path(sys.argv[1]), Path(sys.argv[2])
     settings = Settings()

@@ -15,15 +15,15 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from application.starter import StartRequest, start_execution
-from infrastructure.auth.tokens import issue_token
-from infrastructure.cli.main import app
-from infrastructure.read_models import registry
-from infrastructure.read_models.event_index import EventIndexBatch
-from infrastructure.read_models.parked import parked, retry_parked
-from infrastructure.read_models.rebuild import Rebuild
-from infrastructure.runtime import Runtime
-from infrastructure.settings import Settings
+from agent_ledger.application.starter import StartRequest, start_execution
+from agent_ledger.infrastructure.auth.tokens import issue_token
+from agent_ledger.infrastructure.cli.main import app
+from agent_ledger.infrastructure.read_models import registry
+from agent_ledger.infrastructure.read_models.event_index import EventIndexBatch
+from agent_ledger.infrastructure.read_models.parked import parked, retry_parked
+from agent_ledger.infrastructure.read_models.rebuild import Rebuild
+from agent_ledger.infrastructure.runtime import Runtime
+from agent_ledger.infrastructure.settings import Settings
 from tests.support.asgi_client import TestClient, serving
 from tests.support.databases import fresh_database
 
@@ -155,7 +155,7 @@ def test_a_rebuild_reports_parked_events_instead_of_dying(
     poisoned = start_unchecked(runtime, thread_id="t\x00")
     start_over_the_api(client)
     if not settings.uses_postgres:  # SQLite holds a NUL: break the rebuild's batch instead
-        from infrastructure.read_models.status_batch import ExecutionStatusBatch
+        from agent_ledger.infrastructure.read_models.status_batch import ExecutionStatusBatch
 
         class Broken(ExecutionStatusBatch):
             def process(self, event: object, position: int) -> None:

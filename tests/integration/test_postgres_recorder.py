@@ -11,15 +11,15 @@ import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 
-from application.event_log import topics_by_type
-from application.executions import Executions
-from application.processes import InMemoryProcessCatalog
-from application.starter import StartRequest, start_execution
-from application.work import Fence, LeaseLostError
-from infrastructure.schema import initialize_schema
-from infrastructure.settings import Settings
-from infrastructure.store.persistence import open_executions
-from infrastructure.store.postgres_recorder import PostgresStoreRecorder
+from agent_ledger.application.event_log import topics_by_type
+from agent_ledger.application.executions import Executions
+from agent_ledger.application.processes import InMemoryProcessCatalog
+from agent_ledger.application.starter import StartRequest, start_execution
+from agent_ledger.application.work import Fence, LeaseLostError
+from agent_ledger.infrastructure.schema import initialize_schema
+from agent_ledger.infrastructure.settings import Settings
+from agent_ledger.infrastructure.store.persistence import open_executions
+from agent_ledger.infrastructure.store.postgres_recorder import PostgresStoreRecorder
 from tests.support.stores import postgres_store
 
 pytestmark = pytest.mark.postgres

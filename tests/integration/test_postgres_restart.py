@@ -29,10 +29,10 @@ import pytest
 import sqlalchemy as sa
 from websockets.exceptions import ConnectionClosed
 
-from domain.executions import Execution
-from infrastructure.read_models.tracking import active_position
-from infrastructure.settings import Settings
-from infrastructure.store.persistence import open_executions, read_model_engine
+from agent_ledger.domain.executions import Execution
+from agent_ledger.infrastructure.read_models.tracking import active_position
+from agent_ledger.infrastructure.settings import Settings
+from agent_ledger.infrastructure.store.persistence import open_executions, read_model_engine
 from tests.support import tokens
 from tests.support.private_postgres import PrivatePostgres
 from tests.support.server import Server, clean_environment, free_port

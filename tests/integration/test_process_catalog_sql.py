@@ -8,8 +8,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from infrastructure.catalog.sql import SqlProcessCatalog
-from infrastructure.read_models.tables import metadata
+from agent_ledger.infrastructure.catalog.sql import SqlProcessCatalog
+from agent_ledger.infrastructure.read_models.tables import metadata
 
 PROCESS = {"name": "one", "steps": [{"id": "a", "type": "agent_task", "agent": "echo"}]}
 

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from infrastructure.read_models.tracking import (
+from agent_ledger.infrastructure.read_models.tracking import (
     TrackingConflictError,
     advance_all,
     tracked_positions,
 )
-from infrastructure.schema import initialize_schema
-from infrastructure.settings import Settings
-from infrastructure.store.persistence import read_model_engine
+from agent_ledger.infrastructure.schema import initialize_schema
+from agent_ledger.infrastructure.settings import Settings
+from agent_ledger.infrastructure.store.persistence import read_model_engine
 
 pytestmark = pytest.mark.postgres
 

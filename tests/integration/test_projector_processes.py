@@ -17,17 +17,17 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from application.starter import StartRequest, start_execution
-from infrastructure.api.app import create_app
-from infrastructure.auth.tokens import issue_token
-from infrastructure.read_models.rebuild import build_copy
-from infrastructure.read_models.registry import all_projection_names
-from infrastructure.read_models.table_sets import active_tables, drop_version
-from infrastructure.read_models.tables import event_index
-from infrastructure.read_models.tracking import active_position
-from infrastructure.runtime import Runtime
-from infrastructure.settings import Settings
-from infrastructure.store.persistence import EVENTS_TABLE
+from agent_ledger.application.starter import StartRequest, start_execution
+from agent_ledger.infrastructure.api.app import create_app
+from agent_ledger.infrastructure.auth.tokens import issue_token
+from agent_ledger.infrastructure.read_models.rebuild import build_copy
+from agent_ledger.infrastructure.read_models.registry import all_projection_names
+from agent_ledger.infrastructure.read_models.table_sets import active_tables, drop_version
+from agent_ledger.infrastructure.read_models.tables import event_index
+from agent_ledger.infrastructure.read_models.tracking import active_position
+from agent_ledger.infrastructure.runtime import Runtime
+from agent_ledger.infrastructure.settings import Settings
+from agent_ledger.infrastructure.store.persistence import EVENTS_TABLE
 from tests.support.asgi_client import TestClient
 from tests.support.waiting import wait_until
 

@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from application.agents import AgentContext, AgentError
-from application.event_log import to_message
-from infrastructure.api.app import create_app
-from infrastructure.auth.tokens import issue_token
-from infrastructure.runtime import Runtime
-from infrastructure.settings import Settings
+from agent_ledger.application.agents import AgentContext, AgentError
+from agent_ledger.application.event_log import to_message
+from agent_ledger.infrastructure.api.app import create_app
+from agent_ledger.infrastructure.auth.tokens import issue_token
+from agent_ledger.infrastructure.runtime import Runtime
+from agent_ledger.infrastructure.settings import Settings
 from tests.support import tokens
 from tests.support.asgi_client import TestClient
 from tests.support.raw_metrics import agent_figures_from_events
@@ -87,7 +87,7 @@ async def doer(context: AgentContext, step_input: Any) -> Any:
 
 def lookup(key: str) -> Any:
     if key == "boom":
-        from application.agents import ToolError
+        from agent_ledger.application.agents import ToolError
 
         raise ToolError("lookup exploded", retryable=False)
     return {"key": key}

@@ -9,10 +9,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from infrastructure.schema import SCHEMA_TABLE, initialize_schema
-from infrastructure.settings import Settings
-from infrastructure.store.persistence import libpq_dsn
-from infrastructure.store.work_queue import WORK_TABLE
+from agent_ledger.infrastructure.schema import SCHEMA_TABLE, initialize_schema
+from agent_ledger.infrastructure.settings import Settings
+from agent_ledger.infrastructure.store.persistence import libpq_dsn
+from agent_ledger.infrastructure.store.work_queue import WORK_TABLE
 
 pytestmark = pytest.mark.postgres
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from application.starter import StartRequest, start_execution
-from infrastructure.runtime import Runtime
-from infrastructure.settings import Settings
+from agent_ledger.application.starter import StartRequest, start_execution
+from agent_ledger.infrastructure.runtime import Runtime
+from agent_ledger.infrastructure.settings import Settings
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -9,11 +9,11 @@ import time
 import psycopg
 import pytest
 
-from infrastructure.feed.notices import StoreNotices
-from infrastructure.runtime import Runtime
-from infrastructure.settings import Settings
-from infrastructure.store.persistence import EVENTS_TABLE, libpq_dsn
-from infrastructure.store.work_queue import WORK_CHANNEL
+from agent_ledger.infrastructure.feed.notices import StoreNotices
+from agent_ledger.infrastructure.runtime import Runtime
+from agent_ledger.infrastructure.settings import Settings
+from agent_ledger.infrastructure.store.persistence import EVENTS_TABLE, libpq_dsn
+from agent_ledger.infrastructure.store.work_queue import WORK_CHANNEL
 
 pytestmark = pytest.mark.postgres
 

@@ -12,10 +12,10 @@ import pytest
 import sqlalchemy as sa
 from starlette.websockets import WebSocketDisconnect
 
-from infrastructure.api.app import create_app
-from infrastructure.read_models.tables import event_index
-from infrastructure.runtime import Runtime
-from infrastructure.settings import Settings
+from agent_ledger.infrastructure.api.app import create_app
+from agent_ledger.infrastructure.read_models.tables import event_index
+from agent_ledger.infrastructure.runtime import Runtime
+from agent_ledger.infrastructure.settings import Settings
 from tests.support import tokens
 from tests.support.asgi_client import TestClient, WebSocketTestSession, receive_json
 from tests.support.tail_workload import EVENTS_PER_EXECUTION, append, positions_by_user

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from infrastructure.api.app import create_app
-from infrastructure.auth.tokens import issue_token
-from infrastructure.runtime import Runtime
-from infrastructure.settings import Settings
+from agent_ledger.infrastructure.api.app import create_app
+from agent_ledger.infrastructure.auth.tokens import issue_token
+from agent_ledger.infrastructure.runtime import Runtime
+from agent_ledger.infrastructure.settings import Settings
 from tests.support.asgi_client import TestClient, receive_json
 
 pytestmark = pytest.mark.postgres

@@ -12,17 +12,21 @@ from uuid import UUID
 
 import pytest
 
-from application.executions import Executions
-from application.starter import StartRequest, start_execution
-from application.work import Fence, Finish
-from domain.event_names import event_type
-from infrastructure.catalog.sql import SqlProcessCatalog
-from infrastructure.feed.notices import StoreNotices
-from infrastructure.schema import initialize_schema
-from infrastructure.settings import Settings
-from infrastructure.store.persistence import libpq_dsn, open_executions, read_model_engine
-from infrastructure.store.work_queue import SqlWorkQueue
-from infrastructure.work.notices import WorkNotices
+from agent_ledger.application.executions import Executions
+from agent_ledger.application.starter import StartRequest, start_execution
+from agent_ledger.application.work import Fence, Finish
+from agent_ledger.domain.event_names import event_type
+from agent_ledger.infrastructure.catalog.sql import SqlProcessCatalog
+from agent_ledger.infrastructure.feed.notices import StoreNotices
+from agent_ledger.infrastructure.schema import initialize_schema
+from agent_ledger.infrastructure.settings import Settings
+from agent_ledger.infrastructure.store.persistence import (
+    libpq_dsn,
+    open_executions,
+    read_model_engine,
+)
+from agent_ledger.infrastructure.store.work_queue import SqlWorkQueue
+from agent_ledger.infrastructure.work.notices import WorkNotices
 from tests.support.stores import short_lease_settings
 from tests.support.workers import worker_environment
 

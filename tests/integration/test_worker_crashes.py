@@ -16,14 +16,14 @@ from uuid import UUID
 import psycopg
 import pytest
 
-from application.executions import Executions
-from application.starter import StartRequest, start_execution
-from domain.event_names import event_type
-from infrastructure.catalog.sql import SqlProcessCatalog
-from infrastructure.schema import initialize_schema
-from infrastructure.settings import Settings
-from infrastructure.store.persistence import open_executions, read_model_engine
-from infrastructure.store.work_queue import WORK_TABLE
+from agent_ledger.application.executions import Executions
+from agent_ledger.application.starter import StartRequest, start_execution
+from agent_ledger.domain.event_names import event_type
+from agent_ledger.infrastructure.catalog.sql import SqlProcessCatalog
+from agent_ledger.infrastructure.schema import initialize_schema
+from agent_ledger.infrastructure.settings import Settings
+from agent_ledger.infrastructure.store.persistence import open_executions, read_model_engine
+from agent_ledger.infrastructure.store.work_queue import WORK_TABLE
 from tests.support.stores import short_lease_settings
 from tests.support.workers import worker_environment
 

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from uuid import UUID
 
-from application.agents import JSON, AgentError, AgentRegistry, AgentRun, ToolError
+from agent_ledger.application.agents import JSON, AgentError, AgentRegistry, AgentRun, ToolError
 
 EXECUTION_ID = UUID(int=1)
 

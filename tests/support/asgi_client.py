@@ -12,9 +12,9 @@ from typing import Any
 
 import anyio
 
-from infrastructure.api.app import create_app
-from infrastructure.runtime import Runtime
-from infrastructure.settings import Settings
+from agent_ledger.infrastructure.api.app import create_app
+from agent_ledger.infrastructure.runtime import Runtime
+from agent_ledger.infrastructure.settings import Settings
 
 with warnings.catch_warnings():
     # starlette>=1.x prefers httpx2; the project pins httpx. Not the code under test.

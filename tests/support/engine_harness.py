@@ -8,17 +8,21 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from application.agents import Agent, AgentRegistry
-from application.builtin_agents import register_builtin_agents
-from application.executions import Executions
-from application.processes import InMemoryProcessCatalog
-from application.sample_processes import COST_OPTIMIZATION
-from application.starter import StartRequest, start_execution
-from application.step_runner import StepRunner
-from application.work_memory import IN_MEMORY_ENV, InMemoryWorkQueue, InMemoryWorkRecorder
-from application.worker import Worker
-from domain.event_names import event_type
-from domain.executions import Execution
+from agent_ledger.application.agents import Agent, AgentRegistry
+from agent_ledger.application.builtin_agents import register_builtin_agents
+from agent_ledger.application.executions import Executions
+from agent_ledger.application.processes import InMemoryProcessCatalog
+from agent_ledger.application.sample_processes import COST_OPTIMIZATION
+from agent_ledger.application.starter import StartRequest, start_execution
+from agent_ledger.application.step_runner import StepRunner
+from agent_ledger.application.work_memory import (
+    IN_MEMORY_ENV,
+    InMemoryWorkQueue,
+    InMemoryWorkRecorder,
+)
+from agent_ledger.application.worker import Worker
+from agent_ledger.domain.event_names import event_type
+from agent_ledger.domain.executions import Execution
 
 
 class InstantClock:

@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from application.agents import AgentContext, AgentError
-from application.event_log import to_message
-from application.starter import StartRequest, start_execution
-from domain.executions import Execution
-from infrastructure.runtime import Runtime
-from infrastructure.settings import Settings
-from infrastructure.store.persistence import open_executions
+from agent_ledger.application.agents import AgentContext, AgentError
+from agent_ledger.application.event_log import to_message
+from agent_ledger.application.starter import StartRequest, start_execution
+from agent_ledger.domain.executions import Execution
+from agent_ledger.infrastructure.runtime import Runtime
+from agent_ledger.infrastructure.settings import Settings
+from agent_ledger.infrastructure.store.persistence import open_executions
 from tests.support.waiting import wait_until
 
 SECRET = "engine-integration-secret-" + "s" * 32

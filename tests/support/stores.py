@@ -6,10 +6,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from application.executions import Executions
-from infrastructure.schema import initialize_schema
-from infrastructure.settings import Settings
-from infrastructure.store.persistence import open_executions
+from agent_ledger.application.executions import Executions
+from agent_ledger.infrastructure.schema import initialize_schema
+from agent_ledger.infrastructure.settings import Settings
+from agent_ledger.infrastructure.store.persistence import open_executions
 
 SECRET = "x" * 40
 """The token secret of tests that mint no token."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from application.executions import Executions
-from domain.executions import Execution
+from agent_ledger.application.executions import Executions
+from agent_ledger.domain.executions import Execution
 
 EVENTS_PER_EXECUTION = 12
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from infrastructure.auth.tokens import issue_token
+from agent_ledger.infrastructure.auth.tokens import issue_token
 
 TTL = 600
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from infrastructure.settings import Settings
+from agent_ledger.infrastructure.settings import Settings
 
 
 def worker_environment(settings: Settings) -> dict[str, str]:

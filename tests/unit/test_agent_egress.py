@@ -10,17 +10,17 @@ from typing import Any, cast
 import pytest
 from pydantic import ValidationError
 
-from application.agents import AgentError, RemoteAgentContext
-from application.processes import AgentUrlRefusedError
-from domain.processes import HttpAgent, ProcessDefinition
-from infrastructure.agents.egress import (
+from agent_ledger.application.agents import AgentError, RemoteAgentContext
+from agent_ledger.application.processes import AgentUrlRefusedError
+from agent_ledger.domain.processes import HttpAgent, ProcessDefinition
+from agent_ledger.infrastructure.agents.egress import (
     AgentUrlPolicy,
     EgressRefusedError,
     HostNotResolvedError,
 )
-from infrastructure.agents.http import HttpAgentClient
-from infrastructure.allow_list import parse_allow_list
-from infrastructure.settings import Settings
+from agent_ledger.infrastructure.agents.http import HttpAgentClient
+from agent_ledger.infrastructure.allow_list import parse_allow_list
+from agent_ledger.infrastructure.settings import Settings
 
 SETTING = "AGENT_LEDGER_AGENT_URL_ALLOW"
 

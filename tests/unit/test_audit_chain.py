@@ -17,12 +17,12 @@ from uuid import UUID
 import pytest
 from eventsourcing.utils import get_topic
 
-from application.audit import Audit, AuditRead
-from application.checkpoints import Checkpoint, CheckpointSigner
-from application.executions import ExecutionNotFoundError, Executions
-from domain.executions import Execution, ExecutionEvent
-from domain.hash_chain import GENESIS, ChainHead, orjson, verify_chain
-from infrastructure.audit.export import verify_bundle, write_bundle
+from agent_ledger.application.audit import Audit, AuditRead
+from agent_ledger.application.checkpoints import Checkpoint, CheckpointSigner
+from agent_ledger.application.executions import ExecutionNotFoundError, Executions
+from agent_ledger.domain.executions import Execution, ExecutionEvent
+from agent_ledger.domain.hash_chain import GENESIS, ChainHead, orjson, verify_chain
+from agent_ledger.infrastructure.audit.export import verify_bundle, write_bundle
 
 KEY = "unit-test-signing-key-0123456789"
 
@@ -305,8 +305,8 @@ def every_event_type() -> list[Execution]:
 def test_the_fast_reading_of_stored_events_is_byte_identical_to_the_reference(
     app: Executions,
 ) -> None:
-    from application.audit import _AS_HASHED, _stored_fields
-    from domain.hash_chain import canonical, reference_canonical
+    from agent_ledger.application.audit import _AS_HASHED, _stored_fields
+    from agent_ledger.domain.hash_chain import canonical, reference_canonical
 
     executions = every_event_type()
     topics, fast_reads = set(), 0
@@ -360,8 +360,8 @@ TRICKY_STATES = [
 def test_the_fast_reading_agrees_with_the_reference_on_odd_or_hostile_states(
     state: bytes,
 ) -> None:
-    from application.audit import _AS_HASHED, stored_fields
-    from domain.hash_chain import canonical, reference_canonical
+    from agent_ledger.application.audit import _AS_HASHED, stored_fields
+    from agent_ledger.domain.hash_chain import canonical, reference_canonical
 
     try:
         reference: Any = _AS_HASHED.decode(state.decode())
@@ -409,14 +409,14 @@ def test_the_fast_reading_agrees_with_the_reference_on_odd_or_hostile_states(
     ],
 )
 def test_canonical_bytes_are_the_reference_bytes_whatever_the_values(value: Any) -> None:
-    from domain.hash_chain import canonical, reference_canonical
+    from agent_ledger.domain.hash_chain import canonical, reference_canonical
 
     fields = {"value": value, "hash": "x", "class_version": 2, "previous_hash": GENESIS}
     assert canonical("topic", fields) == reference_canonical("topic", fields)
 
 
 def test_canonical_bytes_of_floats_of_every_magnitude_are_the_reference_bytes() -> None:
-    from domain.hash_chain import canonical, reference_canonical
+    from agent_ledger.domain.hash_chain import canonical, reference_canonical
 
     rng = random.Random(7)
     for exponent in range(-8, 20):
@@ -428,7 +428,7 @@ def test_canonical_bytes_of_floats_of_every_magnitude_are_the_reference_bytes() 
 
 
 def test_the_bulk_verifier_of_stored_rows_gives_the_verdict_of_the_chain(app: Executions) -> None:
-    from application.audit import verify_stored_chains
+    from agent_ledger.application.audit import verify_stored_chains
 
     executions = every_event_type()
     rows: list[tuple[str, int | None, int, str, bytes]] = []
@@ -488,7 +488,7 @@ def test_the_bulk_verifier_of_stored_rows_gives_the_verdict_of_the_chain(app: Ex
 def test_a_recorded_hash_is_the_hash_of_the_json_round_trip_whatever_the_values(
     value: Any,
 ) -> None:
-    from domain.hash_chain import _AS_STORED, event_hash, recorded_hash
+    from agent_ledger.domain.hash_chain import _AS_STORED, event_hash, recorded_hash
 
     fields = {"value": value, "when": datetime(2026, 1, 1, tzinfo=UTC), "previous_hash": GENESIS}
     round_trip = json.loads(_AS_STORED.encode(fields))

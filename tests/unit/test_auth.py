@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from infrastructure.auth import tokens as auth
-from infrastructure.auth.tokens import AuthenticationError, authenticate, issue_token
+from agent_ledger.infrastructure.auth import tokens as auth
+from agent_ledger.infrastructure.auth.tokens import AuthenticationError, authenticate, issue_token
 
 SECRET = "unit-secret-" + "k" * 40
 

@@ -7,7 +7,7 @@ import logging
 import pytest
 from eventsourcing.persistence import OperationalError
 
-from application.backoff import Backoff
+from agent_ledger.application.backoff import Backoff
 
 log = logging.getLogger("tests.backoff")
 

@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-import application.builtin_agents
-from application.agents import JSON, AgentError, AgentRegistry, ToolError
-from application.builtin_agents import register_builtin_agents, spend
-from application.sample_processes import COST_OPTIMIZATION, ECHO
+import agent_ledger.application.builtin_agents
+from agent_ledger.application.agents import JSON, AgentError, AgentRegistry, ToolError
+from agent_ledger.application.builtin_agents import register_builtin_agents, spend
+from agent_ledger.application.sample_processes import COST_OPTIMIZATION, ECHO
 from tests.support.agent_doubles import InMemoryAgentContext
 
 SAMPLE_QUESTION = "Where can we cut our LLM spend?"
-CSV_PATH = Path(application.builtin_agents.__file__).with_name("spend.csv")
+CSV_PATH = Path(agent_ledger.application.builtin_agents.__file__).with_name("spend.csv")
 HAIKU_PER_MILLION = (0.80, 4.00)
 
 

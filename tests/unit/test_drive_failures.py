@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from application.drive_failures import DriveFailures, GiveUp, RetryLater
+from agent_ledger.application.drive_failures import DriveFailures, GiveUp, RetryLater
 
 
 def test_each_failure_in_a_row_doubles_the_wait_up_to_the_cap_then_gives_up() -> None:

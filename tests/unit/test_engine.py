@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from application.agents import AgentContext, AgentError
-from domain.execution_state import ExecutionStatus, StepStatus
+from agent_ledger.application.agents import AgentContext, AgentError
+from agent_ledger.domain.execution_state import ExecutionStatus, StepStatus
 from tests.support.engine_harness import EngineHarness, one_step
 
 AGENT_SEQUENCE = [

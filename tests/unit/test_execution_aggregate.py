@@ -13,8 +13,8 @@ import pytest
 from eventsourcing.application import Application
 from eventsourcing.persistence import RecordConflictError
 
-from domain.event_names import event_type
-from domain.execution_state import (
+from agent_ledger.domain.event_names import event_type
+from agent_ledger.domain.execution_state import (
     MAX_PAYLOAD_BYTES,
     AttemptOrderError,
     CancellationAlreadyRequestedError,
@@ -28,7 +28,7 @@ from domain.execution_state import (
     UnknownStepError,
     bounded,
 )
-from domain.executions import Execution, StepEvent
+from agent_ledger.domain.executions import Execution, StepEvent
 
 LATER = datetime(2030, 1, 1, tzinfo=UTC)
 

@@ -6,14 +6,14 @@ import asyncio
 import threading
 from functools import partial
 
-from application.execution_session import ExecutionSession
-from application.executions import Executions
-from application.group_commit import GroupCommitter, _Write
-from application.processes import InMemoryProcessCatalog
-from application.starter import StartRequest, start_execution
-from application.work_memory import IN_MEMORY_ENV
-from domain.execution_state import StepStatus
-from domain.executions import Execution
+from agent_ledger.application.execution_session import ExecutionSession
+from agent_ledger.application.executions import Executions
+from agent_ledger.application.group_commit import GroupCommitter, _Write
+from agent_ledger.application.processes import InMemoryProcessCatalog
+from agent_ledger.application.starter import StartRequest, start_execution
+from agent_ledger.application.work_memory import IN_MEMORY_ENV
+from agent_ledger.domain.execution_state import StepStatus
+from agent_ledger.domain.executions import Execution
 
 PROCESS = {"name": "one", "steps": [{"id": "a", "type": "agent_task", "agent": "echo"}]}
 

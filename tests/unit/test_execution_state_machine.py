@@ -26,17 +26,17 @@ from hypothesis import HealthCheck, Phase, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from application.audit import verify_stored
-from application.event_log import topics_by_type
-from domain.execution_state import (
+from agent_ledger.application.audit import verify_stored
+from agent_ledger.application.event_log import topics_by_type
+from agent_ledger.domain.execution_state import (
     ExecutionFinishedError,
     ExecutionRuleError,
     ExecutionStatus,
     StepState,
     StepStatus,
 )
-from domain.executions import SYSTEM, Execution, StepEvent
-from domain.hash_chain import GENESIS, recorded_hash
+from agent_ledger.domain.executions import SYSTEM, Execution, StepEvent
+from agent_ledger.domain.hash_chain import GENESIS, recorded_hash
 
 USER = "alice"
 STEPS = ("triage", "data", "summary")

@@ -8,8 +8,8 @@ from uuid import uuid4
 
 import pytest
 
-from domain.executions import Execution, ExecutionEvent
-from projections.execution_status import (
+from agent_ledger.domain.executions import Execution, ExecutionEvent
+from agent_ledger.projections.execution_status import (
     ExecutionStatusProjection,
     ExecutionStatusRow,
     InMemoryExecutionStatusView,

@@ -7,15 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from application.event_log import topics_by_type
-from domain.executions import Execution
+from agent_ledger.application.event_log import topics_by_type
+from agent_ledger.domain.executions import Execution
 
 ROOT = Path(__file__).resolve().parents[2]
 
 FRESH_PROCESS = """
 import json, sys
 from eventsourcing.utils import resolve_topic
-import domain.executions
+import agent_ledger.domain.executions
 print(json.dumps({t: resolve_topic(t).__qualname__ for t in json.loads(sys.argv[1])}))
 """
 
@@ -40,7 +40,7 @@ def test_events_keep_their_names_and_topics_on_the_aggregate() -> None:
         name = topic.removeprefix("agent_ledger.execution.")
         cls = getattr(Execution, name)
         assert cls.__qualname__ == f"Execution.{name}", wire_type
-        assert cls.__module__ == "domain.executions", wire_type
+        assert cls.__module__ == "agent_ledger.domain.executions", wire_type
 
 
 def _stored_classes() -> list[type]:

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from domain.errors import ExpressionError
-from domain.expressions import (
+from agent_ledger.domain.errors import ExpressionError
+from agent_ledger.domain.expressions import (
     MAX_RENDERED_CHARS,
     check_expression,
     check_template,

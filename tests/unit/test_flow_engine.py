@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from application.agents import AgentContext, AgentError
-from application.starter import StartRequest, start_execution
-from application.work import Enqueue, Fence, LeaseLostError
-from domain.execution_state import ExecutionStatus, StepStatus
+from agent_ledger.application.agents import AgentContext, AgentError
+from agent_ledger.application.starter import StartRequest, start_execution
+from agent_ledger.application.work import Enqueue, Fence, LeaseLostError
+from agent_ledger.domain.execution_state import ExecutionStatus, StepStatus
 from tests.support.engine_harness import EngineHarness
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from application.storable_text import UnstorableTextError, check_storable, text_problem
-from infrastructure.api.input_boundary import check_body, check_target
+from agent_ledger.application.storable_text import UnstorableTextError, check_storable, text_problem
+from agent_ledger.infrastructure.api.input_boundary import check_body, check_target
 
 
 @pytest.mark.parametrize(

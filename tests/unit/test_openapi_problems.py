@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
-from infrastructure.api.app import create_app
-from infrastructure.api.problem_responses import Problem
-from infrastructure.settings import Settings
+from agent_ledger.infrastructure.api.app import create_app
+from agent_ledger.infrastructure.api.problem_responses import Problem
+from agent_ledger.infrastructure.settings import Settings
 from tests.support.asgi_client import TestClient
 
 PROBLEM_CONTENT = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from infrastructure.read_models.parked import MAX_ERROR_CHARS, describe
+from agent_ledger.infrastructure.read_models.parked import MAX_ERROR_CHARS, describe
 
 
 def test_a_database_error_is_described_by_the_driver_message_without_the_parameters() -> None:

@@ -9,16 +9,16 @@ from typing import Any
 
 import pytest
 
-from application.agents import AgentRegistry
-from application.builtin_agents import register_builtin_agents
-from application.processes import (
+from agent_ledger.application.agents import AgentRegistry
+from agent_ledger.application.builtin_agents import register_builtin_agents
+from agent_ledger.application.processes import (
     InMemoryProcessCatalog,
     UnknownBuiltinAgentError,
     UnknownProcessError,
     known_agents_check,
 )
-from domain.errors import InvalidProcessDefinitionError
-from domain.processes import (
+from agent_ledger.domain.errors import InvalidProcessDefinitionError
+from agent_ledger.domain.processes import (
     HttpAgent,
     OnError,
     ProcessConfig,

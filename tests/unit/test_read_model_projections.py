@@ -6,10 +6,19 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from domain.executions import Execution, ExecutionEvent
-from projections.metric_figures import RunFacts, SlaTargets, figures_by_name, nearest_rank
-from projections.metrics import InMemoryMetricsView, MetricsProjection
-from projections.step_status import InMemoryStepStatusView, StepStatusProjection, latency_bucket
+from agent_ledger.domain.executions import Execution, ExecutionEvent
+from agent_ledger.projections.metric_figures import (
+    RunFacts,
+    SlaTargets,
+    figures_by_name,
+    nearest_rank,
+)
+from agent_ledger.projections.metrics import InMemoryMetricsView, MetricsProjection
+from agent_ledger.projections.step_status import (
+    InMemoryStepStatusView,
+    StepStatusProjection,
+    latency_bucket,
+)
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 

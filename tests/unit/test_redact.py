@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from infrastructure.redact import RedactingFormatter, mask_url, redact
-from infrastructure.settings import Settings
+from agent_ledger.infrastructure.redact import RedactingFormatter, mask_url, redact
+from agent_ledger.infrastructure.settings import Settings
 
 
 @pytest.mark.parametrize(

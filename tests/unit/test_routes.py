@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from infrastructure.runtime import Runtime
-from infrastructure.settings import Settings
+from agent_ledger.infrastructure.runtime import Runtime
+from agent_ledger.infrastructure.settings import Settings
 from tests.support import tokens
 from tests.support.asgi_client import TestClient, serving
 from tests.support.walking_skeleton import assert_problem, oversized_start

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from infrastructure.audit.sql import audit_append_only_ddl
-from infrastructure.store.append_sql import append_ddl
-from infrastructure.store.persistence import append_only_ddl
-from infrastructure.store.sql_files import sql_file
-from infrastructure.store.work_queue import WORK_TABLE, claim_ddl
+from agent_ledger.infrastructure.audit.sql import audit_append_only_ddl
+from agent_ledger.infrastructure.store.append_sql import append_ddl
+from agent_ledger.infrastructure.store.persistence import append_only_ddl
+from agent_ledger.infrastructure.store.sql_files import sql_file
+from agent_ledger.infrastructure.store.work_queue import WORK_TABLE, claim_ddl
 
 
 def appended() -> str:
@@ -36,6 +36,11 @@ def test_the_functions_are_filled_in_with_their_dollar_quotes_kept() -> None:
 
 def test_a_field_left_out_or_one_too_many_is_refused() -> None:
     with pytest.raises(ValueError, match="events_table"):
-        sql_file("infrastructure.store", "append_only_triggers.sql")
+        sql_file("agent_ledger.infrastructure.store", "append_only_triggers.sql")
     with pytest.raises(ValueError, match="events_table"):
-        sql_file("infrastructure.store", "append_only_triggers.sql", events_table="t", extra=1)
+        sql_file(
+            "agent_ledger.infrastructure.store",
+            "append_only_triggers.sql",
+            events_table="t",
+            extra=1,
+        )

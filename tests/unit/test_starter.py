@@ -7,17 +7,17 @@ from collections.abc import Callable
 
 import pytest
 
-from application.executions import Executions
-from application.group_commit import GroupCommitter, _Write
-from application.processes import InMemoryProcessCatalog, RegisteredProcess
-from application.starter import (
+from agent_ledger.application.executions import Executions
+from agent_ledger.application.group_commit import GroupCommitter, _Write
+from agent_ledger.application.processes import InMemoryProcessCatalog, RegisteredProcess
+from agent_ledger.application.starter import (
     ExecutionStarter,
     IdempotencyKeyReusedError,
     StartedExecution,
     StartRequest,
     start_execution,
 )
-from application.work_memory import IN_MEMORY_ENV
+from agent_ledger.application.work_memory import IN_MEMORY_ENV
 
 PROCESS = {"name": "one", "steps": [{"id": "a", "type": "agent_task", "agent": "echo"}]}
 

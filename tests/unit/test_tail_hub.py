@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from application.event_log import EVENT_TYPES, LoggedEvent
-from application.tail_filter import TailFilter, UnknownEventTypeError, parse_types
-from domain.executions import Execution
-from infrastructure.api.tail import (
+from agent_ledger.application.event_log import EVENT_TYPES, LoggedEvent
+from agent_ledger.application.tail_filter import TailFilter, UnknownEventTypeError, parse_types
+from agent_ledger.domain.executions import Execution
+from agent_ledger.infrastructure.api.tail import (
     CloseCode,
     Ended,
     Outgoing,
@@ -21,8 +21,8 @@ from infrastructure.api.tail import (
     TailHub,
     TooManySubscriptionsError,
 )
-from infrastructure.api.tail_session import TailRefusedError, TailRequest
-from projections.event_index import EventIndexProjection, IndexEntry
+from agent_ledger.infrastructure.api.tail_session import TailRefusedError, TailRequest
+from agent_ledger.projections.event_index import EventIndexProjection, IndexEntry
 
 
 @pytest.fixture
@@ -196,7 +196,7 @@ class ListIndex:
 
 
 def test_the_event_index_records_owner_execution_and_type_of_each_event() -> None:
-    from domain.executions import Execution
+    from agent_ledger.domain.executions import Execution
 
     execution = Execution.start(
         user_id="alice",

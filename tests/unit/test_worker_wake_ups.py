@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from application.worker import Worker
+from agent_ledger.application.worker import Worker
 from tests.support.engine_harness import EngineHarness, one_step
 
 

@@ -9,10 +9,10 @@ from uuid import UUID
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from infrastructure.api.dependencies import CallerDep, ReadEngineDep
-from infrastructure.api.problem_responses import AUTHENTICATED, problems
-from infrastructure.auth.tokens import PermissionDeniedError
-from infrastructure.read_models.parked import ParkedEvent, parked
+from agent_ledger.infrastructure.api.dependencies import CallerDep, ReadEngineDep
+from agent_ledger.infrastructure.api.problem_responses import AUTHENTICATED, problems
+from agent_ledger.infrastructure.auth.tokens import PermissionDeniedError
+from agent_ledger.infrastructure.read_models.parked import ParkedEvent, parked
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], responses=AUTHENTICATED)
 

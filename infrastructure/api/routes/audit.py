@@ -9,27 +9,27 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 
-from application.audit import Audit
-from infrastructure.api.attribution import CorrelationDep, record_auditor_read
-from infrastructure.api.audit_schemas import (
+from agent_ledger.application.audit import Audit
+from agent_ledger.infrastructure.api.attribution import CorrelationDep, record_auditor_read
+from agent_ledger.infrastructure.api.audit_schemas import (
     AuditReadPage,
     AuditReadView,
     ExecutionState,
     VerificationView,
 )
-from infrastructure.api.bounds import INT64_MAX
-from infrastructure.api.dependencies import (
+from agent_ledger.infrastructure.api.bounds import INT64_MAX
+from agent_ledger.infrastructure.api.dependencies import (
     CallerDep,
     ExecutionsDep,
     ReadEngineDep,
     SettingsDep,
 )
-from infrastructure.api.errors import ProblemError
-from infrastructure.api.instants import Instant
-from infrastructure.api.problem_responses import AUTHENTICATED, problems
-from infrastructure.audit.export import bundle_line
-from infrastructure.audit.service import open_audit
-from infrastructure.auth.tokens import PermissionDeniedError
+from agent_ledger.infrastructure.api.errors import ProblemError
+from agent_ledger.infrastructure.api.instants import Instant
+from agent_ledger.infrastructure.api.problem_responses import AUTHENTICATED, problems
+from agent_ledger.infrastructure.audit.export import bundle_line
+from agent_ledger.infrastructure.audit.service import open_audit
+from agent_ledger.infrastructure.auth.tokens import PermissionDeniedError
 
 router = APIRouter(tags=["audit"], responses=AUTHENTICATED)
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, RedirectResponse
 
-from infrastructure.api import dashboard
-from infrastructure.api.errors import ProblemError
+from agent_ledger.infrastructure.api import dashboard
+from agent_ledger.infrastructure.api.errors import ProblemError
 
 # the page holds no data: it is public, and every call it makes carries the user's token
 router = APIRouter(include_in_schema=False)

@@ -10,13 +10,17 @@ from uuid import UUID
 
 from fastapi import APIRouter, Body, Header, Query, Response
 
-from application.event_log import to_message
-from application.executions import Executions
-from application.processes import resolve_process
-from application.starter import StartRequest
-from infrastructure.api.attribution import CorrelationDep, actor_of, record_auditor_read
-from infrastructure.api.bounds import INT64_MAX
-from infrastructure.api.dependencies import (
+from agent_ledger.application.event_log import to_message
+from agent_ledger.application.executions import Executions
+from agent_ledger.application.processes import resolve_process
+from agent_ledger.application.starter import StartRequest
+from agent_ledger.infrastructure.api.attribution import (
+    CorrelationDep,
+    actor_of,
+    record_auditor_read,
+)
+from agent_ledger.infrastructure.api.bounds import INT64_MAX
+from agent_ledger.infrastructure.api.dependencies import (
     AuditReadsDep,
     CallerDep,
     CatalogDep,
@@ -27,11 +31,11 @@ from infrastructure.api.dependencies import (
     StarterDep,
     StatusQueriesDep,
 )
-from infrastructure.api.errors import ProblemError
-from infrastructure.api.instants import Instant
-from infrastructure.api.problem_responses import AUTHENTICATED, problems
-from infrastructure.api.read_model_schemas import ExecutionDetail, StepView
-from infrastructure.api.schemas import (
+from agent_ledger.infrastructure.api.errors import ProblemError
+from agent_ledger.infrastructure.api.instants import Instant
+from agent_ledger.infrastructure.api.problem_responses import AUTHENTICATED, problems
+from agent_ledger.infrastructure.api.read_model_schemas import ExecutionDetail, StepView
+from agent_ledger.infrastructure.api.schemas import (
     Accepted,
     CancelExecution,
     EventMessage,
@@ -41,8 +45,8 @@ from infrastructure.api.schemas import (
     ExecutionView,
     StartExecution,
 )
-from infrastructure.auth.tokens import Caller
-from infrastructure.settings import Settings
+from agent_ledger.infrastructure.auth.tokens import Caller
+from agent_ledger.infrastructure.settings import Settings
 
 router = APIRouter(prefix="/v1/executions", tags=["executions"], responses=AUTHENTICATED)
 

@@ -9,10 +9,10 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from infrastructure.api.dependencies import ExecutionsDep, ReadEngineDep, SettingsDep
-from infrastructure.api.problem_responses import problems
-from infrastructure.api.prometheus import metrics_registry
-from infrastructure.read_models.health import projection_lags
+from agent_ledger.infrastructure.api.dependencies import ExecutionsDep, ReadEngineDep, SettingsDep
+from agent_ledger.infrastructure.api.problem_responses import problems
+from agent_ledger.infrastructure.api.prometheus import metrics_registry
+from agent_ledger.infrastructure.read_models.health import projection_lags
 
 router = APIRouter(tags=["health"])
 

@@ -7,20 +7,20 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from infrastructure.api.bounds import INT64_MAX
-from infrastructure.api.dependencies import (
+from agent_ledger.infrastructure.api.bounds import INT64_MAX
+from agent_ledger.infrastructure.api.dependencies import (
     CallerDep,
     MetricsQueriesDep,
     ProjectionsDep,
     SettingsDep,
 )
-from infrastructure.api.errors import ProblemError
-from infrastructure.api.instants import Instant
-from infrastructure.api.problem_responses import AUTHENTICATED
-from infrastructure.api.read_model_schemas import MetricsPage, NamedMetrics
-from infrastructure.auth.tokens import Caller
-from projections.metric_figures import SlaTargets
-from projections.metrics import AGENT, PROCESS, TOOL, MetricsProjection
+from agent_ledger.infrastructure.api.errors import ProblemError
+from agent_ledger.infrastructure.api.instants import Instant
+from agent_ledger.infrastructure.api.problem_responses import AUTHENTICATED
+from agent_ledger.infrastructure.api.read_model_schemas import MetricsPage, NamedMetrics
+from agent_ledger.infrastructure.auth.tokens import Caller
+from agent_ledger.projections.metric_figures import SlaTargets
+from agent_ledger.projections.metrics import AGENT, PROCESS, TOOL, MetricsProjection
 
 router = APIRouter(prefix="/v1/metrics", tags=["metrics"], responses=AUTHENTICATED)
 

@@ -6,12 +6,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Response
 
-from application.processes import RegisteredProcess
-from infrastructure.api.bounds import INT32_MAX
-from infrastructure.api.dependencies import CallerDep, CatalogDep
-from infrastructure.api.errors import ProblemError
-from infrastructure.api.problem_responses import AUTHENTICATED, problems
-from infrastructure.api.schemas import ProcessView
+from agent_ledger.application.processes import RegisteredProcess
+from agent_ledger.infrastructure.api.bounds import INT32_MAX
+from agent_ledger.infrastructure.api.dependencies import CallerDep, CatalogDep
+from agent_ledger.infrastructure.api.errors import ProblemError
+from agent_ledger.infrastructure.api.problem_responses import AUTHENTICATED, problems
+from agent_ledger.infrastructure.api.schemas import ProcessView
 
 router = APIRouter(prefix="/v1/processes", tags=["processes"], responses=AUTHENTICATED)
 

@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from infrastructure.api.dependencies import CallerDep
-from infrastructure.api.problem_responses import AUTHENTICATED, problems
-from infrastructure.api.tail_session import TailService
-from infrastructure.auth.tokens import PermissionDeniedError
+from agent_ledger.infrastructure.api.dependencies import CallerDep
+from agent_ledger.infrastructure.api.problem_responses import AUTHENTICATED, problems
+from agent_ledger.infrastructure.api.tail_session import TailService
+from agent_ledger.infrastructure.auth.tokens import PermissionDeniedError
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"], responses=AUTHENTICATED)
 

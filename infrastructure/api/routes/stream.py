@@ -7,9 +7,14 @@ import contextlib
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from infrastructure.api.tail import CloseCode, Ended
-from infrastructure.api.tail_session import TailRefusedError, TailRequest, TailService, TailSession
-from infrastructure.auth.tokens import AuthenticationError, bearer_token
+from agent_ledger.infrastructure.api.tail import CloseCode, Ended
+from agent_ledger.infrastructure.api.tail_session import (
+    TailRefusedError,
+    TailRequest,
+    TailService,
+    TailSession,
+)
+from agent_ledger.infrastructure.auth.tokens import AuthenticationError, bearer_token
 
 router = APIRouter(tags=["stream"])
 

@@ -9,17 +9,17 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from infrastructure.api import errors
-from infrastructure.api.problem_responses import problems
-from infrastructure.api.tail import Ended
-from infrastructure.api.tail_session import (
+from agent_ledger.infrastructure.api import errors
+from agent_ledger.infrastructure.api.problem_responses import problems
+from agent_ledger.infrastructure.api.tail import Ended
+from agent_ledger.infrastructure.api.tail_session import (
     Heartbeat,
     TailRefusedError,
     TailRequest,
     TailService,
     TailSession,
 )
-from infrastructure.auth.tokens import bearer_token
+from agent_ledger.infrastructure.auth.tokens import bearer_token
 
 router = APIRouter(tags=["stream"])
 

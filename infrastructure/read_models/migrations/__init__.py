@@ -14,7 +14,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from infrastructure.read_models.tables import metadata
+from agent_ledger.infrastructure.read_models.tables import metadata
 
 BASELINE = "0001"
 """The revision whose tables `metadata.create_all` made before migrations existed."""

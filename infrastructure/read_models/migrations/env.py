@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from infrastructure.read_models.migrations import include_name
-from infrastructure.read_models.tables import metadata
+from agent_ledger.infrastructure.read_models.migrations import include_name
+from agent_ledger.infrastructure.read_models.tables import metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:

@@ -1,8 +1,8 @@
 """Baseline: the read-model tables as `metadata.create_all` made them before migrations.
 
 A database made that way has no version table;
-`infrastructure.read_models.migrations.upgrade` stamps it at this revision instead of running
-it.
+`agent_ledger.infrastructure.read_models.migrations.upgrade` stamps it at this revision
+instead of running it.
 """
 
 from __future__ import annotations
