@@ -18,6 +18,15 @@ python="$here/.venv/bin/python"
 tree="$(mktemp -d)/a"
 git -C "$here" worktree add --quiet --detach "$tree" "$rev"
 trap 'git -C "$here" worktree remove --force "$tree"' EXIT
+# the console script imports agent_ledger.infrastructure.cli; a revision from before the
+# agent_ledger package gets the same links, so its own code (on PYTHONPATH) is what runs
+if [ ! -e "$tree/agent_ledger" ]; then
+  mkdir "$tree/agent_ledger"
+  touch "$tree/agent_ledger/__init__.py"
+  for layer in domain application infrastructure projections; do
+    ln -s "../$layer" "$tree/agent_ledger/$layer"
+  done
+fi
 echo "A = $rev ($(git -C "$tree" log -1 --format=%h)), B = working tree of $here"
 for round in $(seq "$rounds"); do
   order="A B"
