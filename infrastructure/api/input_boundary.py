@@ -59,11 +59,10 @@ def check_target(scope: Scope) -> None:
     if b"%00" not in query:  # percent-decoding with errors="replace" leaves no surrogates
         return
     for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
-        for text in (name, value):
-            problem = text_problem(text)
-            if problem is not None:
-                shown = name if text_problem(name) is None else name.replace("\x00", "\\u0000")
-                raise UnstorableTextError(f"query parameter {shown!r}", problem)
+        problem = text_problem(name) or text_problem(value)
+        if problem is not None:
+            shown = name.replace("\x00", "\\u0000")  # a NUL in the name is shown escaped
+            raise UnstorableTextError(f"query parameter {shown!r}", problem)
 
 
 def check_body(body: bytes) -> None:

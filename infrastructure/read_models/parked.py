@@ -23,7 +23,11 @@ from agent_ledger.application.event_log import LoggedEvent
 from agent_ledger.application.executions import Executions
 from agent_ledger.infrastructure.feed.reconnect import unavailable
 from agent_ledger.infrastructure.read_models.registry import VERSIONED_PROJECTIONS, apply_events
-from agent_ledger.infrastructure.read_models.table_sets import TableSet, table_set
+from agent_ledger.infrastructure.read_models.table_sets import (
+    TableSet,
+    projection_version,
+    table_set,
+)
 from agent_ledger.infrastructure.read_models.tables import parked_events, projection_tracking
 from agent_ledger.infrastructure.read_models.tracking import TrackingConflictError
 
@@ -218,8 +222,8 @@ def retry_parked(executions: Executions, engine: sa.Engine, position: int) -> di
     with engine.connect() as connection:
         waiting = parked(connection, position=position)
     for event in waiting:
-        name, _, version = event.tracking_name.partition("@v")
-        tables = table_set(name, int(version or 1)) if name in VERSIONED_PROJECTIONS else None
+        name, version = projection_version(event.tracking_name)
+        tables = table_set(name, version) if name in VERSIONED_PROJECTIONS else None
         try:
             with engine.begin() as connection:
                 apply_events(connection, name, tables, found)

@@ -46,6 +46,12 @@ def tracking_name(projection: str, version: int) -> str:
     return projection if version == 1 else f"{projection}@v{version}"
 
 
+def projection_version(name: str) -> tuple[str, int]:
+    """The projection and version a tracking row names (`tracking_name` reversed)."""
+    projection, _, version = name.partition("@v")
+    return projection, int(version or 1)
+
+
 @cache
 def table_set(projection: str, version: int) -> TableSet:
     """The tables of `projection` at `version` (version N > 1 appends `_vN` to every name)."""

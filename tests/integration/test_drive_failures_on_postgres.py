@@ -8,7 +8,6 @@ it at once and claim it again, hundreds of times a second, logging each try.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from agent_ledger.application.event_log import to_message
 from agent_ledger.application.starter import StartRequest, start_execution
 from agent_ledger.infrastructure.runtime import Runtime
 from agent_ledger.infrastructure.settings import Settings
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.postgres
 
@@ -48,16 +48,13 @@ def test_an_execution_the_worker_cannot_drive_is_retried_with_back_off_then_fail
         ),
     )
 
-    deadline = time.monotonic() + 20
-    while True:
-        types = [
-            to_message(e)["type"] for e in runtime.executions.get_history(started.execution_id)
-        ]
-        if types[-1] == "execution_failed" or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)  # polls the store until the condition holds or the deadline passes
+    def last_type() -> str:
+        history = runtime.executions.get_history(started.execution_id)
+        return str(to_message(history[-1])["type"])
+
+    wait_until(lambda: last_type() == "execution_failed", 20, "the execution to be failed")
     failed = runtime.executions.get_execution(started.execution_id)
-    assert failed.status.value == "failed", types
+    assert failed.status.value == "failed"
     assert failed.error is not None
     assert failed.error["type"] == "EngineError"
     assert "5 tries in a row" in failed.error["message"]

@@ -13,6 +13,7 @@ from agent_ledger.infrastructure.api.dependencies import CallerDep, ReadEngineDe
 from agent_ledger.infrastructure.api.problem_responses import AUTHENTICATED, problems
 from agent_ledger.infrastructure.auth.tokens import PermissionDeniedError
 from agent_ledger.infrastructure.read_models.parked import ParkedEvent, parked
+from agent_ledger.infrastructure.read_models.table_sets import projection_version
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], responses=AUTHENTICATED)
 
@@ -32,10 +33,9 @@ class ParkedEventView(BaseModel):
 
     @classmethod
     def of(cls, event: ParkedEvent) -> ParkedEventView:
-        _, _, version = event.tracking_name.partition("@v")
         return cls(
             projection=event.projection,
-            version=int(version or 1),
+            version=projection_version(event.tracking_name)[1],
             position=event.position,
             event_type=event.event_type,
             execution_id=event.execution_id,
