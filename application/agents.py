@@ -49,6 +49,26 @@ class RemoteAgentContext(AgentContext, Protocol):
     ) -> None: ...
 
 
+class ModelAgentContext(RemoteAgentContext, Protocol):
+    """An agent context that also records a model's streamed answer and its calls."""
+
+    def tool_call_id(self, proposed: str) -> str:
+        """`proposed` if no tool call of this step used it yet, else a unique variant."""
+
+    async def stream_output(self, text: str, index: int) -> None:
+        """Record a piece of the answer (`AgentOutputDelta`)."""
+
+    async def report_model_call(
+        self,
+        model: str,
+        prompt_tokens: int | None,
+        completion_tokens: int | None,
+        duration_ms: float,
+        cost_usd: float | None,
+    ) -> None:
+        """Record one model call's usage (`LlmCallCompleted`)."""
+
+
 Agent = Callable[[AgentContext, JSON], Awaitable[JSON]]
 """A built-in agent: given its context and the step input, returns its output."""
 
@@ -115,6 +135,13 @@ class AgentRegistry:
 
     def has_agent(self, name: str) -> bool:
         return name in self._agents
+
+    def has_tool(self, name: str) -> bool:
+        return name in self._tools
+
+    @property
+    def tool_names(self) -> list[str]:
+        return sorted(self._tools)
 
     @property
     def agent_names(self) -> list[str]:

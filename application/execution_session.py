@@ -216,6 +216,35 @@ class EngineAgentContext:
         )
         return result
 
+    def tool_call_id(self, proposed: str) -> str:
+        """`proposed` unless a call of this step (any attempt) used it; then one made unique."""
+        step = self._session.execution.steps[self._run.step_id]
+        taken = set(step.finished_tool_calls) | set(step.open_tool_calls)
+        candidate, number = proposed, 1
+        while candidate in taken:
+            number += 1
+            candidate = f"{proposed}#{self._run.attempt}.{number}"
+        return candidate
+
+    async def stream_output(self, text: str, index: int) -> None:
+        step_id, attempt = self._run.step_id, self._run.attempt
+        await self._session.record(lambda e: e.record_output_delta(step_id, attempt, text, index))
+
+    async def report_model_call(
+        self,
+        model: str,
+        prompt_tokens: int | None,
+        completion_tokens: int | None,
+        duration_ms: float,
+        cost_usd: float | None,
+    ) -> None:
+        step_id, attempt = self._run.step_id, self._run.attempt
+        await self._session.record(
+            lambda e: e.complete_llm_call(
+                step_id, attempt, model, prompt_tokens, completion_tokens, duration_ms, cost_usd
+            )
+        )
+
     async def report_tool_started(self, call_id: str, tool: str, args: JSON) -> None:
         """Record a tool call an agent made elsewhere (an HTTP agent's own tools)."""
         step_id, attempt = self._run.step_id, self._run.attempt

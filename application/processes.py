@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from agent_ledger.application.agents import AgentRegistry
 from agent_ledger.domain.errors import DomainError, InvalidProcessDefinitionError
-from agent_ledger.domain.processes import ProcessDefinition, StepType
+from agent_ledger.domain.processes import LlmAgent, ProcessDefinition, StepType
 
 DefinitionCheck = Callable[[ProcessDefinition], None]
 """A rule of this deployment a definition must pass to be registered.
@@ -58,6 +58,34 @@ def known_agents_check(agents: AgentRegistry) -> DefinitionCheck:
                 continue  # an HTTP agent: the egress rule judges its URL
             if not agents.has_agent(name):
                 raise UnknownBuiltinAgentError(step.id, name, agents.agent_names)
+
+    return check
+
+
+def model_agents_check(
+    has_provider: Callable[[str | None], bool], has_tool: Callable[[str], bool]
+) -> DefinitionCheck:
+    """A check that every model agent names a configured provider and known tools."""
+
+    def check(definition: ProcessDefinition) -> None:
+        for step in definition.steps:
+            agent = step.agent
+            if not isinstance(agent, LlmAgent):
+                continue
+            if not has_provider(agent.provider):
+                which = f"named {agent.provider!r}" if agent.provider else "(the default)"
+                raise InvalidProcessDefinitionError(
+                    f"no model provider {which} is configured: set AGENT_LEDGER_LLM_BASE_URL "
+                    "(and AGENT_LEDGER_LLM_API_KEY), or AGENT_LEDGER_LLM_PROVIDERS",
+                    step.id,
+                )
+            for tool in agent.tools:
+                if not has_tool(tool):
+                    raise InvalidProcessDefinitionError(
+                        f"agent.llm.tools: no tool is registered as {tool!r} "
+                        "(built-in, or PUT /v1/tools/{name})",
+                        step.id,
+                    )
 
     return check
 

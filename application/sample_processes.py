@@ -60,3 +60,55 @@ ECHO: dict[str, Any] = {
     "output": "{{ steps.echo.output }}",
 }
 """Return the execution's input unchanged: a smoke check of a deployment."""
+
+
+SPEND_TOOLS = (
+    "spend_overview",
+    "spend_by",
+    "model_usage",
+    "model_prices",
+    "estimate_model_switch",
+    "estimate_prompt_caching",
+    "idle_capacity",
+)
+
+_ANALYST_PROMPT = (
+    "You are a FinOps analyst. Answer questions about the company's cloud and LLM spend "
+    "over the last 90 days. Use the tools to look at the data before you answer: never "
+    "invent figures. Recommend concrete changes with their projected monthly savings in "
+    "USD, largest first, and say which tool results they rest on. Be brief."
+)
+
+
+def cost_optimization_llm(model: str) -> dict[str, Any]:
+    """`cost_optimization` answered by a language model using the spend data set's tools
+    (registered when a model provider is configured)."""
+    return {
+        "name": "cost_optimization_llm",
+        "description": "A model agent answers a spend question with the data set's tools.",
+        "config": {"parallel_execution": False, "stop_on_failure": True, "timeout_seconds": 600},
+        "steps": [
+            {
+                "id": "analyst",
+                "type": "agent_task",
+                "agent": {
+                    "llm": {
+                        "model": model,
+                        "system": _ANALYST_PROMPT,
+                        "prompt": "{{ input.question }}",
+                        "tools": list(SPEND_TOOLS),
+                        "max_turns": 8,
+                    }
+                },
+                "timeout_seconds": 300,
+                "retry": {
+                    "max_attempts": 3,
+                    "initial_interval": 1.0,
+                    "backoff_coefficient": 2.0,
+                    "max_interval": 20,
+                    "non_retryable_errors": ["ModelRejected", "MaxTurnsExceeded"],
+                },
+            }
+        ],
+        "output": "{{ steps.analyst.output }}",
+    }

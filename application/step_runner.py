@@ -25,11 +25,19 @@ from agent_ledger.application.execution_session import (
     error_details,
     milliseconds,
 )
+from agent_ledger.application.model_agent import ModelAgent, model_input
 from agent_ledger.domain.errors import ExpressionError
 from agent_ledger.domain.execution_state import StepStatus
 from agent_ledger.domain.executions import Execution
 from agent_ledger.domain.expressions import evaluate_condition, render
-from agent_ledger.domain.processes import HttpAgent, OnError, StepDefinition, StepType
+from agent_ledger.domain.processes import (
+    HttpAgent,
+    LlmAgent,
+    OnError,
+    StepDefinition,
+    StepType,
+    agent_name,
+)
 
 
 class HttpAgentCaller(Protocol):
@@ -101,8 +109,10 @@ def _forget_result(task: asyncio.Task[Any]) -> None:
         task.exception()  # retrieved, so an abandoned call's failure is not reported twice
 
 
-def _agent_name(step: StepDefinition) -> str:
-    return step.agent.shown_url if isinstance(step.agent, HttpAgent) else str(step.agent)
+def _not_enabled(what: str) -> AgentError:
+    return AgentError(
+        f"{what} are not enabled in this worker", error_type="UnsupportedAgent", retryable=False
+    )
 
 
 class StepRunner:
@@ -114,11 +124,13 @@ class StepRunner:
         clock: Clock,
         http_agents: HttpAgentCaller | None = None,
         thread_history: ThreadHistory | None = None,
+        model_agent: ModelAgent | None = None,
     ):
         self.agents = agents
         self.clock = clock
         self.http_agents = http_agents
         self.thread_history = thread_history
+        self.model_agent = model_agent
 
     def begin(
         self, session: ExecutionSession, step: StepDefinition, attempt: int
@@ -134,8 +146,12 @@ class StepRunner:
         ]
         prepared: Any = None
         if step.type is StepType.AGENT_TASK:
+            scope = scope_of(session.execution)
             try:
-                prepared = render(step.input, scope_of(session.execution))
+                if isinstance(step.agent, LlmAgent):
+                    prepared = model_input(step.agent, step.input, scope)
+                else:
+                    prepared = render(step.input, scope)
             except ExpressionError as error:
                 return commands, error
             commands.append(
@@ -143,7 +159,7 @@ class StepRunner:
                     Execution.start_agent,
                     step_id=step.id,
                     attempt=attempt,
-                    agent=_agent_name(step),
+                    agent=agent_name(step.agent),
                     input=prepared,
                 )
             )
@@ -205,7 +221,7 @@ class StepRunner:
         )
         started = self.clock.monotonic()
         try:
-            output = await within_timeout(
+            output, usage = await within_timeout(
                 self._call(step, context, agent_input), step.timeout_seconds
             )
             json.dumps(output, allow_nan=False)  # JSON only: no NaN, no objects
@@ -246,6 +262,7 @@ class StepRunner:
                 attempt=attempt,
                 output=output,
                 duration_ms=self._elapsed(started),
+                usage=usage,
             ),
             partial(Execution.complete_step, step_id=step.id, attempt=attempt, output=output),
         )
@@ -282,16 +299,18 @@ class StepRunner:
 
     async def _call(
         self, step: StepDefinition, context: EngineAgentContext, agent_input: Any
-    ) -> Any:
+    ) -> tuple[Any, dict[str, Any] | None]:
+        """The agent's output, and its usage when it is a model."""
+        if isinstance(step.agent, LlmAgent):
+            if self.model_agent is None:
+                raise _not_enabled("model agents")
+            answer = await self.model_agent(step.agent, context, agent_input)
+            return answer.output, answer.usage
         if isinstance(step.agent, HttpAgent):
             if self.http_agents is None:
-                raise AgentError(
-                    "HTTP agents are not enabled in this worker",
-                    error_type="UnsupportedAgent",
-                    retryable=False,
-                )
-            return await self.http_agents(step.agent, context, agent_input)
-        return await self.agents.agent(str(step.agent))(context, agent_input)
+                raise _not_enabled("HTTP agents")
+            return await self.http_agents(step.agent, context, agent_input), None
+        return await self.agents.agent(str(step.agent))(context, agent_input), None
 
     async def _run_of(
         self, session: ExecutionSession, step: StepDefinition, attempt: int

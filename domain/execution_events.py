@@ -86,7 +86,7 @@ class ExecutionEvents:
             step = execution.steps[self.step_id]
             step.status, step.attempt = StepStatus.SCHEDULED, self.attempt
             step.agent_started, step.agent_finished, step.open_tool_calls = False, False, {}
-            step.due_at, step.timer_fired = None, False
+            step.due_at, step.timer_fired, step.output_pieces = None, False, 0
             execution.status = ExecutionStatus.RUNNING
 
     class StepStarted(StepEvent):
@@ -184,10 +184,32 @@ class ExecutionEvents:
         def apply(self, execution: Execution) -> None:
             execution.steps[self.step_id].close_tool_call(self.call_id)
 
+    class AgentOutputDelta(StepEvent):
+        """A piece of an agent's answer as it streams; an attempt's pieces, in `index`
+        order, concatenate to its final text."""
+
+        TOPIC = execution_topic("AgentOutputDelta")
+        text: str
+        index: int
+
+        def apply(self, execution: Execution) -> None:
+            execution.steps[self.step_id].output_pieces = self.index + 1
+
+    class LlmCallCompleted(StepEvent):
+        """One call to a language model ended: its token usage, time and price."""
+
+        TOPIC = execution_topic("LlmCallCompleted")
+        model: str
+        prompt_tokens: int | None
+        completion_tokens: int | None
+        duration_ms: float
+        cost_usd: float | None
+
     class AgentCompleted(StepEvent):
         TOPIC = execution_topic("AgentCompleted")
         output: Any
         duration_ms: float
+        usage: dict[str, Any] | None = None  # a model agent's totals; absent before 2026-12
 
         def apply(self, execution: Execution) -> None:
             execution.steps[self.step_id].agent_finished = True

@@ -75,6 +75,7 @@ class StepState:
     agent_finished: bool = False
     open_tool_calls: dict[str, str] = field(default_factory=dict)
     finished_tool_calls: list[str] = field(default_factory=list)
+    output_pieces: int = 0
 
     @classmethod
     def from_plain(cls, plain: dict[str, Any]) -> StepState:

@@ -297,7 +297,45 @@ class Execution(AuditedAggregate, ExecutionEvents):
             duration_ms=duration_ms,
         )
 
-    def complete_agent(self, step_id: str, attempt: int, output: Any, duration_ms: float) -> None:
+    def record_output_delta(self, step_id: str, attempt: int, text: str, index: int) -> None:
+        step = self.step(step_id)
+        step.require_agent_running(attempt, "stream output")
+        if index != step.output_pieces:
+            raise StepTransitionError(step, f"stream piece {index} after {step.output_pieces}")
+        self.trigger_event(
+            self.AgentOutputDelta, step_id=step_id, attempt=attempt, text=text, index=index
+        )
+
+    def complete_llm_call(
+        self,
+        step_id: str,
+        attempt: int,
+        model: str,
+        prompt_tokens: int | None,
+        completion_tokens: int | None,
+        duration_ms: float,
+        cost_usd: float | None,
+    ) -> None:
+        self.step(step_id).require_agent_running(attempt, "record a model call")
+        self.trigger_event(
+            self.LlmCallCompleted,
+            step_id=step_id,
+            attempt=attempt,
+            model=model,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            duration_ms=duration_ms,
+            cost_usd=cost_usd,
+        )
+
+    def complete_agent(
+        self,
+        step_id: str,
+        attempt: int,
+        output: Any,
+        duration_ms: float,
+        usage: dict[str, Any] | None = None,
+    ) -> None:
         self.step(step_id).require_agent_running(attempt, "complete its agent")
         self.trigger_event(
             self.AgentCompleted,
@@ -305,6 +343,7 @@ class Execution(AuditedAggregate, ExecutionEvents):
             attempt=attempt,
             output=output,
             duration_ms=duration_ms,
+            usage=usage,  # always given: a field left to its default would not be hashed
         )
 
     def fail_agent(

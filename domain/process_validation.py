@@ -38,6 +38,16 @@ _RETRY_KEYS = frozenset(
     | {"non_retryable_errors"}
 )
 _ROUTE_KEYS = frozenset({"when", "next", "default"})
+_LLM_KEYS = frozenset(
+    {"model", "provider", "system", "prompt", "tools", "max_turns", "temperature"}
+    | {"max_tokens", "response_format"}
+)
+MAX_TURNS = 50
+MAX_TOOLS = 64
+MAX_OUTPUT_TOKENS = 1_000_000
+RESPONSE_FORMATS = ("text", "json")
+TOOL_NAME_PATTERN = re.compile(r"[a-zA-Z][a-zA-Z0-9_-]{0,63}")
+"""A tool name as model APIs accept it (OpenAI: letters, digits, `_` and `-`, 64 at most)."""
 _STEP_KEYS = {
     "agent_task": frozenset(
         {"id", "type", "agent", "input", "depends_on", "timeout_seconds", "retry", "on_error"}
@@ -186,15 +196,73 @@ def _check_step(step: Mapping[str, Any], ids: list[str]) -> None:
 
 def _check_agent(agent: Any, step_id: str) -> None:
     if agent is None:
-        _fail("an agent_task needs an 'agent': a registered name or {url: ...}", step_id)
+        _fail(
+            "an agent_task needs an 'agent': a registered name, {url: ...} or {llm: ...}", step_id
+        )
     if isinstance(agent, Mapping):
-        _check_keys(agent, frozenset({"url"}), "agent", step_id)
+        _check_keys(agent, frozenset({"url", "llm"}), "agent", step_id)
+        if len(agent) != 1:
+            _fail("agent needs exactly one of 'url' or 'llm'", step_id)
+        if "llm" in agent:
+            _check_llm(agent["llm"], step_id)
+            return
         url = agent.get("url")
         if not _is_http_url(url):
             shown = without_credentials(url) if isinstance(url, str) else url
             _fail(f"agent url {shown!r} must be an http:// or https:// URL", step_id)
     elif not isinstance(agent, str) or not agent.strip() or agent != agent.strip():
         _fail(f"agent must be a non-empty name or {{url: ...}} (got {agent!r})", step_id)
+
+
+def _check_llm(llm: Any, step_id: str) -> None:
+    if not isinstance(llm, Mapping):
+        _fail("agent.llm must be an object with at least a 'model'", step_id)
+    _check_keys(llm, _LLM_KEYS, "agent.llm", step_id)
+    model = llm.get("model")
+    if not isinstance(model, str) or not model.strip() or len(model) > 200:
+        _fail(f"agent.llm.model must be a model name (got {model!r})", step_id)
+    provider = llm.get("provider")
+    if provider is not None and (
+        not isinstance(provider, str) or not NAME_PATTERN.fullmatch(provider)
+    ):
+        _fail(f"agent.llm.provider {provider!r} must match {NAME_PATTERN.pattern}", step_id)
+    for key in ("system", "prompt"):
+        value = llm.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            _fail(f"agent.llm.{key} must be a string (a template)", step_id)
+        try:
+            check_template(value)
+        except ExpressionError as error:
+            _fail(f"agent.llm.{key}: {error}", step_id)
+    tools = llm.get("tools") or []
+    if not isinstance(tools, list) or len(tools) > MAX_TOOLS:
+        _fail(f"agent.llm.tools must be a list of at most {MAX_TOOLS} tool names", step_id)
+    for tool in tools:
+        if not isinstance(tool, str) or not TOOL_NAME_PATTERN.fullmatch(tool):
+            _fail(f"agent.llm.tools: {tool!r} must match {TOOL_NAME_PATTERN.pattern}", step_id)
+    if len(set(tools)) != len(tools):
+        _fail("agent.llm.tools names a tool twice", step_id)
+    for key, top in (("max_turns", MAX_TURNS), ("max_tokens", MAX_OUTPUT_TOKENS)):
+        value = llm.get(key)
+        if value is not None and (type(value) is not int or not 1 <= value <= top):
+            _fail(f"agent.llm.{key} must be an integer from 1 to {top}", step_id)
+    _number(llm, "temperature", "agent.llm.temperature", step_id, maximum=2.0, inclusive=True)
+    response_format = llm.get("response_format")
+    if response_format is not None and response_format not in RESPONSE_FORMATS:
+        _fail(
+            f"agent.llm.response_format must be 'text' or 'json' (got {response_format!r})", step_id
+        )
+
+
+def llm_templates(step: Mapping[str, Any]) -> list[Any]:
+    """The templates of a step's model agent (its system and user prompts), if it has one."""
+    agent = step.get("agent")
+    llm = agent.get("llm") if isinstance(agent, Mapping) else None
+    if not isinstance(llm, Mapping):
+        return []
+    return [llm.get("system"), llm.get("prompt")]
 
 
 def without_credentials(url: str) -> str:
@@ -317,6 +385,7 @@ def _check_reads(step: Mapping[str, Any], ancestors: dict[str, frozenset[str]]) 
     """Check a step reads only steps it waits for: anything else may not have run yet."""
     step_id: str = step["id"]
     sources = [("input", template_step_references(step.get("input")))]
+    sources.append(("agent.llm", template_step_references(llm_templates(step))))
     for number, route in enumerate(step.get("routes") or (), 1):
         if route.get("when") is not None:
             sources.append((f"route {number}", condition_step_references(route["when"])))

@@ -85,12 +85,79 @@ class HttpAgent:
 
 
 @dataclass(frozen=True)
+class LlmAgent:
+    """An agent that is a language model behind an OpenAI-compatible API, with tools."""
+
+    model: str
+    provider: str | None = None
+    system: str | None = None
+    prompt: str | None = None
+    tools: tuple[str, ...] = ()
+    max_turns: int = 8
+    temperature: float | None = None
+    max_tokens: int | None = None
+    response_format: str = "text"
+
+    @property
+    def shown_name(self) -> str:
+        """How events and metrics name this agent: `llm:<model>` (`llm:<provider>/<model>`)."""
+        return f"llm:{self.provider}/{self.model}" if self.provider else f"llm:{self.model}"
+
+    @classmethod
+    def from_document(cls, doc: Mapping[str, Any]) -> LlmAgent:
+        """Build from a validated `agent.llm` document."""
+        temperature = _get(doc, "temperature")
+        return cls(
+            model=doc["model"],
+            provider=_get(doc, "provider"),
+            system=_get(doc, "system"),
+            prompt=_get(doc, "prompt"),
+            tools=tuple(_get(doc, "tools", ())),
+            max_turns=_get(doc, "max_turns", 8),
+            temperature=None if temperature is None else float(temperature),
+            max_tokens=_get(doc, "max_tokens"),
+            response_format=_get(doc, "response_format", "text"),
+        )
+
+    def to_document(self) -> dict[str, Any]:
+        """The canonical `agent.llm` document: defaults explicit, absent values left out."""
+        document: dict[str, Any] = {
+            "model": self.model,
+            "tools": list(self.tools),
+            "max_turns": self.max_turns,
+            "response_format": self.response_format,
+        }
+        optional = {
+            "provider": self.provider,
+            "system": self.system,
+            "prompt": self.prompt,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+        }
+        document.update({key: value for key, value in optional.items() if value is not None})
+        return document
+
+
+Agent = str | HttpAgent | LlmAgent
+"""A step's agent: a built-in's name, a URL, or a model."""
+
+
+def agent_name(agent: Agent | None) -> str:
+    """How events and metrics name a step's agent (credentials in a URL left out)."""
+    if isinstance(agent, HttpAgent):
+        return agent.shown_url
+    if isinstance(agent, LlmAgent):
+        return agent.shown_name
+    return str(agent)
+
+
+@dataclass(frozen=True)
 class StepDefinition:
     """One node of a process: its kind, what it needs and how it fails."""
 
     id: str
     type: StepType
-    agent: str | HttpAgent | None = None
+    agent: Agent | None = None
     input: Any = field(default_factory=dict)
     depends_on: tuple[str, ...] = ()
     timeout_seconds: float | None = None
@@ -106,7 +173,7 @@ class StepDefinition:
             document["depends_on"] = list(self.depends_on)
         if self.type is StepType.AGENT_TASK:
             agent = self.agent
-            document["agent"] = {"url": agent.url} if isinstance(agent, HttpAgent) else agent
+            document["agent"] = _agent_document(agent)
             document["input"] = _json(self.input)
             document["retry"] = self.retry.to_document()
             if self.timeout_seconds is not None:
@@ -234,6 +301,22 @@ class ProcessDefinition:
         return tuple(order)
 
 
+def _agent_document(agent: Agent | None) -> Any:
+    if isinstance(agent, HttpAgent):
+        return {"url": agent.url}
+    if isinstance(agent, LlmAgent):
+        return {"llm": agent.to_document()}
+    return agent
+
+
+def _parse_agent(doc: Any) -> Agent | None:
+    if not isinstance(doc, Mapping):
+        return doc  # type: ignore[no-any-return]
+    if "llm" in doc:
+        return LlmAgent.from_document(doc["llm"])
+    return HttpAgent(doc["url"])
+
+
 def _route_document(route: Route) -> dict[str, Any]:
     if route.default:
         return {"default": True, "next": list(route.next)}
@@ -267,7 +350,7 @@ def _step(doc: Mapping[str, Any]) -> StepDefinition:
     return StepDefinition(
         id=doc["id"],
         type=StepType(doc["type"]),
-        agent=HttpAgent(agent["url"]) if isinstance(agent, Mapping) else agent,
+        agent=_parse_agent(agent),
         input=_json(_get(doc, "input", {})),
         depends_on=tuple(_get(doc, "depends_on", ())),
         timeout_seconds=_seconds(_get(doc, "timeout_seconds")),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -12,12 +13,27 @@ from agent_ledger.application.agents import AgentRegistry
 from agent_ledger.application.builtin_agents import register_builtin_agents
 from agent_ledger.application.clock import SystemClock
 from agent_ledger.application.executions import Executions
-from agent_ledger.application.processes import DefinitionCheck, known_agents_check
-from agent_ledger.application.sample_processes import COST_OPTIMIZATION, ECHO
+from agent_ledger.application.model_agent import ModelAgent
+from agent_ledger.application.processes import (
+    DefinitionCheck,
+    known_agents_check,
+    model_agents_check,
+)
+from agent_ledger.application.sample_processes import (
+    COST_OPTIMIZATION,
+    ECHO,
+    cost_optimization_llm,
+)
 from agent_ledger.application.step_runner import StepRunner
+from agent_ledger.application.tool_box import ToolBox
 from agent_ledger.application.worker import Worker
 from agent_ledger.infrastructure.agents.egress import AgentUrlPolicy
 from agent_ledger.infrastructure.agents.http import HttpAgentClient
+from agent_ledger.infrastructure.agents.openai_chat import (
+    OpenAiChatModels,
+    prices_from,
+    providers_from,
+)
 from agent_ledger.infrastructure.agents.thread_history import ThreadHistoryFromViews
 from agent_ledger.infrastructure.catalog.sql import SqlProcessCatalog
 from agent_ledger.infrastructure.feed.commit_wake_ups import CommitWakeUps
@@ -46,10 +62,24 @@ SAMPLE_PROCESSES = (COST_OPTIMIZATION, ECHO)
 
 
 def registration_checks(settings: Settings, agents: AgentRegistry) -> list[DefinitionCheck]:
-    """What a definition must pass to be registered here: its built-in agents exist and
-    its agent URLs pass the egress rule (`AGENT_LEDGER_AGENT_URL_ALLOW`)."""
+    """What a definition must pass to be registered here: its built-in agents exist, its
+    model agents' providers are configured and their tools known, and its agent URLs pass
+    the egress rule (`AGENT_LEDGER_AGENT_URL_ALLOW`)."""
     egress = AgentUrlPolicy.from_setting(settings.agent_url_allow)
-    return [known_agents_check(agents), egress.check_definition]
+    models = OpenAiChatModels(providers_from(settings))
+    return [
+        known_agents_check(agents),
+        model_agents_check(models.has_provider, agents.has_tool),
+        egress.check_definition,
+    ]
+
+
+def sample_processes(settings: Settings) -> list[dict[str, Any]]:
+    """The sample definitions registered at start-up; the model one needs a provider."""
+    samples = list(SAMPLE_PROCESSES)
+    if settings.has_llm_provider:
+        samples.append(cost_optimization_llm(settings.llm_model))
+    return samples
 
 
 @dataclass
@@ -93,7 +123,7 @@ class Runtime:
         agents = AgentRegistry()
         register_builtin_agents(agents)
         catalog = SqlProcessCatalog(read_engine, checks=registration_checks(settings, agents))
-        for document in SAMPLE_PROCESSES:
+        for document in sample_processes(settings):
             catalog.register(document)
         notices = StoreNotices(libpq_dsn(settings)) if settings.uses_postgres else None
         event_feed = EventFeed(executions, poll_interval=settings.poll_interval, notices=notices)
@@ -174,6 +204,11 @@ class Runtime:
                 egress=AgentUrlPolicy.from_setting(self.settings.agent_url_allow)
             ),
             thread_history=ThreadHistoryFromViews(self.statuses, self.executions),
+            model_agent=ModelAgent(
+                OpenAiChatModels(providers_from(self.settings)),
+                ToolBox(self.agents),
+                prices_from(self.settings),
+            ),
         )
         queue = SqlWorkQueue(self.executions.recorder, self.settings.per_user_limit)  # type: ignore[arg-type]
         return Worker(

@@ -7,13 +7,36 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agent_ledger.infrastructure.allow_list import parse_allow_list
 from agent_ledger.infrastructure.redact import MASK, mask_url
 
-_SECRETS = frozenset({"jwt_secret", "cipher_key", "audit_signing_key"})
+_SECRETS = frozenset({"jwt_secret", "cipher_key", "audit_signing_key", "llm_api_key"})
+_URLS = frozenset({"database_url", "llm_base_url"})
+
+
+class ProviderSetting(BaseModel):
+    """A named model provider: where it is, and which variable holds its key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str = Field(pattern=r"^https?://")
+    api_key_env: str | None = None
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        yield "base_url", mask_url(self.base_url)
+        yield "api_key_env", self.api_key_env
+
+
+class PriceSetting(BaseModel):
+    """A model's price in USD per million tokens."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_per_million: float = Field(ge=0)
+    output_per_million: float = Field(ge=0)
 
 
 class Settings(BaseSettings):
@@ -72,6 +95,37 @@ class Settings(BaseSettings):
         "comma-separated, e.g. 127.0.0.0/8,agents.internal",
     )
 
+    llm_base_url: str | None = Field(
+        default=None,
+        description="the default model provider's OpenAI-compatible API, e.g. "
+        "http://127.0.0.1:11434/v1 (Ollama); https://api.openai.com/v1 when only a key is set",
+    )
+    llm_api_key: str | None = Field(default=None, description="the default provider's API key")
+    llm_providers: dict[str, ProviderSetting] = Field(
+        default={},
+        description='named providers, JSON: {"name": {"base_url": ..., "api_key_env": VAR}}',
+    )
+    llm_prices: dict[str, PriceSetting] = Field(
+        default={},
+        description='USD per million tokens, JSON: {"model": {"input_per_million": 0.15, '
+        '"output_per_million": 0.6}}',
+    )
+    llm_model: str = Field(
+        default="gpt-4o-mini", description="the model of the sample process cost_optimization_llm"
+    )
+
+    @field_validator("llm_base_url")
+    @classmethod
+    def check_llm_base_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"{mask_url(value)!r} is not an http:// or https:// URL")
+        return value
+
+    @property
+    def has_llm_provider(self) -> bool:
+        """Whether any model provider is configured (the default or a named one)."""
+        return bool(self.llm_base_url or self.llm_api_key or self.llm_providers)
+
     @field_validator("agent_url_allow")
     @classmethod
     def check_agent_url_allow(cls, value: str) -> str:
@@ -81,7 +135,7 @@ class Settings(BaseSettings):
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         """The repr (in tracebacks, logs) masks the database password and every secret."""
         for name, value in super().__repr_args__():
-            if name == "database_url" and value:
+            if name in _URLS and value:
                 yield name, mask_url(value)
             elif name in _SECRETS and value:
                 yield name, MASK

@@ -66,6 +66,8 @@ ORDER = (  # how actions are listed: a step's life in order, then the rest
     "complete_agent",
     "fail_agent",
     "record_thinking",
+    "record_output_delta",
+    "complete_llm_call",
     "fire_timer",
     "start_timer",
     "evaluate_gateway",
@@ -362,6 +364,7 @@ class ExecutionMachine(RuleBasedStateMachine):
         agent_on = running and step is not None and step.agent_started
         working = agent_on and step is not None and not step.agent_finished
         ending = at and step is not None and step.status in (StepStatus.RUNNING, TIMED_OUT_STEP)
+        pieces = step.output_pieces if step is not None else 0
         actions = [
             Action(
                 "schedule_step",
@@ -429,6 +432,22 @@ class ExecutionMachine(RuleBasedStateMachine):
                 lambda e: e.record_thinking(step_id, n, "hmm"),
                 working,
                 Execution.AgentThinking,
+            ),
+            Action(
+                "record_output_delta",
+                (step_id, n),
+                # the next piece in order; an out-of-order index is refused like any other
+                lambda e: e.record_output_delta(step_id, n, "piece", pieces),
+                working,
+                Execution.AgentOutputDelta,
+                lambda: self.change(step_id, output_pieces=pieces + 1),
+            ),
+            Action(
+                "complete_llm_call",
+                (step_id, n),
+                lambda e: e.complete_llm_call(step_id, n, "gpt-x", 10, 5, 3.5, 0.0001),
+                working,
+                Execution.LlmCallCompleted,
             ),
             Action(
                 "complete_agent",
@@ -527,6 +546,7 @@ class ExecutionMachine(RuleBasedStateMachine):
             open_tool_calls={},
             due_at=None,
             timer_fired=False,
+            output_pieces=0,
         )
         self.status = ExecutionStatus.RUNNING
 

@@ -1,0 +1,160 @@
+"""Tools a model agent may call: the built-in ones and those registered over HTTP.
+
+A built-in tool's parameters are derived from its Python signature (JSON schema), its
+description from its docstring; an HTTP tool comes with both from its registration.
+Each call has a time limit (`timeout_seconds`, 30 by default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from agent_ledger.application.agents import (
+    JSON,
+    AgentRegistry,
+    AgentRun,
+    Tool,
+    ToolError,
+    UnknownToolError,
+)
+from agent_ledger.application.chat_models import ToolSpec
+
+DEFAULT_TOOL_TIMEOUT = 30.0
+
+_JSON_TYPES: dict[Any, str] = {
+    str: "string",
+    int: "integer",
+    float: "number",
+    bool: "boolean",
+    dict: "object",
+    list: "array",
+    type(None): "null",
+}
+
+
+class HttpTools(Protocol):
+    """Tools registered by admins that live behind a URL (an adapter in infrastructure)."""
+
+    async def spec(self, name: str) -> ToolSpec | None:
+        """The registered tool of that name, or None."""
+
+    async def call(self, name: str, args: Mapping[str, JSON], run: AgentRun) -> JSON:
+        """Call it; raises `ToolError` when it fails (its timeout is the caller's)."""
+
+
+class ToolTimeoutError(ToolError):
+    """A tool call ran longer than its tool's `timeout_seconds`."""
+
+    def __init__(self, tool: str, seconds: float):
+        super().__init__(f"the tool {tool!r} did not answer within {seconds:g}s")
+        self.error_type = "ToolTimeout"
+
+
+def parameters_of(function: Tool) -> dict[str, JSON]:
+    """The JSON schema of a function's keyword arguments, from its signature and hints."""
+    signature = inspect.signature(function)
+    hints = typing.get_type_hints(function)
+    properties: dict[str, JSON] = {}
+    required: list[str] = []
+    for name, parameter in signature.parameters.items():
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            continue
+        properties[name] = _schema_of(hints.get(name, Any))
+        if parameter.default is inspect.Parameter.empty:
+            required.append(name)
+        elif parameter.default is not None:
+            properties[name]["default"] = parameter.default
+    schema: dict[str, JSON] = {
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": False,
+    }
+    if required:
+        schema["required"] = required
+    return schema
+
+
+def _schema_of(hint: Any) -> dict[str, JSON]:
+    if hint in _JSON_TYPES:
+        return {"type": _JSON_TYPES[hint]}
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        names = [_JSON_TYPES.get(arg) for arg in typing.get_args(hint)]
+        if all(names):
+            return {"type": names}
+    if origin in _JSON_TYPES:
+        return {"type": _JSON_TYPES[origin]}
+    return {}  # any JSON value
+
+
+def describe(function: Tool) -> str:
+    """A tool's description: the first paragraph of its docstring, on one line."""
+    doc = inspect.getdoc(function) or ""
+    return " ".join(doc.split("\n\n", 1)[0].split())
+
+
+class ToolBox:
+    """Finds a model agent's tools by name and calls them within their time limits."""
+
+    def __init__(
+        self,
+        registry: AgentRegistry,
+        http_tools: HttpTools | None = None,
+        default_timeout: float = DEFAULT_TOOL_TIMEOUT,
+    ):
+        self.registry = registry
+        self.http_tools = http_tools
+        self.default_timeout = default_timeout
+        self._builtin: dict[str, ToolSpec] = {}
+
+    def builtin_spec(self, name: str) -> ToolSpec | None:
+        """The spec of a built-in tool (derived once), or None."""
+        if name not in self._builtin:
+            if not self.registry.has_tool(name):
+                return None
+            function = self.registry.tool(name)
+            self._builtin[name] = ToolSpec(
+                name, describe(function), parameters_of(function), self.default_timeout
+            )
+        return self._builtin[name]
+
+    async def specs(self, names: Sequence[str]) -> list[ToolSpec]:
+        """The specs of `names`, in order; an unknown name is a non-retryable failure."""
+        found = []
+        for name in names:
+            spec = self.builtin_spec(name)
+            if spec is None and self.http_tools is not None:
+                spec = await self.http_tools.spec(name)
+            if spec is None:
+                raise UnknownToolError(name)
+            found.append(spec)
+        return found
+
+    async def call(self, spec: ToolSpec, args: Mapping[str, JSON], run: AgentRun) -> JSON:
+        """Call a tool with keyword arguments; its result is JSON, or `ToolError` is raised."""
+        if self.builtin_spec(spec.name) is not None:
+            function = self.registry.tool(spec.name)
+            call = asyncio.to_thread(function, **args)
+        elif self.http_tools is not None:
+            call = self.http_tools.call(spec.name, args, run)
+        else:
+            raise UnknownToolError(spec.name)
+        try:
+            result = await asyncio.wait_for(call, spec.timeout_seconds)
+        except TimeoutError:
+            raise ToolTimeoutError(spec.name, spec.timeout_seconds) from None
+        except ToolError:
+            raise
+        except Exception as error:
+            raise ToolError(f"{type(error).__name__}: {error}") from error
+        try:
+            json.dumps(result, allow_nan=False)
+        except (TypeError, ValueError) as error:
+            raise ToolError(f"the tool {spec.name!r} returned a value that is not JSON") from error
+        return result
