@@ -103,6 +103,9 @@ class ChatModels(Protocol):
     def has_provider(self, name: str | None) -> bool:
         """Whether a provider of that name (None: the default) is configured."""
 
+    async def aclose(self) -> None:
+        """Close the connections kept to the providers."""
+
     def stream(
         self, provider: str | None, request: ChatRequest
     ) -> AbstractAsyncContextManager[AsyncIterator[ChatChunk]]:

@@ -88,6 +88,9 @@ class ModelAgent:
         self.coalesce_seconds = coalesce_seconds
         self.coalesce_pieces = coalesce_pieces
 
+    async def aclose(self) -> None:
+        await self.models.aclose()
+
     async def __call__(
         self, agent: LlmAgent, context: ModelAgentContext, prepared: Mapping[str, JSON]
     ) -> ModelAnswer:

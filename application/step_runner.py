@@ -132,6 +132,14 @@ class StepRunner:
         self.thread_history = thread_history
         self.model_agent = model_agent
 
+    async def aclose(self) -> None:
+        """Close the connections the runner's agent clients keep open."""
+        closing = getattr(self.http_agents, "aclose", None)
+        if closing is not None:
+            await closing()
+        if self.model_agent is not None:
+            await self.model_agent.aclose()
+
     def begin(
         self, session: ExecutionSession, step: StepDefinition, attempt: int
     ) -> tuple[list[Any], Any]:

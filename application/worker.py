@@ -332,3 +332,4 @@ class Worker:
         await asyncio.gather(*tasks, return_exceptions=True)
         if held:
             await asyncio.to_thread(self.queue.release, self.name, held)
+        await self.runner.aclose()

@@ -68,6 +68,8 @@ class OpenAiStub:
         self.requests: list[Seen] = []
         self.paused = threading.Event()
         self.finished_streams = 0
+        self.abandoned = 0
+        """Paused replies whose client went away before `release()` (a cancelled stream)."""
         self._released = threading.Event()
         self._script: dict[str, list[Reply]] = {}
         self._lock = threading.Lock()
@@ -105,6 +107,15 @@ class OpenAiStub:
             self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
 
+    async def _held(self, request: web.Request) -> bool:
+        """Wait for `release()`; False when the client closed the connection first."""
+        while not self._released.is_set():
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                return False
+            await asyncio.sleep(0.01)  # the stub's own poll: it has no other signal
+        return True
+
     def _next(self, model: str) -> Reply:
         with self._lock:
             replies = self._script.get(model) or []
@@ -141,7 +152,9 @@ class OpenAiStub:
                 return response
             if reply.pause_after is not None and number == reply.pause_after:
                 self.paused.set()
-                await asyncio.get_running_loop().run_in_executor(None, self._released.wait)
+                if not await self._held(request):
+                    self.abandoned += 1
+                    return response
             await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
             if reply.delay:
                 await asyncio.sleep(reply.delay)
