@@ -17,6 +17,7 @@ STEP_ICONS = {
     "step_started": "•",
     "agent_started": "  ◆",
     "agent_thinking": "    …",
+    "llm_call_completed": "    ≡",
     "tool_executing": "    ⚙",
     "tool_completed": "    ✓",
     "tool_failed": "    ✗",
@@ -40,10 +41,18 @@ def demo(
         str, typer.Option(help="the question to ask")
     ] = "Where can we cut our LLM spend?",
     sub: Annotated[str, typer.Option(help="user to run as")] = "demo-user",
+    process: Annotated[
+        str,
+        typer.Option(
+            help="the process to run: cost_optimization_llm for the model agent "
+            "(registered when a model provider is configured)"
+        ),
+    ] = "cost_optimization",
 ) -> None:
     """Run the sample process against a running server, printing its events live."""
     settings = Settings()
-    raise typer.Exit(run_demo(url, question, issue_token(require_jwt_secret(settings), sub)))
+    token = issue_token(require_jwt_secret(settings), sub)
+    raise typer.Exit(run_demo(url, question, token, process))
 
 
 def describe(message: dict[str, Any]) -> str:
@@ -63,6 +72,12 @@ def _detail(message: dict[str, Any]) -> str:
             return f"agent {data['agent']}"
         case "agent_thinking":
             return str(data["message"])
+        case "llm_call_completed":
+            cost = "cost unknown" if data["cost_usd"] is None else f"${data['cost_usd']:.6f}"
+            return (
+                f"{data['model']}: {data['prompt_tokens']} in, {data['completion_tokens']} out, "
+                f"{data['duration_ms']:.0f} ms, {cost}"
+            )
         case "tool_executing":
             return f"{data['tool']}({json.dumps(data['args'])[:80]})"
         case "tool_completed" | "agent_completed":
@@ -75,14 +90,14 @@ def _detail(message: dict[str, Any]) -> str:
             return ""
 
 
-def run_demo(url: str, question: str, token: str) -> int:
+def run_demo(url: str, question: str, token: str, process: str = "cost_optimization") -> int:
     """Returns the exit status: 0 when the execution completed."""
     # imported here, as in _run: every other command starts without the HTTP clients
     import httpx
     from websockets.exceptions import WebSocketException
 
     try:
-        return _run(url, question, token)
+        return _run(url, question, token, process)
     except (httpx.ConnectError, httpx.ConnectTimeout, ConnectionRefusedError):
         print(f"agent-ledger: no server at {url}: start one with `make run`", file=sys.stderr)
     except (httpx.UnsupportedProtocol, httpx.InvalidURL):
@@ -95,14 +110,14 @@ def run_demo(url: str, question: str, token: str) -> int:
     return 1
 
 
-def _run(url: str, question: str, token: str) -> int:
+def _run(url: str, question: str, token: str, process: str) -> int:
     import httpx
     from websockets.sync.client import connect
 
     headers = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
         response = client.post(
-            "/v1/executions", json={"process": "cost_optimization", "input": {"question": question}}
+            "/v1/executions", json={"process": process, "input": {"question": question}}
         )
         if response.status_code == 401:
             print(
@@ -118,9 +133,19 @@ def _run(url: str, question: str, token: str) -> int:
         print(f"execution {started['id']} started; following it live\n")
         ws_url = url.replace("http", "ws", 1) + f"/v1/stream?after=0&execution_id={started['id']}"
         final: dict[str, Any] = {}
+        streaming = False  # in the middle of a streamed answer's line
         with connect(ws_url, additional_headers=headers) as websocket:
             for raw in websocket:
                 message = json.loads(raw)
+                if message["type"] == "agent_output_delta":
+                    if not streaming:
+                        print(f"{'':>7}    » ", end="")
+                    print(message["data"]["text"], end="", flush=True)
+                    streaming = True
+                    continue
+                if streaming:
+                    print()
+                    streaming = False
                 print(describe(message))
                 if message["type"] in TERMINAL:
                     final = message
@@ -128,6 +153,8 @@ def _run(url: str, question: str, token: str) -> int:
         if final.get("type") != "execution_completed":
             return 1
         output = final["data"]["output"] or {}
+        if isinstance(output, str):  # a model's answer: already printed as it streamed
+            return 0
         print("\n" + str(output.get("answer", json.dumps(output, indent=2))))
         savings = output.get("projected_monthly_savings_usd")
         if savings is not None:

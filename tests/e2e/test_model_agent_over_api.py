@@ -97,3 +97,15 @@ def test_the_answer_streams_on_the_tail_before_the_model_has_finished(
     assert API_KEY not in json.dumps(messages)
     assert API_KEY not in server.log_path.read_text()
     assert stub.requests[0].headers["Authorization"] == f"Bearer {API_KEY}"
+
+
+def test_the_demo_runs_the_model_process_and_prints_the_answer_as_it_streams(
+    server: Server, stub: OpenAiStub
+) -> None:
+    stub.queue(MODEL, Reply(text=ANSWER, prompt_tokens=100, completion_tokens=20))
+    demo = server.cli("demo", "--url", server.url, "--process", "cost_optimization_llm")
+
+    assert demo.returncode == 0, demo.stderr
+    assert f"» {ANSWER}\n" in demo.stdout  # the pieces joined on one line
+    assert f"{MODEL}: 100 in, 20 out" in demo.stdout
+    assert "$0.000027" in demo.stdout  # (100 * 0.15 + 20 * 0.6) per million
