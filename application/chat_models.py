@@ -78,14 +78,20 @@ class Turn:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     finish_reason: str | None = None
+    _slots: dict[int, int] = field(default_factory=dict, repr=False)
+    """Where the call streamed under each index is in `tool_calls`."""
 
     def add(self, chunk: ChatChunk) -> None:
         """Fold a chunk in: text appended, tool-call pieces joined by their index."""
         self.text += chunk.text
         for piece in chunk.tool_calls:
-            while len(self.tool_calls) <= piece.index:
-                self.tool_calls.append(ToolCall(id="", name=""))
-            call = self.tool_calls[piece.index]
+            slot = self._slots.get(piece.index)
+            call = None if slot is None else self.tool_calls[slot]
+            # some servers number every call 0: a new id under a used index is a new call
+            if call is None or (piece.id and call.id and piece.id != call.id):
+                self._slots[piece.index] = len(self.tool_calls)
+                call = ToolCall(id=piece.id or "", name="")
+                self.tool_calls.append(call)
             call.id = call.id or (piece.id or "")
             call.name = call.name or (piece.name or "")
             call.arguments += piece.arguments

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from agent_ledger.application.builtin_agents.tools import spend_by
+from agent_ledger.application.chat_models import ChatChunk, ToolCallPiece, Turn
 from agent_ledger.application.model_agent import ModelAgent
 from agent_ledger.application.prices import ModelPrice, PriceTable
 from agent_ledger.application.tool_box import ToolBox, parameters_of
@@ -125,3 +126,24 @@ def test_a_builtin_tools_parameters_come_from_its_signature() -> None:
     assert schema["required"] == ["dimension"]
     assert schema["properties"]["top"] == {"type": "integer", "default": 5}
     assert schema["additionalProperties"] is False
+
+
+def test_tool_call_pieces_are_joined_by_index_and_a_new_id_under_a_used_index_is_a_new_call() -> (
+    None
+):
+    turn = Turn()
+    for chunk in (
+        ChatChunk(tool_calls=(ToolCallPiece(0, "a", "spend_by", '{"dimen'),)),
+        ChatChunk(tool_calls=(ToolCallPiece(1, "b", "model_prices", ""),)),
+        ChatChunk(tool_calls=(ToolCallPiece(0, None, None, 'sion": "team"}'),)),
+        ChatChunk(tool_calls=(ToolCallPiece(0, "c", "idle_capacity", "{}"),)),  # index reused
+        ChatChunk(finish_reason="tool_calls", prompt_tokens=5, completion_tokens=3),
+    ):
+        turn.add(chunk)
+
+    assert [(c.id, c.name, c.arguments) for c in turn.tool_calls] == [
+        ("a", "spend_by", '{"dimension": "team"}'),
+        ("b", "model_prices", ""),
+        ("c", "idle_capacity", "{}"),
+    ]
+    assert (turn.finish_reason, turn.prompt_tokens, turn.completion_tokens) == ("tool_calls", 5, 3)
