@@ -2,6 +2,8 @@
 
 import { LatestRead } from "./api.js";
 import { clock, el, milliseconds, shortId, when } from "./elements.js";
+import { QUIET } from "./tail.js";
+import { spending, usd } from "./timeline.js";
 
 const PAGE_SIZE = 25;
 
@@ -43,6 +45,7 @@ export class ExecutionList {
 
   /** A tail event of one of the caller's executions: re-read its status once caught up. */
   apply(event) {
+    if (QUIET.has(event.type)) return; // an agent at work: its row says the same
     const id = event.execution_id;
     if (!this.readers.has(id)) {
       this.readers.set(id, new LatestRead(async (after) => {
@@ -111,7 +114,7 @@ export class ExecutionList {
     }
     while (row.children.length > 1) row.lastElementChild.remove();
     row.append(
-      el("td", {}, `${view.process} v${view.process_version}`),
+      el("td", {}, ...breakable(view.process), ` v${view.process_version}`),
       el(
         "td",
         {},
@@ -121,7 +124,22 @@ export class ExecutionList {
       el("td", {}, view.current_steps.join(", ") || "–"),
       el("td", { title: when(view.started_at) }, clock(view.started_at)),
       el("td", {}, milliseconds(view.duration_ms)),
+      el("td", { dataset: { testid: "execution-cost" }, title: spent(view) }, cost(view)),
     );
     return row;
   }
+}
+
+/** What the execution's model calls cost; "–" when it made none (or the view does not say). */
+function cost(view) {
+  return view.model_calls ? usd(view.cost_usd) : "–";
+}
+
+function spent(view) {
+  return view.model_calls ? spending(view) : null;
+}
+
+/** A snake_case name that may wrap after its underscores. */
+function breakable(name) {
+  return name.split(/(?<=_)/).flatMap((part, i) => (i ? [el("wbr"), part] : [part]));
 }

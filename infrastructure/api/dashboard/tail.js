@@ -17,6 +17,15 @@ export const TERMINAL = new Set([
   "execution_timed_out",
 ]);
 
+/** What an agent streams while it works: none of it changes a status, so none is re-read. */
+export const QUIET = new Set([
+  "agent_output_delta",
+  "agent_thinking",
+  "tool_executing",
+  "tool_completed",
+  "tool_failed",
+]);
+
 export class Tail {
   /**
    * `params`: query parameters (`execution_id`, `after`, ...); `onEvent(message)` for each
