@@ -2,7 +2,8 @@
 
 A built-in tool's parameters are derived from its Python signature (JSON schema), its
 description from its docstring; an HTTP tool comes with both from its registration.
-Each call has a time limit (`timeout_seconds`, 30 by default).
+Each call has a time limit (`timeout_seconds`, 30 by default), and the model's arguments
+are checked against the tool's parameters before it runs.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+import jsonschema  # type: ignore[import-untyped]
+
 from agent_ledger.application.agents import (
     JSON,
     AgentRegistry,
@@ -26,6 +29,17 @@ from agent_ledger.application.agents import (
 from agent_ledger.application.chat_models import ToolSpec
 
 DEFAULT_TOOL_TIMEOUT = 30.0
+SCHEMA_DRAFTS: dict[str, Any] = {
+    (draft.META_SCHEMA.get("$id") or draft.META_SCHEMA["id"]).rstrip("#"): draft
+    for draft in (
+        jsonschema.validators.Draft202012Validator,
+        jsonschema.validators.Draft201909Validator,
+        jsonschema.validators.Draft7Validator,
+        jsonschema.validators.Draft6Validator,
+        jsonschema.validators.Draft4Validator,
+    )
+}
+"""The JSON-schema drafts a tool's `$schema` may name (2020-12 when it names none)."""
 
 _JSON_TYPES: dict[Any, str] = {
     str: "string",
@@ -46,6 +60,21 @@ class HttpTools(Protocol):
 
     async def call(self, name: str, args: Mapping[str, JSON], run: AgentRun) -> JSON:
         """Call it; raises `ToolError` when it fails (its timeout is the caller's)."""
+
+
+class InvalidParametersError(ValueError):
+    """A tool's parameters are not a usable JSON schema of an object."""
+
+
+class InvalidArgumentsError(ToolError):
+    """The model called a tool with arguments its parameters do not allow (not retryable)."""
+
+    def __init__(self, tool: str, problem: str):
+        super().__init__(
+            f"the arguments do not fit the parameters of the tool {tool!r}: {problem}",
+            retryable=False,
+        )
+        self.error_type = "InvalidToolArguments"
 
 
 class ToolTimeoutError(ToolError):
@@ -93,6 +122,80 @@ def _schema_of(hint: Any) -> dict[str, JSON]:
     return {}  # any JSON value
 
 
+def check_parameters(schema: Mapping[str, JSON]) -> None:
+    """Refuse (`InvalidParametersError`) what is not a JSON schema of an object: one of the
+    drafts in `SCHEMA_DRAFTS`, `"type": "object"`, and only `$ref`s inside itself (`#...`),
+    since nothing is fetched to check arguments."""
+    if schema.get("type") != "object":
+        raise InvalidParametersError('the parameters must be a JSON schema with "type": "object"')
+    remote = _remote_ref(schema)
+    if remote is not None:
+        raise InvalidParametersError(
+            f"the parameters may only refer to their own parts ($ref: '#...'), not {remote!r}"
+        )
+    validator = _validator_class(schema)
+    try:
+        validator.check_schema(schema)
+    except jsonschema.exceptions.SchemaError as error:
+        where = error.json_path.replace("$", "parameters", 1)
+        raise InvalidParametersError(f"{where}: {error.message}") from None
+
+
+def argument_problem(schema: Mapping[str, JSON], args: Mapping[str, JSON]) -> str | None:
+    """What is wrong with `args` under the parameters `schema` (the most telling problem,
+    with where it is), or None when they fit."""
+    try:
+        error = jsonschema.exceptions.best_match(_validator(schema).iter_errors(args))
+    except Exception as error:  # a schema no check let through: the tool cannot be called
+        return f"its parameters cannot be checked ({type(error).__name__}: {error})"
+    if error is None:
+        return None
+    where = "" if error.json_path == "$" else f"at {error.json_path.replace('$', 'arguments', 1)}: "
+    return f"{where}{error.message}"
+
+
+def _validator(schema: Mapping[str, JSON]) -> Any:
+    key = json.dumps(schema, sort_keys=True)
+    found = _VALIDATORS.get(key)
+    if found is None:
+        found = _validator_class(schema)(schema)
+        if len(_VALIDATORS) > 1024:
+            _VALIDATORS.clear()
+        _VALIDATORS[key] = found
+    return found
+
+
+_VALIDATORS: dict[str, Any] = {}
+"""Validators by their schema's JSON text: a tool's schema is compiled once."""
+
+
+def _validator_class(schema: Mapping[str, JSON]) -> Any:
+    named = schema.get("$schema")
+    if named is None:
+        return jsonschema.validators.Draft202012Validator
+    found = SCHEMA_DRAFTS.get(named.rstrip("#")) if isinstance(named, str) else None
+    if found is None:
+        raise InvalidParametersError(
+            f"$schema names {named!r}; known drafts: {', '.join(sorted(SCHEMA_DRAFTS))}"
+        )
+    return found
+
+
+def _remote_ref(value: JSON) -> str | None:
+    """The first `$ref` in a schema that points outside it, or None."""
+    if isinstance(value, dict):
+        ref = value.get("$ref")
+        if isinstance(ref, str) and not ref.startswith("#"):
+            return ref
+        value = list(value.values())
+    if isinstance(value, list):
+        for item in value:
+            found = _remote_ref(item)
+            if found is not None:
+                return found
+    return None
+
+
 def describe(function: Tool) -> str:
     """A tool's description: the first paragraph of its docstring, on one line."""
     doc = inspect.getdoc(function) or ""
@@ -137,7 +240,14 @@ class ToolBox:
         return found
 
     async def call(self, spec: ToolSpec, args: Mapping[str, JSON], run: AgentRun) -> JSON:
-        """Call a tool with keyword arguments; its result is JSON, or `ToolError` is raised."""
+        """Call a tool with keyword arguments; its result is JSON, or `ToolError` is raised.
+
+        Arguments that do not fit the tool's parameters are refused before it runs
+        (`InvalidArgumentsError`, not retryable).
+        """
+        problem = argument_problem(spec.parameters, args)
+        if problem is not None:
+            raise InvalidArgumentsError(spec.name, problem)
         if self.builtin_spec(spec.name) is not None:
             function = self.registry.tool(spec.name)
             call = asyncio.to_thread(function, **args)
