@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import singledispatchmethod
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 from agent_ledger.domain.event_names import event_type
 from agent_ledger.domain.executions import Execution, ExecutionEvent, StepEvent
+
+Number = TypeVar("Number", int, float)
 
 
 @dataclass
@@ -34,6 +36,10 @@ class ExecutionStatusRow:
     version: int = 1
     output: Any = None
     error: dict[str, Any] | None = None
+    model_calls: int = 0
+    prompt_tokens: int | None = None  # None: no model call, or one that did not report it
+    completion_tokens: int | None = None
+    cost_usd: float | None = None  # None: no model call, or one whose cost is unknown
 
 
 class ExecutionStatusView(Protocol):
@@ -104,6 +110,17 @@ class ExecutionStatusProjection:
         row.current_steps = [s for s in row.current_steps if s != event.step_id]
 
     @_apply.register
+    def _(self, event: Execution.LlmCallCompleted, row: ExecutionStatusRow) -> None:
+        """Sum the execution's model calls (their `AgentCompleted.usage` sums them again);
+        a total with a part that is not known is not known."""
+        first = row.model_calls == 0
+        row.model_calls += 1
+        row.prompt_tokens = _plus(row.prompt_tokens, event.prompt_tokens, first)
+        row.completion_tokens = _plus(row.completion_tokens, event.completion_tokens, first)
+        cost = _plus(row.cost_usd, event.cost_usd, first)
+        row.cost_usd = None if cost is None else round(cost, 9)
+
+    @_apply.register
     def _(self, event: Execution.ExecutionCancellationRequested, row: ExecutionStatusRow) -> None:
         row.cancellation_requested = True
 
@@ -133,6 +150,12 @@ class ExecutionStatusProjection:
         row.current_steps = []
         row.finished_at = at
         row.duration_ms = round((at - row.started_at).total_seconds() * 1000, 3)
+
+
+def _plus(total: Number | None, part: Number | None, first: bool) -> Number | None:
+    if first:
+        return part
+    return None if total is None or part is None else total + part
 
 
 class InMemoryExecutionStatusView:

@@ -1,4 +1,4 @@
-"""Dashboard figures of a set of runs: counts, duration percentiles, SLA breaches."""
+"""Dashboard figures of a set of runs: counts, duration percentiles, SLA breaches, model usage."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from agent_ledger.projections.metrics import FINISHED_OUTCOMES, RUNNING
+from agent_ledger.projections.metrics import FINISHED_OUTCOMES, RUNNING, ModelUsage
 
 PERCENTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
 
@@ -34,6 +34,7 @@ class Figures:
     p50_ms: float | None = None
     p95_ms: float | None = None
     p99_ms: float | None = None
+    usage: ModelUsage = field(default_factory=ModelUsage)
 
 
 @dataclass
@@ -55,6 +56,7 @@ class RunFacts:
     outcome: str
     duration_ms: float | None
     retries: int
+    usage: ModelUsage = field(default_factory=ModelUsage)
 
 
 def figures_of(runs: Iterable[RunFacts], target_ms: float | None) -> Figures:
@@ -71,6 +73,7 @@ def figures_of(runs: Iterable[RunFacts], target_ms: float | None) -> Figures:
     for run in runs:
         result.runs += 1
         result.retries += run.retries
+        result.usage += run.usage
         attribute = counters.get(run.outcome)
         if attribute is not None:
             setattr(result, attribute, getattr(result, attribute) + 1)

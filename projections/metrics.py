@@ -12,11 +12,17 @@ Rules (the README's metrics section says the same):
   execution ends take its outcome (completed counts as a failure: the run never reported);
   their duration is the time since they started;
 - `StepRetrying` marks every run of the attempt it retries with one retry, and adds one to
-  its execution's process run.
+  its execution's process run;
+- an `LlmCallCompleted` adds its model call, tokens and cost to its attempt's agent run and to
+  its execution's process run, whatever the attempt's outcome (a failed attempt spent them
+  too), and to the usage totals of both names; `AgentCompleted.usage` sums the same calls
+  again, so it is never counted. A cost the event does not know (`cost_usd` null: a model
+  without a price, or no token counts) adds nothing to the cost and one to `unpriced_calls`.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -46,6 +52,60 @@ _EXECUTION_ENDS: dict[type[ExecutionEvent], str] = {
 }
 
 
+MAX_NANO_USD = 2**63 - 1  # what a BIGINT holds
+
+
+def nano_usd(cost: float) -> int:
+    """A cost in billionths of a dollar: integers, so that sums in any order agree."""
+    nano = round(cost * 1_000_000_000) if math.isfinite(cost) else None
+    if nano is None or abs(nano) > MAX_NANO_USD:
+        raise ValueError(f"a cost of {cost} USD cannot be counted")
+    return nano
+
+
+def usd(nano: int) -> float:
+    return round(nano / 1_000_000_000, 9)
+
+
+@dataclass(frozen=True)
+class ModelUsage:
+    """Model calls, their tokens and their known cost; calls without a known cost apart."""
+
+    model_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_nano_usd: int = 0
+    unpriced_calls: int = 0
+
+    @classmethod
+    def of_call(cls, event: Execution.LlmCallCompleted) -> ModelUsage:
+        """One call's usage (token counts it did not report add none)."""
+        cost = event.cost_usd
+        return cls(
+            model_calls=1,
+            prompt_tokens=int(event.prompt_tokens or 0),
+            completion_tokens=int(event.completion_tokens or 0),
+            cost_nano_usd=0 if cost is None else nano_usd(cost),
+            unpriced_calls=1 if cost is None else 0,
+        )
+
+    def __add__(self, other: ModelUsage) -> ModelUsage:
+        return ModelUsage(
+            self.model_calls + other.model_calls,
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+            self.cost_nano_usd + other.cost_nano_usd,
+            self.unpriced_calls + other.unpriced_calls,
+        )
+
+    @property
+    def cost_usd(self) -> float | None:
+        """The known cost; None when there were model calls and none had a known cost."""
+        if self.model_calls and self.unpriced_calls >= self.model_calls:
+            return None
+        return usd(self.cost_nano_usd)
+
+
 @dataclass
 class MetricRun:
     """One run of an agent, a tool or a whole process."""
@@ -60,6 +120,27 @@ class MetricRun:
     finished_at: datetime | None = None
     duration_ms: float | None = None
     retries: int = 0
+    model_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_nano_usd: int = 0  # known costs only; the calls without one are `unpriced_calls`
+    unpriced_calls: int = 0
+
+    @property
+    def usage(self) -> ModelUsage:
+        return ModelUsage(
+            self.model_calls,
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.cost_nano_usd,
+            self.unpriced_calls,
+        )
+
+    def add_usage(self, usage: ModelUsage) -> None:
+        total = self.usage + usage
+        self.model_calls, self.prompt_tokens = total.model_calls, total.prompt_tokens
+        self.completion_tokens, self.cost_nano_usd = total.completion_tokens, total.cost_nano_usd
+        self.unpriced_calls = total.unpriced_calls
 
     def close(self, outcome: str, at: datetime, duration_ms: float | None = None) -> None:
         self.outcome, self.finished_at = outcome, at
@@ -67,13 +148,16 @@ class MetricRun:
 
 
 class MetricsView(Protocol):
-    """Where the runs of each execution live, and the count of events by type."""
+    """Where the runs of each execution live, the count of events by type, and the model
+    usage of each agent and process name."""
 
     def runs(self, execution_id: UUID) -> dict[tuple[str, str], MetricRun]: ...
 
     def put_run(self, run: MetricRun) -> None: ...
 
     def count_event(self, type_name: str) -> None: ...
+
+    def add_usage(self, kind: str, name: str, usage: ModelUsage) -> None: ...
 
 
 def attempt_key(step_id: str, attempt: int) -> str:
@@ -118,6 +202,8 @@ class MetricsProjection:
         elif isinstance(event, Execution.AgentCompleted | Execution.AgentFailed):
             outcome = "success" if isinstance(event, Execution.AgentCompleted) else "failure"
             self._close(event, (AGENT, attempt), outcome, event.duration_ms)
+        elif isinstance(event, Execution.LlmCallCompleted):
+            self._model_call(event, attempt)
         elif type(event) in _STEP_ENDS:
             self._end_attempt(event, attempt, _STEP_ENDS[type(event)])
 
@@ -143,6 +229,16 @@ class MetricsProjection:
             run.close(outcome, event.timestamp, duration_ms)
             self.view.put_run(run)
 
+    def _model_call(self, event: Execution.LlmCallCompleted, attempt: str) -> None:
+        usage = ModelUsage.of_call(event)
+        runs = self.view.runs(event.originator_id)
+        for run_key in ((AGENT, attempt), (PROCESS, "")):
+            run = runs.get(run_key)
+            if run is not None:  # open or not: the call was made, its tokens were spent
+                run.add_usage(usage)
+                self.view.put_run(run)
+                self.view.add_usage(run.kind, run.name, usage)
+
     def _end_attempt(self, event: StepEvent, attempt: str, outcome: str) -> None:
         runs = self.view.runs(event.originator_id)
         retrying = isinstance(event, Execution.StepRetrying)
@@ -167,6 +263,7 @@ class InMemoryMetricsView:
     def __init__(self) -> None:
         self.by_execution: dict[UUID, dict[tuple[str, str], MetricRun]] = {}
         self.counts: dict[str, int] = {}
+        self.usage: dict[tuple[str, str], ModelUsage] = {}
 
     def runs(self, execution_id: UUID) -> dict[tuple[str, str], MetricRun]:
         return self.by_execution.setdefault(execution_id, {})
@@ -176,6 +273,9 @@ class InMemoryMetricsView:
 
     def count_event(self, type_name: str) -> None:
         self.counts[type_name] = self.counts.get(type_name, 0) + 1
+
+    def add_usage(self, kind: str, name: str, usage: ModelUsage) -> None:
+        self.usage[(kind, name)] = self.usage.get((kind, name), ModelUsage()) + usage
 
     def all_runs(self) -> list[MetricRun]:
         return [run for runs in self.by_execution.values() for run in runs.values()]

@@ -1,8 +1,9 @@
-"""The metrics projection (runs and event counts) bound to one projector transaction."""
+"""The metrics projection (runs, event counts, model usage) bound to one projector transaction."""
 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import asdict
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -12,18 +13,21 @@ from agent_ledger.domain.executions import Execution
 from agent_ledger.infrastructure.read_models.row_batch import RowBatch
 from agent_ledger.infrastructure.read_models.table_sets import TableSet
 from agent_ledger.infrastructure.store.bulk_sql import add_to_rows
-from agent_ledger.projections.metrics import MetricRun, MetricsProjection
+from agent_ledger.projections.metrics import MetricRun, MetricsProjection, ModelUsage
 
 
 class SqlMetricsView:
-    """The runs of the executions a batch touches, grouped by execution, and event counts."""
+    """The runs of the executions a batch touches, grouped by execution, event counts and the
+    model usage the batch adds to each agent and process."""
 
     def __init__(self, connection: sa.Connection, tables: TableSet):
         self.connection = connection
         self.counts_table = tables["event_counts"]
+        self.usage_table = tables["model_usage"]
         self.rows = RowBatch(connection, tables["metric_runs"], MetricRun)
         self.by_execution: dict[UUID, dict[tuple[str, str], MetricRun]] = {}
         self.counts: Counter[str] = Counter()
+        self.usage: dict[tuple[str, str], ModelUsage] = {}
 
     def prefetch(self, events: list[LoggedEvent]) -> None:
         started = {
@@ -49,11 +53,18 @@ class SqlMetricsView:
     def count_event(self, type_name: str) -> None:
         self.counts[type_name] += 1
 
+    def add_usage(self, kind: str, name: str, usage: ModelUsage) -> None:
+        self.usage[(kind, name)] = self.usage.get((kind, name), ModelUsage()) + usage
+
     def flush(self) -> None:
         self.rows.flush()
         if self.counts:
             self._add_counts()
         self.counts.clear()
+        if self.usage:
+            rows = [{"kind": k, "name": n, **asdict(u)} for (k, n), u in self.usage.items()]
+            add_to_rows(self.connection, self.usage_table, rows)
+        self.usage.clear()
 
     def _add_counts(self) -> None:
         rows = [{"type": t, "count": n} for t, n in self.counts.items()]

@@ -12,6 +12,7 @@ from agent_ledger.infrastructure.read_models.tables import (
     event_counts,
     execution_status,
     metric_runs,
+    model_usage,
     projection_tracking,
     projection_versions,
     step_latency,
@@ -21,7 +22,7 @@ from agent_ledger.infrastructure.read_models.tables import (
 # version 1 uses the base names, so a database created before versioning keeps its tables
 TABLE_SETS: dict[str, tuple[sa.Table, ...]] = {
     "execution_status": (execution_status, step_status, step_latency),
-    "metrics": (metric_runs, event_counts),
+    "metrics": (metric_runs, event_counts, model_usage),
 }
 
 

@@ -6,6 +6,15 @@ import sqlalchemy as sa
 
 metadata = sa.MetaData()
 
+USAGE_COLUMNS = (
+    "model_calls",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_nano_usd",
+    "unpriced_calls",
+)
+"""Model usage of metric runs and totals (`projections.metrics.ModelUsage`), all counts."""
+
 projection_tracking = sa.Table(
     "projection_tracking",
     metadata,
@@ -35,6 +44,11 @@ execution_status = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("output", sa.JSON),
     sa.Column("error", sa.JSON),
+    # model calls and what they used; null tokens or cost: none made, or one did not say
+    sa.Column("model_calls", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("prompt_tokens", sa.BigInteger),
+    sa.Column("completion_tokens", sa.BigInteger),
+    sa.Column("cost_usd", sa.Float),
     sa.Index("execution_status_user_started", "user_id", "started_at", "execution_id"),
     sa.Index("execution_status_status", "status"),
 )
@@ -83,6 +97,10 @@ metric_runs = sa.Table(  # one row per agent attempt, tool call and execution (m
     sa.Column("finished_at", sa.DateTime(timezone=True)),
     sa.Column("duration_ms", sa.Float),
     sa.Column("retries", sa.Integer, nullable=False),
+    *(  # model calls of the run, their tokens, their known cost (integer billionths of a USD)
+        sa.Column(name, sa.BigInteger, nullable=False, server_default=sa.text("0"))
+        for name in USAGE_COLUMNS
+    ),
     sa.Index("metric_runs_kind_started", "kind", "started_at"),
     sa.Index("metric_runs_user_kind_started", "user_id", "kind", "started_at"),
 )
@@ -92,6 +110,14 @@ event_counts = sa.Table(  # events applied, by type (metrics)
     metadata,
     sa.Column("type", sa.String(60), primary_key=True),
     sa.Column("count", sa.BigInteger, nullable=False),
+)
+
+model_usage = sa.Table(  # model calls, tokens and known cost per agent and process (metrics)
+    "model_usage",
+    metadata,
+    sa.Column("kind", sa.String(10), primary_key=True),
+    sa.Column("name", sa.String(200), primary_key=True),
+    *(sa.Column(name, sa.BigInteger, nullable=False) for name in USAGE_COLUMNS),
 )
 
 projection_versions = sa.Table(  # which table set each versioned projection reads and builds

@@ -1,4 +1,5 @@
-"""Step status, metrics runs and figures, fed with a real execution's events in memory."""
+"""Step status, metrics runs and figures, and the model usage of the execution status, fed
+with a real execution's events in memory."""
 
 from __future__ import annotations
 
@@ -7,13 +8,23 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from agent_ledger.domain.executions import Execution, ExecutionEvent
+from agent_ledger.projections.execution_status import (
+    ExecutionStatusProjection,
+    InMemoryExecutionStatusView,
+)
 from agent_ledger.projections.metric_figures import (
     RunFacts,
     SlaTargets,
     figures_by_name,
     nearest_rank,
 )
-from agent_ledger.projections.metrics import InMemoryMetricsView, MetricsProjection
+from agent_ledger.projections.metrics import (
+    InMemoryMetricsView,
+    MetricsProjection,
+    ModelUsage,
+    nano_usd,
+    usd,
+)
 from agent_ledger.projections.step_status import (
     InMemoryStepStatusView,
     StepStatusProjection,
@@ -120,3 +131,122 @@ def test_figures_rank_durations_of_finished_runs_and_count_breaches() -> None:
     assert nearest_rank([], 0.5) is None
     assert latency_bucket(5.0) == 0
     assert latency_bucket(10**9) == 15
+
+
+def a_model_agent_execution_retried_after_a_failed_attempt(
+    clock: Clock, *, second_price: float | None
+) -> Execution:
+    """Attempt 1 makes one priced call and fails; attempt 2 makes two (the second priced at
+    `second_price`) and completes, with the usage summary on `AgentCompleted`."""
+    execution = Execution.start(
+        user_id="u",
+        process_name="ask",
+        process_version=1,
+        definition={},
+        step_ids=["answer"],
+        input={},
+    )
+    execution.schedule_step("answer", 1)
+    execution.start_step("answer", 1)
+    execution.start_agent("answer", 1, "llm:gpt-test", {})
+    execution.complete_llm_call("answer", 1, "gpt-test", 100, 10, 50.0, 0.0012)
+    clock.now += timedelta(seconds=1)
+    execution.fail_agent("answer", 1, {"type": "ModelUnavailable"}, 1000.0)
+    execution.retry_step("answer", 1, {"type": "ModelUnavailable"}, 0.1, clock.now)
+    execution.schedule_step("answer", 2)
+    execution.start_step("answer", 2)
+    execution.start_agent("answer", 2, "llm:gpt-test", {})
+    execution.complete_llm_call("answer", 2, "gpt-test", 200, 20, 50.0, 0.0024)
+    execution.complete_llm_call("answer", 2, "gpt-test", 300, None, 50.0, second_price)
+    usage = {"model_calls": 2, "prompt_tokens": 500, "completion_tokens": None, "cost_usd": None}
+    execution.complete_agent("answer", 2, "done", 100.0, usage)
+    execution.complete_step("answer", 2, "done")
+    execution.complete("done")
+    return execution
+
+
+def test_model_calls_count_once_on_their_attempt_and_execution_even_when_the_attempt_failed(
+    clock: Clock,
+) -> None:
+    view = InMemoryMetricsView()
+    projection = MetricsProjection(view)
+    execution = a_model_agent_execution_retried_after_a_failed_attempt(clock, second_price=None)
+    for position, event in enumerate(execution.collect_events(), 1):
+        projection.process(event, position)
+
+    runs = {(r.kind, r.key): r for r in view.all_runs()}
+    failed, retried, process = (
+        runs[("agent", "answer/1")],
+        runs[("agent", "answer/2")],
+        runs[("process", "")],
+    )
+    assert failed.outcome == "failure"
+    assert failed.usage == ModelUsage(1, 100, 10, 1_200_000, 0)
+    # the summary on AgentCompleted is not added again; a call without a cost is not 0 USD
+    assert retried.usage == ModelUsage(2, 500, 20, 2_400_000, 1)
+    assert process.usage == ModelUsage(3, 600, 30, 3_600_000, 1)
+    assert process.usage.cost_usd == 0.0036
+    assert view.usage == {
+        ("agent", "llm:gpt-test"): ModelUsage(3, 600, 30, 3_600_000, 1),
+        ("process", "ask"): ModelUsage(3, 600, 30, 3_600_000, 1),
+    }
+    assert runs[("agent", "answer/1")].usage.cost_usd == 0.0012
+
+
+def test_an_executions_tokens_and_cost_are_unknown_once_one_call_did_not_say(clock: Clock) -> None:
+    unknown = a_model_agent_execution_retried_after_a_failed_attempt(clock, second_price=None)
+    priced = a_model_agent_execution_retried_after_a_failed_attempt(clock, second_price=0.0001)
+    view = InMemoryExecutionStatusView()
+    projection = ExecutionStatusProjection(view)
+    for execution in (unknown, priced):
+        for position, event in enumerate(execution.collect_events(), 1):
+            projection.process(event, position)
+
+    for execution_id, cost in ((unknown.id, None), (priced.id, 0.0037)):
+        row = view.rows[execution_id]
+        assert (row.model_calls, row.prompt_tokens, row.completion_tokens, row.cost_usd) == (
+            3,
+            600,
+            None,  # the last call reported no completion tokens
+            cost,
+        )
+
+
+def test_an_execution_without_model_calls_has_no_tokens_or_cost(clock: Clock) -> None:
+    view = InMemoryExecutionStatusView()
+    projection = ExecutionStatusProjection(view)
+    for position, event in enumerate(a_retried_then_cancelled_execution(clock).collect_events(), 1):
+        projection.process(event, position)
+
+    (row,) = view.rows.values()
+    assert (row.model_calls, row.prompt_tokens, row.completion_tokens, row.cost_usd) == (
+        0,
+        None,
+        None,
+        None,
+    )
+
+
+def test_figures_add_the_usage_of_their_runs_and_say_how_many_calls_had_no_price() -> None:
+    runs = [
+        RunFacts("ask", T0, "success", 10.0, 0, ModelUsage(2, 100, 10, 1_500, 0)),
+        RunFacts("ask", T0 + timedelta(minutes=1), "failure", 10.0, 0, ModelUsage(1, 50, 5, 0, 1)),
+        RunFacts("mystery", T0, "success", 10.0, 0, ModelUsage(1, 7, 3, 0, 1)),
+        RunFacts("plain", T0, "success", 10.0, 0),
+    ]
+
+    ask, mystery, plain = figures_by_name(runs, SlaTargets(), series=True)
+
+    assert ask.totals.usage == ModelUsage(3, 150, 15, 1_500, 1)
+    assert ask.totals.usage.cost_usd == 0.0000015  # the known part; one call is unpriced
+    assert [f.usage.cost_usd for _, f in ask.series] == [0.0000015, None]
+    assert mystery.totals.usage.cost_usd is None  # calls, none priced: unknown, not 0
+    assert plain.totals.usage == ModelUsage()
+    assert plain.totals.usage.cost_usd == 0.0
+
+
+def test_a_cost_that_is_not_a_number_is_refused_so_that_its_event_is_parked() -> None:
+    for absurd in (float("nan"), float("inf"), 1e12):
+        with pytest.raises(ValueError, match="cannot be counted"):
+            nano_usd(absurd)
+    assert (nano_usd(0.00000001), usd(10)) == (10, 0.00000001)
