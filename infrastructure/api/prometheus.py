@@ -16,11 +16,13 @@ from agent_ledger.application.executions import Executions
 from agent_ledger.infrastructure.read_models.health import projection_lags
 from agent_ledger.infrastructure.read_models.metrics_queries import MetricsQueries
 from agent_ledger.infrastructure.read_models.table_sets import active_tables
+from agent_ledger.projections.metrics import AGENT, PROCESS, ModelUsage, usd
 from agent_ledger.projections.step_status import LATENCY_BUCKETS
 
 
 class ReadModelCollector(Collector):
-    """Events appended, executions by status, projection lag and step latency histograms.
+    """Events appended, executions by status, projection lag, step latency histograms, and the
+    model calls, tokens and cost of every agent and process.
 
     Everything comes from the projections' tables, so every API process exports the same
     figures and they survive restarts.
@@ -58,6 +60,9 @@ class ReadModelCollector(Collector):
             seconds.add_metric([lag.name], lag.seconds)
             parked.add_metric([lag.name], lag.parked)
         yield from (position, behind, seconds, parked)
+        usage = MetricsQueries(self.engine).model_usage()
+        for kind, label in ((AGENT, "agent"), (PROCESS, "process")):
+            yield from self._model_usage(usage.get(kind, []), kind, label)
         with self.engine.connect() as connection:
             tables = active_tables(connection, "execution_status")
             yield self._executions_by_status(connection, tables["execution_status"])
@@ -72,6 +77,40 @@ class ReadModelCollector(Collector):
         for type_name, count in sorted(MetricsQueries(self.engine).event_counts().items()):
             family.add_metric([type_name], count)
         return family
+
+    @staticmethod
+    def _model_usage(
+        usages: list[tuple[str, ModelUsage]], kind: str, label: str
+    ) -> Iterator[CounterMetricFamily]:
+        """Per agent or process (no user label: one series per user would be too many)."""
+        whose = "each model agent" if kind == AGENT else "each process's executions"
+        calls = CounterMetricFamily(
+            f"agent_ledger_{label}_model_calls",
+            f"Language model calls of {whose}",
+            labels=[label],
+        )
+        unpriced = CounterMetricFamily(
+            f"agent_ledger_{label}_unpriced_model_calls",
+            f"Language model calls of {whose} whose cost is unknown (no price or token counts)",
+            labels=[label],
+        )
+        tokens = CounterMetricFamily(
+            f"agent_ledger_{label}_tokens",
+            f"Tokens of the language model calls of {whose}, by type (prompt or completion)",
+            labels=[label, "type"],
+        )
+        cost = CounterMetricFamily(
+            f"agent_ledger_{label}_cost_usd",
+            f"Known cost in USD of the language model calls of {whose} (not the unpriced ones)",
+            labels=[label],
+        )
+        for name, usage in usages:
+            calls.add_metric([name], usage.model_calls)
+            unpriced.add_metric([name], usage.unpriced_calls)
+            tokens.add_metric([name, "prompt"], usage.prompt_tokens)
+            tokens.add_metric([name, "completion"], usage.completion_tokens)
+            cost.add_metric([name], usd(usage.cost_nano_usd))
+        yield from (calls, unpriced, tokens, cost)
 
     @staticmethod
     def _executions_by_status(connection: sa.Connection, table: sa.Table) -> GaugeMetricFamily:

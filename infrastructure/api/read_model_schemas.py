@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agent_ledger.infrastructure.api.schemas import ExecutionView
 from agent_ledger.projections.metric_figures import Figures, NameFigures
+from agent_ledger.projections.metrics import ModelUsage
 from agent_ledger.projections.step_status import StepStatusRow
 
 
@@ -61,8 +62,36 @@ class DurationPercentiles(BaseModel):
     p99: float | None
 
 
+class UsageFigures(BaseModel):
+    """What the runs' model calls used: each `LlmCallCompleted` of their attempts or
+    executions counted once, whatever the attempt's outcome."""
+
+    model_calls: int
+    prompt_tokens: int = Field(description="tokens the calls reported for their prompts")
+    completion_tokens: int = Field(description="tokens the calls reported for their answers")
+    cost_usd: float | None = Field(
+        description="the sum of the calls' known costs in USD; null when there were calls and "
+        "none had a known cost (0 when there were none)"
+    )
+    unpriced_calls: int = Field(
+        description="calls whose cost is unknown (a model without a price, or no token "
+        "counts): not in cost_usd, which is then a lower bound"
+    )
+
+    @classmethod
+    def of(cls, usage: ModelUsage) -> UsageFigures:
+        return cls(
+            model_calls=usage.model_calls,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cost_usd=usage.cost_usd,
+            unpriced_calls=usage.unpriced_calls,
+        )
+
+
 class FigureSet(BaseModel):
-    """Counts and durations of runs (durations: successes, failures and timeouts)."""
+    """Counts and durations of runs (durations: successes, failures and timeouts), and what
+    their model calls used."""
 
     runs: int
     successes: int
@@ -73,6 +102,7 @@ class FigureSet(BaseModel):
     retries: int
     sla_breaches: int = Field(description="finished runs slower than the SLA target")
     duration_ms: DurationPercentiles
+    usage: UsageFigures
 
     @classmethod
     def of(cls, figures: Figures) -> FigureSet:
@@ -88,6 +118,7 @@ class FigureSet(BaseModel):
             duration_ms=DurationPercentiles(
                 p50=figures.p50_ms, p95=figures.p95_ms, p99=figures.p99_ms
             ),
+            usage=UsageFigures.of(figures.usage),
         )
 
 
@@ -96,9 +127,9 @@ class MinuteFigures(FigureSet):
 
 
 class NamedMetrics(BaseModel):
-    """Totals of one agent, tool or process, and its per-minute series."""
+    """Totals of one agent, tool, process or user, and its per-minute series."""
 
-    name: str
+    name: str = Field(description="the agent, tool or process; the user on /v1/metrics/users")
     sla_target_ms: float | None
     totals: FigureSet
     series: list[MinuteFigures] = Field(description="minutes with runs, oldest first")
@@ -125,6 +156,13 @@ _FIGURES_EXAMPLE: dict[str, Any] = {
     "retries": 8,
     "sla_breaches": 4,
     "duration_ms": {"p50": 812.4, "p95": 4410.0, "p99": 5230.7},
+    "usage": {
+        "model_calls": 131,
+        "prompt_tokens": 182040,
+        "completion_tokens": 20511,
+        "cost_usd": 0.039613,
+        "unpriced_calls": 0,
+    },
 }
 
 
@@ -153,7 +191,7 @@ class MetricsPage(BaseModel):
         populate_by_name=True,
     )
 
-    kind: str
+    kind: str = Field(description="agent, tool, process or user")
     start: datetime | None = Field(alias="from")
     end: datetime | None = Field(alias="to")
     position: int = Field(description="store position the figures include")

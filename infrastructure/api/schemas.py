@@ -86,6 +86,17 @@ class ExecutionView(BaseModel):
     version: int
     output: Any = None
     error: dict[str, Any] | None = None
+    model_calls: int = Field(description="calls its model agents made to a language model")
+    prompt_tokens: int | None = Field(
+        description="tokens of those calls' prompts; null: no call, or one did not say"
+    )
+    completion_tokens: int | None = Field(
+        description="tokens of those calls' answers; null: no call, or one did not say"
+    )
+    cost_usd: float | None = Field(
+        description="what those calls cost in USD; null: no call, or one whose cost is unknown "
+        "(a model without a price), never 0 for unknown",
+    )
 
     @classmethod
     def of(cls, row: ExecutionStatusRow) -> ExecutionView:
@@ -108,6 +119,10 @@ class ExecutionView(BaseModel):
             version=row.version,
             output=row.output,
             error=row.error,
+            model_calls=row.model_calls,
+            prompt_tokens=row.prompt_tokens,
+            completion_tokens=row.completion_tokens,
+            cost_usd=row.cost_usd,
         )
 
 

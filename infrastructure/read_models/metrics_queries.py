@@ -84,19 +84,19 @@ class MetricsQueries:
             t = active_tables(connection, MetricsProjection.name)["event_counts"]
             return {r[0]: int(r[1]) for r in connection.execute(sa.select(t.c.type, t.c.count))}
 
-    def model_usage(self, kind: str) -> list[tuple[str, ModelUsage]]:
-        """Model calls, tokens and known cost of every agent or process since the beginning."""
+    def model_usage(self) -> dict[str, list[tuple[str, ModelUsage]]]:
+        """Model calls, tokens and known cost of every agent and process (by kind, then name)
+        since the beginning."""
         with self.engine.connect() as connection:
             t = active_tables(connection, MetricsProjection.name)["model_usage"]
-            query = (
-                sa.select(t.c.name, *(t.c[c] for c in USAGE_COLUMNS))
-                .where(t.c.kind == kind)
-                .order_by(t.c.name)
+            query = sa.select(t.c.kind, t.c.name, *(t.c[c] for c in USAGE_COLUMNS)).order_by(
+                t.c.kind, t.c.name
             )
-            return [
-                (r.name, ModelUsage(*(int(r._mapping[c]) for c in USAGE_COLUMNS)))
-                for r in connection.execute(query)
-            ]
+            result: dict[str, list[tuple[str, ModelUsage]]] = {}
+            for r in connection.execute(query):
+                usage = ModelUsage(*(int(r._mapping[c]) for c in USAGE_COLUMNS))
+                result.setdefault(r.kind, []).append((r.name, usage))
+            return result
 
     def _aggregate(
         self,
@@ -177,7 +177,7 @@ class MetricsQueries:
                 r.outcome,
                 r.duration_ms,
                 r.retries,
-                ModelUsage(*(r._mapping[name] for name in USAGE_COLUMNS)),
+                ModelUsage(*(int(r._mapping[name]) for name in USAGE_COLUMNS)),
             )
             for r in connection.execute(query)
         ]

@@ -2,7 +2,8 @@
 
 Written apart from `projections/metrics.py` on purpose: it follows the rules in the README
 (a run per `agent_started`; closed by the agent's own result, else by the end of its attempt
-or its execution) over the wire form of the events.
+or its execution; its model calls are its attempt's `llm_call_completed`) over the wire form
+of the events.
 """
 
 from __future__ import annotations
@@ -59,6 +60,15 @@ def _figures(runs: list[dict[str, Any]], target_ms: float | None) -> dict[str, A
         "p95": _rank(timed, 0.95),
         "p99": _rank(timed, 0.99),
     }
+    calls = [call for r in runs for call in r["calls"]]
+    priced = [call["cost_usd"] for call in calls if call["cost_usd"] is not None]
+    figures["usage"] = {
+        "model_calls": len(calls),
+        "prompt_tokens": sum(call["prompt_tokens"] or 0 for call in calls),
+        "completion_tokens": sum(call["completion_tokens"] or 0 for call in calls),
+        "cost_usd": round(sum(priced), 9) if priced or not calls else None,
+        "unpriced_calls": len(calls) - len(priced),
+    }
     return figures
 
 
@@ -78,7 +88,10 @@ def agent_figures_from_events(
                 "outcome": "running",
                 "duration": None,
                 "retries": 0,
+                "calls": [],
             }
+        elif kind == "llm_call_completed" and run:  # whatever the attempt's outcome
+            run["calls"].append(data)
         elif kind in ("agent_completed", "agent_failed") and run and run["outcome"] == "running":
             run["outcome"] = "success" if kind == "agent_completed" else "failure"
             run["duration"] = data["duration_ms"]

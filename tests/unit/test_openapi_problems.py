@@ -39,6 +39,7 @@ EXPECTED = {
     ("get", "/v1/metrics/agents"): {401, 422, 503},
     ("get", "/v1/metrics/tools"): {401, 422, 503},
     ("get", "/v1/metrics/processes"): {401, 422, 503},
+    ("get", "/v1/metrics/users"): {401, 422, 503},
     ("get", "/v1/stream/sse"): {401, 403, 404, 422, 429, 503},
     ("post", "/v1/auth/revocations"): {400, 401, 403, 413, 422, 503},
     ("get", "/v1/admin/parked"): {401, 403, 422, 503},

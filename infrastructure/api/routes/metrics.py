@@ -1,4 +1,4 @@
-"""Dashboard metrics per agent, tool and process, from the metrics projection."""
+"""Dashboard metrics per agent, tool, process and user, from the metrics projection."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ from agent_ledger.projections.metrics import AGENT, PROCESS, TOOL, MetricsProjec
 
 router = APIRouter(prefix="/v1/metrics", tags=["metrics"], responses=AUTHENTICATED)
 
+USER = "user"
+
 From = Annotated[
     Instant | None,
     Query(alias="from", description="runs started at or after this instant (RFC 3339)"),
@@ -31,7 +33,9 @@ From = Annotated[
 To = Annotated[
     Instant | None, Query(alias="to", description="runs started before this instant (RFC 3339)")
 ]
-Name = Annotated[str | None, Query(max_length=200, description="only this name")]
+Name = Annotated[
+    str | None, Query(max_length=200, description="only this name (on /users: this user)")
+]
 Series = Annotated[bool, Query(description="add per-minute figures")]
 UserFilter = Annotated[
     str | None, Query(max_length=200, description="auditors and admins: one user's runs only")
@@ -70,7 +74,8 @@ SourcesDep = Annotated[MetricsSources, Depends()]
 
 @router.get("/agents", response_model=MetricsPage, response_model_by_alias=True)
 def agent_metrics(caller: CallerDep, sources: SourcesDep, query: RequestDep) -> MetricsPage:
-    """Runs of each agent (one per attempt): outcomes, retries, durations, SLA breaches."""
+    """Runs of each agent (one per attempt): outcomes, retries, durations, SLA breaches, and
+    their model calls' tokens and cost."""
     targets = SlaTargets({k: v * 1000 for k, v in sources.settings.sla_agent_seconds.items()})
     return _page(AGENT, targets, caller, sources, query)
 
@@ -84,13 +89,28 @@ def tool_metrics(caller: CallerDep, sources: SourcesDep, query: RequestDep) -> M
 
 @router.get("/processes", response_model=MetricsPage, response_model_by_alias=True)
 def process_metrics(caller: CallerDep, sources: SourcesDep, query: RequestDep) -> MetricsPage:
-    """Executions of each process: outcomes, step retries, durations, whole-workflow SLA."""
+    """Executions of each process: outcomes, step retries, durations, whole-workflow SLA,
+    and their model calls' tokens and cost."""
     targets = SlaTargets(default=sources.settings.sla_workflow_seconds * 1000)
     return _page(PROCESS, targets, caller, sources, query)
 
 
+@router.get("/users", response_model=MetricsPage, response_model_by_alias=True)
+def user_metrics(caller: CallerDep, sources: SourcesDep, query: RequestDep) -> MetricsPage:
+    """Executions of each user (`name` is the user): outcomes, durations, whole-workflow SLA,
+    and their model calls' tokens and cost. Users see their own; auditors and admins all."""
+    targets = SlaTargets(default=sources.settings.sla_workflow_seconds * 1000)
+    return _page(PROCESS, targets, caller, sources, query, per_user=True)
+
+
 def _page(
-    kind: str, targets: SlaTargets, caller: Caller, sources: MetricsSources, query: MetricsRequest
+    kind: str,
+    targets: SlaTargets,
+    caller: Caller,
+    sources: MetricsSources,
+    query: MetricsRequest,
+    *,
+    per_user: bool = False,
 ) -> MetricsPage:
     start, end, after = query.start, query.end, query.after
     if start is not None and end is not None and end <= start:
@@ -110,10 +130,17 @@ def _page(
     owner = caller.owner_filter if caller.owner_filter is not None else query.user_id
     position = sources.projections.projection_position(MetricsProjection.name)
     items = sources.queries.figures(
-        kind, targets, user_id=owner, start=start, end=end, name=query.name, series=query.series
+        kind,
+        targets,
+        user_id=owner,
+        start=start,
+        end=end,
+        name=query.name,
+        series=query.series,
+        per_user=per_user,
     )
     return MetricsPage(
-        kind=kind,
+        kind=USER if per_user else kind,
         start=start,
         end=end,
         position=position,
