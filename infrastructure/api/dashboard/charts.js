@@ -1,4 +1,5 @@
-// The metrics per agent, tool or process as hand-drawn SVG bar charts, and as a table.
+// The metrics per agent, tool, process or user as hand-drawn SVG bar charts (their model
+// calls' tokens and cost too, in totals and per minute), and as a table.
 
 import { LatestRead } from "./api.js";
 import { el, svg } from "./elements.js";
@@ -13,12 +14,20 @@ const DURATIONS = [
   { key: "p95", label: "p95" },
   { key: "p99", label: "p99" },
 ];
+// the usage charts' colours are attributes: a stylesheet rule for their class would win
+const TOKENS = [
+  { key: "prompt_tokens", label: "prompt", color: "#8e6cc8" },
+  { key: "completion_tokens", label: "completion", color: "#d08a2e" },
+];
+const COST = [{ key: "cost_usd", label: "known cost", color: "#2e9e6b" }];
+const MINUTES = 30; // the per-minute charts show the last half hour
 // events after which the figures change
 const MOVES_METRICS = new Set([
   "agent_completed",
   "agent_failed",
   "tool_completed",
   "tool_failed",
+  "llm_call_completed",
   "step_retrying",
   "step_timed_out",
   "execution_completed",
@@ -60,9 +69,15 @@ export class Metrics {
 
   async load(after = 0) {
     const kind = this.kind.value;
-    const page = await this.api
-      .get(`/v1/metrics/${kind}`, { series: false, after: after || null })
-      .catch(this.onError);
+    const now = Date.now();
+    const since = new Date(now - MINUTES * 60_000).toISOString();
+    const [page, recent] = await Promise.all([
+      this.api.get(`/v1/metrics/${kind}`, { series: false, after: after || null }),
+      this.api.get(`/v1/metrics/${kind}`, { series: true, from: since, after: after || null }),
+    ]).catch((error) => {
+      this.onError(error);
+      return [];
+    });
     if (!page || this.closed || kind !== this.kind.value) return;
     const noun = this.kind.selectedOptions[0].textContent;
     const items = page.items;
@@ -75,9 +90,110 @@ export class Metrics {
         ? chart(`Duration percentiles per ${noun} (ms)`, "metrics-durations", items, DURATIONS,
             (t, k) => t.duration_ms[k], (v) => Number(v.toFixed(1)).toString())
         : "",
+      ...usageCharts(noun, items, recent.items, now),
     );
     this.table.replaceChildren(...items.map(tableRow));
   }
+}
+
+/** Tokens and cost per name (those whose runs called a model), then per minute. */
+function usageCharts(noun, items, recent, now) {
+  const calling = items.filter((item) => item.totals.usage.model_calls > 0);
+  if (!calling.length) return [el("p", { class: "muted" }, "No model calls yet.")];
+  const usage = (t, k) => t.usage[k];
+  const unpriced = calling.reduce((sum, item) => sum + item.totals.usage.unpriced_calls, 0);
+  return [
+    chart(`Model tokens per ${noun}`, "metrics-tokens", calling, TOKENS, usage, String),
+    chart(`Model cost per ${noun} (USD)`, "metrics-cost", calling, COST, usage, dollars),
+    unpriced
+      ? el("p", { class: "muted", "data-testid": "metrics-unpriced" },
+          `${unpriced} model call${unpriced === 1 ? "" : "s"} had no price: ` +
+            "the costs above leave them out (unknown, not 0).")
+      : "",
+    minuteChart(`Model tokens per minute, last ${MINUTES} minutes`, "metrics-tokens-minutes",
+      recent, TOKENS, (m, k) => m.usage[k], String, now),
+    minuteChart(`Model cost per minute (USD), last ${MINUTES} minutes`, "metrics-cost-minutes",
+      recent, COST, (m, k) => m.usage[k], dollars, now),
+  ];
+}
+
+function dollars(value) {
+  if (value === 0) return "$0";
+  return value >= 0.01 ? `$${value.toFixed(2)}` : `$${Number(value.toPrecision(3))}`;
+}
+
+/** Columns of the last `MINUTES` minutes (by the minute the runs started), one stacked part
+ * per series, summed over every name. */
+function minuteChart(title, testid, items, series, value, format, now) {
+  const last = Math.floor(now / 60_000) * 60_000;
+  const slots = Array.from({ length: MINUTES }, (_, i) => last - (MINUTES - 1 - i) * 60_000);
+  const at = new Map(slots.map((minute, i) => [minute, i]));
+  const sums = slots.map(() => series.map(() => 0));
+  for (const item of items) {
+    for (const minute of item.series) {
+      const slot = at.get(Date.parse(minute.minute));
+      if (slot === undefined) continue;
+      series.forEach((s, i) => {
+        sums[slot][i] += value(minute, s.key) ?? 0;
+      });
+    }
+  }
+  const highest = Math.max(0, ...sums.map((parts) => parts.reduce((a, b) => a + b, 0)));
+  const max = Math.max(1e-9, highest);
+  const left = 8;
+  const plotHeight = 90;
+  const step = (WIDTH - left - 8) / MINUTES;
+  const height = LEGEND + plotHeight + 18;
+  const titleId = `${testid}-title`;
+  const root = svg("svg", {
+    viewBox: `0 0 ${WIDTH} ${height}`,
+    class: "chart",
+    role: "img",
+    "aria-labelledby": titleId,
+    "data-testid": testid,
+  }, svg("title", { id: titleId }, title));
+  legend(root, series, left);
+  slots.forEach((minute, slot) => {
+    let top = LEGEND + plotHeight;
+    const parts = sums[slot];
+    const iso = new Date(minute).toISOString();
+    const column = svg("g", { "data-testid": "chart-minute", "data-minute": iso });
+    series.forEach((s, i) => {
+      const size = (parts[i] / max) * plotHeight;
+      top -= size;
+      const shown = `${minuteLabel(minute)} ${s.label}: ${format(parts[i])}`;
+      const attributes = { x: left + slot * step, y: top, width: Math.max(step - 2, 1) };
+      column.append(
+        svg("rect", { ...attributes, height: size, class: `bar s-${s.key}`, fill: s.color },
+          svg("title", {}, shown)),
+      );
+    });
+    root.append(column);
+  });
+  const total = sums.map((parts) => parts.reduce((a, b) => a + b, 0)).reduce((a, b) => a + b, 0);
+  root.append(
+    svg("text", { x: left, y: height - 4, class: "value" }, minuteLabel(slots[0])),
+    svg("text", { x: WIDTH - 8, y: height - 4, class: "value", "text-anchor": "end" },
+      minuteLabel(last)),
+    svg("text", { x: WIDTH - 4, y: 16, class: "value", "text-anchor": "end" },
+      `highest ${format(highest)} · in all ${format(total)}`),
+  );
+  return el("figure", {}, el("figcaption", {}, title), root);
+}
+
+function minuteLabel(minute) {
+  const options = { hour: "2-digit", minute: "2-digit", hour12: false };
+  return new Date(minute).toLocaleTimeString([], options);
+}
+
+function legend(root, series, x0) {
+  series.forEach((s, i) => {
+    const x = x0 + i * 110;
+    root.append(
+      svg("rect", { x, y: 6, width: 12, height: 12, class: `bar s-${s.key}`, fill: s.color }),
+      svg("text", { x: x + 16, y: 16, class: "legend" }, s.label),
+    );
+  });
 }
 
 /** A horizontal grouped bar chart: one group per name, one bar per series. */
@@ -97,13 +213,7 @@ function chart(title, testid, items, series, value, format) {
     "aria-labelledby": titleId,
     "data-testid": testid,
   }, svg("title", { id: titleId }, title));
-  series.forEach((s, i) => {
-    const x = labelWidth + i * 110;
-    root.append(
-      svg("rect", { x, y: 6, width: 12, height: 12, class: `bar s-${s.key}` }),
-      svg("text", { x: x + 16, y: 16, class: "legend" }, s.label),
-    );
-  });
+  legend(root, series, labelWidth);
   items.forEach((item, row) => {
     const top = LEGEND + row * groupHeight;
     const label = item.name.length > MAX_LABEL ? `${item.name.slice(0, MAX_LABEL - 1)}…` : item.name;
@@ -115,9 +225,9 @@ function chart(title, testid, items, series, value, format) {
       const y = top + i * (BAR + 2);
       const width = v === null ? 0 : Math.max(v > 0 ? 1 : 0, (v / max) * plot);
       const shown = v === null ? "–" : format(v);
+      const bar = { x: labelWidth, y, width, height: BAR, class: `bar s-${s.key}`, fill: s.color };
       group.append(
-        svg("rect", { x: labelWidth, y, width, height: BAR, class: `bar s-${s.key}` },
-          svg("title", {}, `${item.name} ${s.label}: ${shown}`)),
+        svg("rect", bar, svg("title", {}, `${item.name} ${s.label}: ${shown}`)),
         svg("text", { x: labelWidth + width + 4, y: y + BAR - 2, class: "value" }, shown),
       );
     });
@@ -128,6 +238,9 @@ function chart(title, testid, items, series, value, format) {
 
 function tableRow({ name, totals }) {
   const ms = (v) => (v === null ? "–" : v.toFixed(1));
+  const { usage } = totals;
+  const cost = usage.cost_usd === null ? "unknown" : dollars(usage.cost_usd);
+  const unpriced = usage.unpriced_calls ? ` (+${usage.unpriced_calls} unpriced)` : "";
   return el(
     "tr",
     { dataset: { testid: "metrics-row", name } },
@@ -135,5 +248,8 @@ function tableRow({ name, totals }) {
     ...[totals.runs, totals.successes, totals.failures, totals.timeouts, totals.retries,
       totals.sla_breaches].map((v) => el("td", {}, String(v))),
     ...["p50", "p95", "p99"].map((k) => el("td", {}, ms(totals.duration_ms[k]))),
+    ...[usage.model_calls, usage.prompt_tokens, usage.completion_tokens].map((v) =>
+      el("td", {}, String(v))),
+    el("td", { dataset: { testid: "metrics-cost" } }, cost + unpriced),
   );
 }
