@@ -29,6 +29,7 @@ from agent_ledger.application.tool_box import ToolBox
 from agent_ledger.application.worker import Worker
 from agent_ledger.infrastructure.agents.egress import AgentUrlPolicy
 from agent_ledger.infrastructure.agents.http import HttpAgentClient
+from agent_ledger.infrastructure.agents.http_tools import SqlHttpTools
 from agent_ledger.infrastructure.agents.openai_chat import (
     OpenAiChatModels,
     prices_from,
@@ -61,15 +62,23 @@ log = logging.getLogger(__name__)
 SAMPLE_PROCESSES = (COST_OPTIMIZATION, ECHO)
 
 
-def registration_checks(settings: Settings, agents: AgentRegistry) -> list[DefinitionCheck]:
+def registration_checks(
+    settings: Settings, agents: AgentRegistry, read_engine: sa.Engine | None = None
+) -> list[DefinitionCheck]:
     """What a definition must pass to be registered here: its built-in agents exist, its
-    model agents' providers are configured and their tools known, and its agent URLs pass
-    the egress rule (`AGENT_LEDGER_AGENT_URL_ALLOW`)."""
+    model agents' providers are configured and their tools known (built-in, or HTTP tools
+    registered in `read_engine`), and its agent URLs pass the egress rule
+    (`AGENT_LEDGER_AGENT_URL_ALLOW`)."""
     egress = AgentUrlPolicy.from_setting(settings.agent_url_allow)
     models = OpenAiChatModels(providers_from(settings))
+    http_tools = None if read_engine is None else SqlHttpTools(read_engine, egress=egress)
+
+    def has_tool(name: str) -> bool:
+        return agents.has_tool(name) or (http_tools is not None and http_tools.exists(name))
+
     return [
         known_agents_check(agents),
-        model_agents_check(models.has_provider, agents.has_tool),
+        model_agents_check(models.has_provider, has_tool),
         egress.check_definition,
     ]
 
@@ -122,7 +131,8 @@ class Runtime:
         read_engine = read_model_engine(settings)
         agents = AgentRegistry()
         register_builtin_agents(agents)
-        catalog = SqlProcessCatalog(read_engine, checks=registration_checks(settings, agents))
+        checks = registration_checks(settings, agents, read_engine)
+        catalog = SqlProcessCatalog(read_engine, checks=checks)
         for document in sample_processes(settings):
             catalog.register(document)
         notices = StoreNotices(libpq_dsn(settings)) if settings.uses_postgres else None
@@ -206,7 +216,13 @@ class Runtime:
             thread_history=ThreadHistoryFromViews(self.statuses, self.executions),
             model_agent=ModelAgent(
                 OpenAiChatModels(providers_from(self.settings)),
-                ToolBox(self.agents),
+                ToolBox(
+                    self.agents,
+                    SqlHttpTools(
+                        self.read_engine,
+                        egress=AgentUrlPolicy.from_setting(self.settings.agent_url_allow),
+                    ),
+                ),
                 prices_from(self.settings),
             ),
         )

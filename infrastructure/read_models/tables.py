@@ -194,3 +194,16 @@ parked_events = sa.Table(  # stored events a projection could not apply, passed 
     sa.Column("last_tried", sa.DateTime(timezone=True), nullable=False),
     sa.Column("tries", sa.Integer, nullable=False),
 )
+
+http_tools = sa.Table(  # tools admins registered for model agents, called over HTTP
+    "http_tools",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("parameters", sa.JSON, nullable=False),
+    sa.Column("timeout_seconds", sa.Float, nullable=False),
+    sa.Column("updated_by", sa.String(200), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
