@@ -23,6 +23,7 @@ from agent_ledger.infrastructure.api.routes import (
     revocations,
     stream,
     stream_sse,
+    tools,
 )
 from agent_ledger.infrastructure.api.routes import metrics as metrics_routes
 from agent_ledger.infrastructure.api.tail_session import TailService
@@ -86,5 +87,6 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(revocations.router)
     app.include_router(audit.router)
     app.include_router(admin.router)
+    app.include_router(tools.router)
     app.include_router(dashboard.router)
     return app

@@ -16,6 +16,9 @@ from agent_ledger.application.audit import AuditReadLog
 from agent_ledger.application.executions import Executions
 from agent_ledger.application.processes import ProcessCatalog
 from agent_ledger.application.starter import ExecutionStarter
+from agent_ledger.application.tool_box import ToolBox
+from agent_ledger.infrastructure.agents.egress import AgentUrlPolicy
+from agent_ledger.infrastructure.agents.http_tools import SqlHttpTools
 from agent_ledger.infrastructure.audit.sql import SqlAuditReadLog
 from agent_ledger.infrastructure.auth.tokens import (
     AuthenticationError,
@@ -84,3 +87,17 @@ ProjectionsDep = Annotated[ProjectionProgress, Depends(_part(lambda runtime: run
 ReadEngineDep = Annotated[sa.Engine, Depends(_part(lambda runtime: runtime.read_engine))]
 """The read-model database itself, for the routes that check it (readiness) or list
 its own bookkeeping (parked events)."""
+BuiltinToolsDep = Annotated[ToolBox, Depends(_part(lambda runtime: ToolBox(runtime.agents)))]
+"""The built-in tools (their specs, as model agents see them)."""
+HttpToolsDep = Annotated[
+    SqlHttpTools,
+    Depends(
+        _part(
+            lambda runtime: SqlHttpTools(
+                runtime.read_engine,
+                egress=AgentUrlPolicy.from_setting(runtime.settings.agent_url_allow),
+            )
+        )
+    ),
+]
+"""The registered HTTP tools, judged by this deployment's egress rule."""
