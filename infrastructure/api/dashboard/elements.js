@@ -44,3 +44,29 @@ export function when(iso) {
 export function shortId(id) {
   return id.slice(0, 8);
 }
+
+/** `{prompt_tokens, completion_tokens}` as "600 in / 120 out tokens". */
+export function tokens({ prompt_tokens: p, completion_tokens: c }) {
+  const count = (n) => (n === null || n === undefined ? "?" : n.toLocaleString());
+  return `${count(p)} in / ${count(c)} out tokens`;
+}
+
+/** A cost in USD: cents from a dollar up, two significant digits below; null is unknown. */
+export function usd(value) {
+  if (value === null || value === undefined) return "cost unknown";
+  if (value >= 1) return `$${value.toFixed(2)}`;
+  const digits = value > 0 ? Math.min(10, Math.max(2, 1 - Math.floor(Math.log10(value)))) : 2;
+  return `$${value.toFixed(digits)}`;
+}
+
+/** Model use (`{model_calls, prompt_tokens, completion_tokens, cost_usd}`) on one line. */
+export function spending(figures) {
+  const calls = figures?.model_calls;
+  if (!calls) return "–";
+  return [`${calls} model call${calls === 1 ? "" : "s"}`, tokens(figures), usd(figures.cost_usd)]
+    .join(" · ");
+}
+
+export function shorten(text, most) {
+  return text.length > most ? `${text.slice(0, most - 1)}…` : text;
+}

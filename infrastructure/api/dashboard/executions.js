@@ -1,9 +1,8 @@
 // The caller's executions, newest first, kept current from the live tail.
 
 import { LatestRead } from "./api.js";
-import { clock, el, milliseconds, shortId, when } from "./elements.js";
+import { clock, el, milliseconds, shortId, spending, usd, when } from "./elements.js";
 import { QUIET } from "./tail.js";
-import { spending, usd } from "./timeline.js";
 
 const PAGE_SIZE = 25;
 
