@@ -84,7 +84,7 @@ def test_tokens_and_cost_are_charted_per_agent_and_user_and_an_unknown_cost_is_n
     expect(row.locator("td").nth(-4)).to_have_text("2")
     expect(row.locator("td").nth(-3)).to_have_text("2200")
     unknown = page.locator("[data-testid=metrics-row][data-name='llm:unpriced-model']")
-    expect(unknown.get_by_test_id("metrics-cost")).to_have_text("unknown (+1 unpriced)")
+    expect(unknown.get_by_test_id("metrics-cost")).to_have_text("cost unknown (+1 unpriced)")
     expect(page.get_by_test_id("metrics-unpriced")).to_contain_text("1 model call had no price")
     expect(page.get_by_test_id("metrics-cost-minutes")).to_be_visible()
     minutes = page.get_by_test_id("metrics-tokens-minutes").locator("title")

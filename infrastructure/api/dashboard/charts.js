@@ -2,7 +2,7 @@
 // calls' tokens and cost too, in totals and per minute), and as a table.
 
 import { LatestRead } from "./api.js";
-import { el, svg } from "./elements.js";
+import { el, svg, usd } from "./elements.js";
 
 const COUNTS = [
   { key: "runs", label: "runs" },
@@ -104,7 +104,7 @@ function usageCharts(noun, items, recent, now) {
   const unpriced = calling.reduce((sum, item) => sum + item.totals.usage.unpriced_calls, 0);
   return [
     chart(`Model tokens per ${noun}`, "metrics-tokens", calling, TOKENS, usage, String),
-    chart(`Model cost per ${noun} (USD)`, "metrics-cost", calling, COST, usage, dollars),
+    chart(`Model cost per ${noun} (USD)`, "metrics-cost", calling, COST, usage, usd),
     unpriced
       ? el("p", { class: "muted", "data-testid": "metrics-unpriced" },
           `${unpriced} model call${unpriced === 1 ? "" : "s"} had no price: ` +
@@ -113,13 +113,8 @@ function usageCharts(noun, items, recent, now) {
     minuteChart(`Model tokens per minute, last ${MINUTES} minutes`, "metrics-tokens-minutes",
       recent, TOKENS, (m, k) => m.usage[k], String, now),
     minuteChart(`Model cost per minute (USD), last ${MINUTES} minutes`, "metrics-cost-minutes",
-      recent, COST, (m, k) => m.usage[k], dollars, now),
+      recent, COST, (m, k) => m.usage[k], usd, now),
   ];
-}
-
-function dollars(value) {
-  if (value === 0) return "$0";
-  return value >= 0.01 ? `$${value.toFixed(2)}` : `$${Number(value.toPrecision(3))}`;
 }
 
 /** Columns of the last `MINUTES` minutes (by the minute the runs started), one stacked part
@@ -239,7 +234,6 @@ function chart(title, testid, items, series, value, format) {
 function tableRow({ name, totals }) {
   const ms = (v) => (v === null ? "–" : v.toFixed(1));
   const { usage } = totals;
-  const cost = usage.cost_usd === null ? "unknown" : dollars(usage.cost_usd);
   const unpriced = usage.unpriced_calls ? ` (+${usage.unpriced_calls} unpriced)` : "";
   return el(
     "tr",
@@ -250,6 +244,6 @@ function tableRow({ name, totals }) {
     ...["p50", "p95", "p99"].map((k) => el("td", {}, ms(totals.duration_ms[k]))),
     ...[usage.model_calls, usage.prompt_tokens, usage.completion_tokens].map((v) =>
       el("td", {}, String(v))),
-    el("td", { dataset: { testid: "metrics-cost" } }, cost + unpriced),
+    el("td", { dataset: { testid: "metrics-cost" } }, usd(usage.cost_usd) + unpriced),
   );
 }
