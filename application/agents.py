@@ -45,7 +45,11 @@ class RemoteAgentContext(AgentContext, Protocol):
     async def report_tool_started(self, call_id: str, tool: str, args: JSON) -> None: ...
 
     async def report_tool_finished(
-        self, call_id: str, result: JSON = None, error: str | None = None
+        self,
+        call_id: str,
+        result: JSON = None,
+        error: str | None = None,
+        error_type: str = "ToolError",
     ) -> None: ...
 
 

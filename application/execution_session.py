@@ -252,7 +252,11 @@ class EngineAgentContext:
         await self._session.record(lambda e: e.start_tool(step_id, attempt, call_id, tool, args))
 
     async def report_tool_finished(
-        self, call_id: str, result: JSON = None, error: str | None = None
+        self,
+        call_id: str,
+        result: JSON = None,
+        error: str | None = None,
+        error_type: str = "ToolError",
     ) -> None:
         """Record the end of a tool call reported with `report_tool_started`."""
         step_id, attempt = self._run.step_id, self._run.attempt
@@ -263,7 +267,7 @@ class EngineAgentContext:
                 lambda e: e.complete_tool(step_id, attempt, call_id, result, elapsed)
             )
         else:
-            details = {"type": "ToolError", "message": error}
+            details = {"type": error_type, "message": error}
             await self._session.record(
                 lambda e: e.fail_tool(step_id, attempt, call_id, details, elapsed)
             )

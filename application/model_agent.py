@@ -90,6 +90,7 @@ class ModelAgent:
 
     async def aclose(self) -> None:
         await self.models.aclose()
+        await self.tools.aclose()
 
     async def __call__(
         self, agent: LlmAgent, context: ModelAgentContext, prepared: Mapping[str, JSON]
@@ -189,7 +190,9 @@ class ModelAgent:
                 raise ToolError("the arguments must be a JSON object", retryable=False)
             result = await self.tools.call(spec, args, context.run)
         except ToolError as error:
-            await context.report_tool_finished(call_id, error=str(error))
+            await context.report_tool_finished(
+                call_id, error=str(error), error_type=error.error_type
+            )
             return json.dumps({"error": str(error)}, ensure_ascii=False)
         await context.report_tool_finished(call_id, result=result)
         return json.dumps(result, ensure_ascii=False)

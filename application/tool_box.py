@@ -216,6 +216,12 @@ class ToolBox:
         self.default_timeout = default_timeout
         self._builtin: dict[str, ToolSpec] = {}
 
+    async def aclose(self) -> None:
+        """Close the connections the HTTP tools keep open."""
+        closing = getattr(self.http_tools, "aclose", None)
+        if closing is not None:
+            await closing()
+
     def builtin_spec(self, name: str) -> ToolSpec | None:
         """The spec of a built-in tool (derived once), or None."""
         if name not in self._builtin:

@@ -60,9 +60,9 @@ def apply_file(settings: Settings, path: Path) -> str:
     document = load_document(path)
     agents = AgentRegistry()
     register_builtin_agents(agents)
-    checks = registration_checks(settings, agents)
     initialize_schema(settings)
     engine = read_model_engine(settings)
+    checks = registration_checks(settings, agents, engine)  # HTTP tools are in its tables
     try:
         registered, created = SqlProcessCatalog(engine, checks=checks).register(document)
     except InvalidProcessDefinitionError as error:

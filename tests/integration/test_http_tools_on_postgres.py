@@ -445,11 +445,6 @@ def test_a_failing_tool_is_recorded_and_told_to_the_model_which_still_answers(
         assert tool_server.received(path, execution_id) == []  # refused before the call
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the model agent reports a tool failure by message only "
-    "(ModelAgentContext.report_tool_finished takes no error type): ToolFailed says ToolError",
-)
 def test_a_timed_out_tool_is_recorded_as_a_tool_timeout(
     model: Model, tool_server: ToolServer
 ) -> None:

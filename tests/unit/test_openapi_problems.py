@@ -43,6 +43,10 @@ EXPECTED = {
     ("get", "/v1/stream/sse"): {401, 403, 404, 422, 429, 503},
     ("post", "/v1/auth/revocations"): {400, 401, 403, 413, 422, 503},
     ("get", "/v1/admin/parked"): {401, 403, 422, 503},
+    ("put", "/v1/tools/{name}"): {400, 401, 403, 409, 413, 422, 503},
+    ("get", "/v1/tools"): {401, 422, 503},
+    ("get", "/v1/tools/{name}"): {401, 404, 422, 503},
+    ("delete", "/v1/tools/{name}"): {401, 403, 404, 409, 422, 503},
 }
 NOT_PROBLEMS = {("get", "/readyz", "503")}  # readiness answers with its own report
 
