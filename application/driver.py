@@ -10,8 +10,13 @@ from typing import Any
 
 from agent_ledger.application.clock import Clock
 from agent_ledger.application.execution_session import ExecutionSession
-from agent_ledger.application.step_runner import StepRunner, WorkerLostError, scope_of
-from agent_ledger.application.work import Reschedule
+from agent_ledger.application.step_runner import (
+    StepRunner,
+    StepTimeoutError,
+    WorkerLostError,
+    scope_of,
+)
+from agent_ledger.application.work import Park, Reschedule
 from agent_ledger.domain.errors import DomainError, ExpressionError
 from agent_ledger.domain.execution_state import StepStatus
 from agent_ledger.domain.executions import Execution
@@ -102,10 +107,14 @@ class ExecutionDriver:
             if decision.failed and self.definition.config.stop_on_failure:
                 await self._stop_after_failure(decision.failed[0])
                 return
-            if decision.skip or decision.fire_timers:
+            if decision.skip or decision.fire_timers or decision.take_signals:
                 await self.session.record(
-                    *self._skips_and_timers(decision.skip, decision.fire_timers)
+                    *self._skips_and_timers(decision.skip, decision.fire_timers),
+                    *self._signals_taken(decision.take_signals),
                 )
+                continue
+            if decision.time_out_waits:
+                await self._time_out_waits(decision.time_out_waits)
                 continue
             if decision.start:
                 await self._start(decision.start)
@@ -113,6 +122,11 @@ class ExecutionDriver:
             if not self.tasks:
                 if decision.finished:
                     await self._finish()
+                    return
+                if decision.awaiting and not decision.start:
+                    # only signals (or a deadline) can move it on: hold no lease, no slot
+                    due = min(filter(None, (decision.wake_at, self._deadline_at())), default=None)
+                    await self.session.record(work=[Park(self.execution.id, due)])
                     return
                 if decision.wake_at is None:
                     await self._stop(partial(Execution.fail, error=_STUCK), "nothing can run")
@@ -162,6 +176,32 @@ class ExecutionDriver:
             ]
         return commands
 
+    def _signals_taken(self, step_ids: list[str]) -> list[Any]:
+        return [
+            partial(
+                Execution.take_signal_for,
+                step_id=step_id,
+                attempt=self.execution.steps[step_id].attempt,
+            )
+            for step_id in step_ids
+        ]
+
+    async def _time_out_waits(self, step_ids: list[str]) -> None:
+        """Waits whose deadline passed time out like any attempt: retry, skip or fail."""
+        for step_id in step_ids:
+            step = self.definition.step(step_id)
+            attempt = self.execution.steps[step_id].attempt
+            timeout = step.timeout_seconds or 0.0
+            await self.session.record(
+                partial(
+                    Execution.time_out_step,
+                    step_id=step_id,
+                    attempt=attempt,
+                    timeout_seconds=timeout,
+                )
+            )
+            await self.runner.after_failure(self.session, step, attempt, StepTimeoutError(timeout))
+
     async def _start(self, step_ids: list[str]) -> None:
         """Open the next attempt of each step in one write, then run the agents."""
         commands: list[Any] = []
@@ -199,7 +239,12 @@ class ExecutionDriver:
             s
             for s, st in self.execution.steps.items()
             if st.status in (StepStatus.SCHEDULED, StepStatus.TIMED_OUT)
-            or (st.status is StepStatus.RUNNING and st.due_at is None and not st.timer_fired)
+            or (
+                st.status is StepStatus.RUNNING
+                and st.due_at is None
+                and not st.timer_fired
+                and st.awaiting is None  # a wait is durable: it goes on under the next holder
+            )
         ]
         if self.taken_over_from is not None:
             await self.session.record(

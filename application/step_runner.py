@@ -171,6 +171,18 @@ class StepRunner:
                     input=prepared,
                 )
             )
+        if step.type is StepType.WAIT_FOR_SIGNAL:
+            timeout = step.timeout_seconds
+            deadline = None if timeout is None else self.clock.now() + timedelta(seconds=timeout)
+            commands.append(
+                partial(
+                    Execution.await_signal,
+                    step_id=step.id,
+                    attempt=attempt,
+                    signal=step.signal or "",
+                    deadline=deadline,
+                )
+            )
         if step.type is StepType.TIMER:
             seconds = step.seconds or 0.0
             fire_at = self.clock.now() + timedelta(seconds=seconds)

@@ -16,7 +16,7 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-import jsonschema  # type: ignore[import-untyped]
+import jsonschema
 
 from agent_ledger.application.agents import (
     JSON,

@@ -48,6 +48,15 @@ class Reschedule:
 
 
 @dataclass(frozen=True)
+class Park:
+    """Only signals can move the execution on: let go, and hold no slot of its user's
+    running limit until a signal (a `Wake`) or `ready_at` (its deadline) comes."""
+
+    execution_id: UUID
+    ready_at: datetime | None
+
+
+@dataclass(frozen=True)
 class Finish:
     """The execution reached a terminal state: it leaves the queue."""
 
@@ -56,13 +65,14 @@ class Finish:
 
 @dataclass(frozen=True)
 class Wake:
-    """Something happened from outside (a cancellation request): look at it now."""
+    """Something happened from outside (a cancellation request, a signal): look at it now;
+    a parked execution counts as running again."""
 
     execution_id: UUID
     cancel: bool = False
 
 
-WorkChange = Enqueue | Fence | Reschedule | Finish | Wake
+WorkChange = Enqueue | Fence | Reschedule | Park | Finish | Wake
 
 
 @dataclass(frozen=True)
@@ -96,4 +106,5 @@ class WorkQueue(Protocol):
         """Give leases back so another worker may continue at once, or at `ready_at`."""
 
     def next_ready_at(self) -> datetime | None:
-        """The earliest time any queued execution becomes ready (for sleeping workers)."""
+        """The earliest time any queued execution becomes ready (for sleeping workers);
+        executions parked until a signal, with no deadline, have none."""

@@ -19,6 +19,7 @@ from agent_ledger.application.work import (
     Fence,
     Finish,
     LeaseLostError,
+    Park,
     Renewal,
     Reschedule,
     Wake,
@@ -35,6 +36,11 @@ class _Row:
     lease_owner: str | None = None
     lease_expires_at: float | None = None
     cancel_requested: bool = False
+    waiting: bool = False
+
+
+PARKED_FOREVER = 2.5e11
+"""`ready_at` (epoch seconds, in the year 9892) of an execution parked without a deadline."""
 
 
 class InMemoryWorkRecorder(POPOApplicationRecorder):
@@ -70,6 +76,11 @@ class InMemoryWorkRecorder(POPOApplicationRecorder):
                 row.ready_at = ready_at.timestamp()
                 if release:
                     row.lease_owner = row.lease_expires_at = None
+            case Park(execution_id, ready_at):
+                row = self.work[execution_id]
+                row.ready_at = PARKED_FOREVER if ready_at is None else ready_at.timestamp()
+                row.waiting = True
+                row.lease_owner = row.lease_expires_at = None
             case Finish(execution_id):
                 self.work.pop(execution_id, None)
             case Wake(execution_id, cancel):
@@ -77,6 +88,7 @@ class InMemoryWorkRecorder(POPOApplicationRecorder):
                 if row_or_none is not None:
                     row_or_none.ready_at = min(row_or_none.ready_at, now)
                     row_or_none.cancel_requested |= cancel
+                    row_or_none.waiting = False
 
 
 class InMemoryWorkQueue:
@@ -111,13 +123,14 @@ class InMemoryWorkQueue:
                 row = rows[execution_id]
                 previous = row.lease_owner
                 row.lease_owner, row.lease_expires_at = owner, now + lease_seconds
+                row.waiting = False
                 claims.append(Claim(execution_id, previous if previous != owner else None))
             return claims
 
     def _admit(self, rows: dict[UUID, _Row], limit: int) -> None:
         running: dict[str, int] = {}
         for row in rows.values():
-            if row.admitted:
+            if row.admitted and not row.waiting:
                 running[row.user_id] = running.get(row.user_id, 0) + 1
         waiting = sorted((r.seq, r) for r in rows.values() if not r.admitted)
         places: dict[str, int] = {}
@@ -156,7 +169,7 @@ class InMemoryWorkQueue:
 
     def next_ready_at(self) -> datetime | None:
         with self.recorder._database_lock:
-            times = [row.ready_at for row in self.recorder.work.values()]
+            times = [r.ready_at for r in self.recorder.work.values() if r.ready_at < PARKED_FOREVER]
         return datetime.fromtimestamp(min(times), UTC) if times else None
 
 

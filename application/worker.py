@@ -81,18 +81,20 @@ class Worker:
         """Attach to the event loop that `run()` runs on."""
         self._loop = loop
 
-    SIGNALS = frozenset({"execution_started", "execution_cancellation_requested"})
+    SIGNALS = frozenset(
+        {"execution_started", "execution_cancellation_requested", "signal_received"}
+    )
     """The event types `on_events` acts on."""
 
     def on_events(self, events: Iterable[LoggedEvent], upto: int | None = None) -> None:
-        """Thread-safe: new executions and cancellation requests wake the worker."""
+        """Thread-safe: new executions, cancellation requests and signals wake the worker."""
         if self._loop is None:
             return
         for logged in events:
             kind = logged.type  # known without decoding the event
             if kind == "execution_cancellation_requested":
                 self._loop.call_soon_threadsafe(self.cancel, logged.event.originator_id)
-            elif kind == "execution_started":
+            elif kind in ("execution_started", "signal_received"):
                 self._loop.call_soon_threadsafe(self.wake)
 
     def on_notice(self, cancelled: UUID | None = None) -> None:

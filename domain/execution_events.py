@@ -79,6 +79,33 @@ class ExecutionEvents:
         def apply(self, execution: Execution) -> None:
             execution.status = ExecutionStatus.TIMED_OUT
 
+    class SignalReceived(ExecutionEvent):
+        """A signal sent to the execution: kept until a step waiting for it takes it."""
+
+        TOPIC = execution_topic("SignalReceived")
+        signal: str
+        payload: dict[str, Any]
+        actor: str
+        roles: list[str]
+        idempotency_key: str | None
+
+        def apply(self, execution: Execution) -> None:
+            execution.inbox.append(
+                {"signal": self.signal, "payload": self.payload, "version": self.originator_version}
+            )
+
+    class SignalAwaited(StepEvent):
+        """A `wait_for_signal` step's attempt waits for `signal`, until `deadline` if any."""
+
+        TOPIC = execution_topic("SignalAwaited")
+        signal: str
+        deadline: datetime | None
+
+        def apply(self, execution: Execution) -> None:
+            step = execution.steps[self.step_id]
+            step.awaiting, step.due_at = self.signal, self.deadline
+            execution.settle_status()
+
     class StepScheduled(StepEvent):
         TOPIC = execution_topic("StepScheduled")
 
@@ -87,6 +114,7 @@ class ExecutionEvents:
             step.status, step.attempt = StepStatus.SCHEDULED, self.attempt
             step.agent_started, step.agent_finished, step.open_tool_calls = False, False, {}
             step.due_at, step.timer_fired, step.output_pieces = None, False, 0
+            step.awaiting = None
             execution.status = ExecutionStatus.RUNNING
 
     class StepStarted(StepEvent):
@@ -102,6 +130,10 @@ class ExecutionEvents:
         def apply(self, execution: Execution) -> None:
             step = execution.steps[self.step_id]
             step.status, step.output = StepStatus.COMPLETED, self.output
+            if step.awaiting is not None:  # the step took the oldest signal of its name
+                execution.take_signal(step.awaiting)
+                step.awaiting, step.due_at = None, None
+            execution.settle_status()
 
     class StepFailed(StepEvent):
         TOPIC = execution_topic("StepFailed")
@@ -109,7 +141,8 @@ class ExecutionEvents:
 
         def apply(self, execution: Execution) -> None:
             step = execution.steps[self.step_id]
-            step.status, step.error = StepStatus.FAILED, self.error
+            step.status, step.error, step.awaiting = StepStatus.FAILED, self.error, None
+            execution.settle_status()
 
     class StepRetrying(StepEvent):
         TOPIC = execution_topic("StepRetrying")
@@ -120,6 +153,8 @@ class ExecutionEvents:
         def apply(self, execution: Execution) -> None:
             step = execution.steps[self.step_id]
             step.status, step.error, step.due_at = StepStatus.RETRYING, self.error, self.retry_at
+            step.awaiting = None
+            execution.settle_status()
 
     class StepSkipped(StepEvent):
         TOPIC = execution_topic("StepSkipped")
@@ -127,21 +162,26 @@ class ExecutionEvents:
 
         def apply(self, execution: Execution) -> None:
             step = execution.steps[self.step_id]
-            step.status, step.skip_reason = StepStatus.SKIPPED, self.reason
+            step.status, step.skip_reason, step.awaiting = StepStatus.SKIPPED, self.reason, None
+            execution.settle_status()
 
     class StepTimedOut(StepEvent):
         TOPIC = execution_topic("StepTimedOut")
         timeout_seconds: float
 
         def apply(self, execution: Execution) -> None:
-            execution.steps[self.step_id].status = StepStatus.TIMED_OUT
+            step = execution.steps[self.step_id]
+            step.status, step.awaiting = StepStatus.TIMED_OUT, None
+            execution.settle_status()
 
     class StepCancelled(StepEvent):
         TOPIC = execution_topic("StepCancelled")
         reason: str
 
         def apply(self, execution: Execution) -> None:
-            execution.steps[self.step_id].status = StepStatus.CANCELLED
+            step = execution.steps[self.step_id]
+            step.status, step.awaiting = StepStatus.CANCELLED, None
+            execution.settle_status()
 
     class AgentStarted(StepEvent):
         TOPIC = execution_topic("AgentStarted")

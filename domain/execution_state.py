@@ -20,6 +20,7 @@ class ExecutionStatus(StrEnum):
 
     PENDING = "pending"
     RUNNING = "running"
+    WAITING = "waiting"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -76,6 +77,8 @@ class StepState:
     open_tool_calls: dict[str, str] = field(default_factory=dict)
     finished_tool_calls: list[str] = field(default_factory=list)
     output_pieces: int = 0
+    awaiting: str | None = None
+    """The signal the running attempt waits for (a `wait_for_signal` step)."""
 
     @classmethod
     def from_plain(cls, plain: dict[str, Any]) -> StepState:

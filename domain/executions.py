@@ -39,6 +39,7 @@ from agent_ledger.domain.hash_chain import GENESIS
 __all__ = ["SYSTEM", "Execution", "ExecutionEvent", "StepEvent"]
 
 _AFTER_RUNNING = (StepStatus.RUNNING, StepStatus.TIMED_OUT)
+_UNDER_WAY = (StepStatus.SCHEDULED, StepStatus.RUNNING, StepStatus.RETRYING, StepStatus.TIMED_OUT)
 """Where an attempt may fail or be retried from: it ran, or it ran out of time."""
 
 
@@ -96,6 +97,8 @@ class Execution(AuditedAggregate, ExecutionEvents):
         self.output: Any = None
         self.error: dict[str, Any] | None = None
         self.cancellation: dict[str, str] | None = None
+        self.inbox: list[dict[str, Any]] = []
+        """Signals received and not yet taken by a step, oldest first."""
         self.chain_head = GENESIS
 
     @classmethod
@@ -148,6 +151,7 @@ class Execution(AuditedAggregate, ExecutionEvents):
         plain: dict[str, Any] = dict(self.steps)  # a snapshot holds them as dicts
         self.status = ExecutionStatus(self.status)
         self.steps = {k: StepState.from_plain(v) for k, v in plain.items()}
+        self.__dict__.setdefault("inbox", [])  # snapshots from before signals
 
     # -- execution-level commands ---------------------------------------------------------
 
@@ -175,6 +179,71 @@ class Execution(AuditedAggregate, ExecutionEvents):
     def take_over(self, previous_worker: str, worker: str) -> None:
         """Record that `worker` continues what `previous_worker` held when its lease expired."""
         self.trigger_event(self.ExecutionTakenOver, previous_worker=previous_worker, worker=worker)
+
+    # -- signals ----------------------------------------------------------------------------
+
+    def receive_signal(
+        self,
+        signal: str,
+        payload: dict[str, Any],
+        actor: str,
+        roles: list[str],
+        idempotency_key: str | None = None,
+    ) -> None:
+        """Record a signal sent to the execution; a step waiting for its name takes it."""
+        self.trigger_event(
+            self.SignalReceived,
+            signal=signal,
+            payload=payload,
+            actor=actor,
+            roles=list(roles),
+            idempotency_key=idempotency_key,
+        )
+
+    def await_signal(
+        self, step_id: str, attempt: int, signal: str, deadline: datetime | None
+    ) -> None:
+        step = self.step(step_id)
+        step.require_running(attempt, "wait for a signal")
+        if step.awaiting is not None or step.agent_started:
+            raise StepTransitionError(step, "wait for a signal twice")
+        self.trigger_event(
+            self.SignalAwaited, step_id=step_id, attempt=attempt, signal=signal, deadline=deadline
+        )
+
+    def next_signal(self, signal: str) -> dict[str, Any] | None:
+        """The oldest received signal of this name not taken yet."""
+        return next((s for s in self.inbox if s["signal"] == signal), None)
+
+    def take_signal_for(self, step_id: str, attempt: int) -> None:
+        """Complete a waiting step with the oldest signal of its name (its payload is the
+        step's output)."""
+        step = self.step(step_id)
+        step.require_running(attempt, "take a signal")
+        waited = self.next_signal(step.awaiting) if step.awaiting is not None else None
+        if waited is None:
+            raise StepTransitionError(step, "take a signal it has not received")
+        self.trigger_event(
+            self.StepCompleted, step_id=step_id, attempt=attempt, output=waited["payload"]
+        )
+
+    def take_signal(self, signal: str) -> None:
+        """Drop the oldest signal of this name from the inbox (applying a waiting step's end)."""
+        waited = self.next_signal(signal)
+        if waited is not None:
+            self.inbox.remove(waited)
+
+    def settle_status(self) -> None:
+        """`waiting` while the only attempts under way wait for signals, else `running`."""
+        if self.status not in (ExecutionStatus.RUNNING, ExecutionStatus.WAITING):
+            return
+        waiting = busy = False
+        for step in self.steps.values():
+            if step.status is StepStatus.RUNNING and step.awaiting is not None:
+                waiting = True
+            elif step.status in _UNDER_WAY:
+                busy = True
+        self.status = ExecutionStatus.WAITING if waiting and not busy else ExecutionStatus.RUNNING
 
     # -- step lifecycle ---------------------------------------------------------------------
 

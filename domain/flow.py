@@ -27,6 +27,11 @@ class Decision:
     skip: list[tuple[str, str]] = field(default_factory=list)
     start: list[str] = field(default_factory=list)
     fire_timers: list[str] = field(default_factory=list)
+    take_signals: list[str] = field(default_factory=list)
+    """Waiting steps whose signal has arrived: each takes the oldest of its name."""
+    time_out_waits: list[str] = field(default_factory=list)
+    awaiting: list[str] = field(default_factory=list)
+    """Steps that wait for a signal that has not arrived (nor their deadline)."""
     wake_at: datetime | None = None
     failed: list[str] = field(default_factory=list)
     finished: bool = False
@@ -47,6 +52,9 @@ def decide(
     states = dict(steps)
     sequential = not definition.config.parallel_execution
     active = any(s.status in _ACTIVE for s in steps.values()) or bool(busy)
+    unclaimed: dict[str, int] = {}  # signals received, by name, not yet given to a step
+    for received in execution.inbox:
+        unclaimed[received["signal"]] = unclaimed.get(received["signal"], 0) + 1
     for step_id in definition.topological_order():
         state = states[step_id]
         if state.status is StepStatus.FAILED:
@@ -56,6 +64,16 @@ def decide(
                 decision.start.append(step_id)
             else:
                 decision._wake(state.due_at)
+        elif state.status is StepStatus.RUNNING and state.awaiting is not None:
+            if unclaimed.get(state.awaiting, 0) > 0:
+                unclaimed[state.awaiting] -= 1
+                decision.take_signals.append(step_id)
+            elif state.due_at is not None and state.due_at <= now:
+                decision.time_out_waits.append(step_id)
+            else:
+                decision.awaiting.append(step_id)
+                if state.due_at is not None:
+                    decision._wake(state.due_at)
         elif state.status is StepStatus.RUNNING and state.due_at is not None:
             if state.due_at <= now:
                 decision.fire_timers.append(step_id)

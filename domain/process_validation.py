@@ -10,6 +10,9 @@ from graphlib import CycleError, TopologicalSorter
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
+from jsonschema.exceptions import SchemaError
+from jsonschema.validators import validator_for
+
 from agent_ledger.domain.errors import ExpressionError, InvalidProcessDefinitionError
 from agent_ledger.domain.expressions import (
     check_expression,
@@ -28,7 +31,10 @@ MAX_ATTEMPTS = 100
 MAX_BACKOFF_COEFFICIENT = 100.0
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
 STEP_ID_PATTERN = re.compile(r"[a-z][a-z0-9_-]{0,63}")
-STEP_TYPES = ("agent_task", "gateway", "timer")
+STEP_TYPES = ("agent_task", "gateway", "timer", "wait_for_signal")
+MAX_WAIT_SECONDS = 30 * 24 * 3600.0
+SIGNAL_ROLES = ("user", "admin")
+"""Who may send a signal a step waits for; auditors read, they never act."""
 _USER_INFO = re.compile(r"//[^/?#]*@")
 
 _DOCUMENT_KEYS = frozenset({"name", "description", "config", "steps", "output"})
@@ -54,6 +60,10 @@ _STEP_KEYS = {
     ),
     "gateway": frozenset({"id", "type", "depends_on", "routes", "on_error"}),
     "timer": frozenset({"id", "type", "depends_on", "seconds"}),
+    "wait_for_signal": frozenset(
+        {"id", "type", "signal", "depends_on", "timeout_seconds", "allowed_roles", "schema"}
+        | {"retry", "on_error"}
+    ),
 }
 _ANY_STEP_KEY = frozenset().union(*_STEP_KEYS.values())
 
@@ -188,10 +198,39 @@ def _check_step(step: Mapping[str, Any], ids: list[str]) -> None:
         _check_retry(step.get("retry"), step_id)
     elif step_type == "gateway":
         _check_routes(step.get("routes"), step_id, ids)
+    elif step_type == "wait_for_signal":
+        _check_wait(step, step_id)
     else:
         if step.get("seconds") is None:
             _fail("a timer needs 'seconds', the time to wait", step_id)
         _number(step, "seconds", "seconds", step_id, maximum=MAX_TIMER_SECONDS)
+
+
+def _check_wait(step: Mapping[str, Any], step_id: str) -> None:
+    signal = step.get("signal")
+    if not isinstance(signal, str) or not NAME_PATTERN.fullmatch(signal):
+        _fail(
+            f"a wait_for_signal step needs 'signal', a name matching {NAME_PATTERN.pattern}",
+            step_id,
+        )
+    _number(step, "timeout_seconds", "timeout_seconds", step_id, maximum=MAX_WAIT_SECONDS)
+    _check_retry(step.get("retry"), step_id)
+    roles = step.get("allowed_roles")
+    if roles is not None and (
+        not isinstance(roles, list)
+        or not roles
+        or any(role not in SIGNAL_ROLES for role in roles)
+        or len(set(roles)) != len(roles)
+    ):
+        _fail(f"allowed_roles must be a non-empty list of {', '.join(SIGNAL_ROLES)}", step_id)
+    schema = step.get("schema")
+    if schema is not None:
+        if not isinstance(schema, Mapping):
+            _fail("schema must be a JSON schema (an object)", step_id)
+        try:
+            validator_for(schema).check_schema(dict(schema))
+        except SchemaError as error:
+            _fail(f"schema is not a valid JSON schema: {error.message}", step_id)
 
 
 def _check_agent(agent: Any, step_id: str) -> None:

@@ -21,6 +21,7 @@ class StepType(StrEnum):
     AGENT_TASK = "agent_task"
     GATEWAY = "gateway"
     TIMER = "timer"
+    WAIT_FOR_SIGNAL = "wait_for_signal"
 
 
 class OnError(StrEnum):
@@ -165,12 +166,23 @@ class StepDefinition:
     on_error: OnError = OnError.FAIL
     routes: tuple[Route, ...] = ()
     seconds: float | None = None
+    signal: str | None = None
+    allowed_roles: tuple[str, ...] = ("user", "admin")
+    schema: dict[str, Any] | None = None
 
     def to_document(self) -> dict[str, Any]:
         """Return the canonical document of this step: the keys its type accepts."""
         document: dict[str, Any] = {"id": self.id, "type": self.type.value}
         if self.depends_on:
             document["depends_on"] = list(self.depends_on)
+        if self.type is StepType.WAIT_FOR_SIGNAL:
+            document["signal"] = self.signal
+            document["allowed_roles"] = list(self.allowed_roles)
+            document["retry"] = self.retry.to_document()
+            if self.timeout_seconds is not None:
+                document["timeout_seconds"] = self.timeout_seconds
+            if self.schema is not None:
+                document["schema"] = _json(self.schema)
         if self.type is StepType.AGENT_TASK:
             agent = self.agent
             document["agent"] = _agent_document(agent)
@@ -364,4 +376,7 @@ def _step(doc: Mapping[str, Any]) -> StepDefinition:
         on_error=OnError(_get(doc, "on_error", OnError.FAIL)),
         routes=tuple(_route(route) for route in _get(doc, "routes", ())),
         seconds=_seconds(_get(doc, "seconds")),
+        signal=_get(doc, "signal"),
+        allowed_roles=tuple(_get(doc, "allowed_roles", ("user", "admin"))),
+        schema=_json(doc["schema"]) if doc.get("schema") is not None else None,
     )

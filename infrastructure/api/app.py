@@ -21,6 +21,7 @@ from agent_ledger.infrastructure.api.routes import (
     health,
     processes,
     revocations,
+    signals,
     stream,
     stream_sse,
     tools,
@@ -88,5 +89,6 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(audit.router)
     app.include_router(admin.router)
     app.include_router(tools.router)
+    app.include_router(signals.router)
     app.include_router(dashboard.router)
     return app

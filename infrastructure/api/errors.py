@@ -20,6 +20,11 @@ from agent_ledger.application.processes import (
     UnknownBuiltinAgentError,
     UnknownProcessError,
 )
+from agent_ledger.application.signals import (
+    SignalNotAwaitedError,
+    SignalPayloadError,
+    SignalRefusedError,
+)
 from agent_ledger.application.starter import IdempotencyKeyReusedError
 from agent_ledger.domain.errors import DomainError, ExpressionError, InvalidProcessDefinitionError
 from agent_ledger.domain.execution_state import ExecutionRuleError
@@ -70,6 +75,8 @@ _DOMAIN_ERRORS: list[tuple[type[Exception], int, str, str]] = [
     (ExecutionNotFoundError, 404, "not-found", "Execution not found"),
     (UnknownProcessError, 422, "unknown-process", "Unknown process"),
     (IdempotencyKeyReusedError, 409, "idempotency-key-reused", "Idempotency key reused"),
+    (SignalNotAwaitedError, 409, "signal-not-awaited", "No step waits for this signal"),
+    (SignalPayloadError, 422, "invalid-signal-payload", "The payload does not fit the schema"),
     (AgentUrlRefusedError, 422, "agent-url-refused", "Agent URL refused"),
     (UnknownBuiltinAgentError, 422, "unknown-agent", "Unknown agent"),
     (InvalidProcessDefinitionError, 422, "invalid-process", "Invalid process definition"),
@@ -99,6 +106,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(PermissionDeniedError)
     async def _forbidden(_: Request, error: PermissionDeniedError) -> JSONResponse:
+        return problem(403, "forbidden", "Not allowed", str(error))
+
+    @app.exception_handler(SignalRefusedError)
+    async def _signal_refused(_: Request, error: SignalRefusedError) -> JSONResponse:
         return problem(403, "forbidden", "Not allowed", str(error))
 
     @app.exception_handler(RequestValidationError)

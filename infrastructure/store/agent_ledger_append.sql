@@ -29,12 +29,16 @@ BEGIN
       WHEN 'release' THEN
         UPDATE ${work_table} SET ready_at = change_times[i], lease_owner = NULL,
           lease_expires_at = NULL WHERE execution_id = change_ids[i];
+      WHEN 'park' THEN
+        UPDATE ${work_table} SET ready_at = change_times[i], waiting = TRUE, lease_owner = NULL,
+          lease_expires_at = NULL WHERE execution_id = change_ids[i];
       WHEN 'wake' THEN
-        UPDATE ${work_table} SET ready_at = LEAST(ready_at, change_times[i])
+        UPDATE ${work_table} SET ready_at = LEAST(ready_at, change_times[i]), waiting = FALSE
           WHERE execution_id = change_ids[i];
+        PERFORM pg_notify('${work_channel}', '');
       WHEN 'cancel' THEN
         UPDATE ${work_table} SET ready_at = LEAST(ready_at, change_times[i]),
-          cancel_requested = TRUE WHERE execution_id = change_ids[i];
+          cancel_requested = TRUE, waiting = FALSE WHERE execution_id = change_ids[i];
         PERFORM pg_notify('${work_channel}', change_ids[i]::text);
     END CASE;
   END LOOP;

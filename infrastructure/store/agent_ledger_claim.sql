@@ -7,7 +7,8 @@ BEGIN
   RETURN QUERY
     WITH picked AS (${pick} FOR UPDATE SKIP LOCKED),
     leased AS (
-      UPDATE ${work_table} AS w SET lease_owner = owner, lease_expires_at = expires
+      UPDATE ${work_table} AS w SET lease_owner = owner, lease_expires_at = expires,
+        waiting = FALSE
       FROM picked WHERE w.execution_id = picked.execution_id
       RETURNING w.execution_id)
     SELECT picked.execution_id, picked.lease_owner

@@ -21,7 +21,16 @@ from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
 
-from agent_ledger.application.work import Enqueue, Fence, Finish, Reschedule, Wake, WorkChange
+from agent_ledger.application.work import (
+    Enqueue,
+    Fence,
+    Finish,
+    Park,
+    Reschedule,
+    Wake,
+    WorkChange,
+)
+from agent_ledger.application.work_memory import PARKED_FOREVER
 from agent_ledger.infrastructure.store.sql_files import sql_file
 
 APPEND_FUNCTION = "agent_ledger_append"
@@ -92,6 +101,10 @@ def append_arguments(
                 kinds.append("release" if release else "reschedule")
                 changed.append(execution_id)
                 times.append(ready_at.timestamp())
+            case Park(execution_id, ready_at):
+                kinds.append("park")
+                changed.append(execution_id)
+                times.append(PARKED_FOREVER if ready_at is None else ready_at.timestamp())
             case Wake(execution_id, cancel):
                 kinds.append("cancel" if cancel else "wake")
                 changed.append(execution_id)

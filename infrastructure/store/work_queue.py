@@ -31,10 +31,12 @@ from agent_ledger.application.work import (
     Fence,
     Finish,
     LeaseLostError,
+    Park,
     Renewal,
     Reschedule,
     Wake,
 )
+from agent_ledger.application.work_memory import PARKED_FOREVER
 from agent_ledger.infrastructure.store.append_sql import CALL as APPEND_CALL
 from agent_ledger.infrastructure.store.append_sql import append_arguments, append_ddl
 from agent_ledger.infrastructure.store.postgres_recorder import PostgresStoreRecorder
@@ -56,13 +58,16 @@ _COLUMNS = """(
   ready_at DOUBLE PRECISION NOT NULL,
   lease_owner TEXT,
   lease_expires_at DOUBLE PRECISION,
-  cancel_requested BOOLEAN NOT NULL DEFAULT FALSE
+  cancel_requested BOOLEAN NOT NULL DEFAULT FALSE,
+  waiting BOOLEAN NOT NULL DEFAULT FALSE
 )"""
 
 POSTGRES_DDL = [
     f"CREATE TABLE IF NOT EXISTS {WORK_TABLE} " + _COLUMNS.format(uuid="uuid", serial="BIGSERIAL"),
     f"CREATE INDEX IF NOT EXISTS {WORK_TABLE}_ready ON {WORK_TABLE} (ready_at, seq)",
     f"CREATE INDEX IF NOT EXISTS {WORK_TABLE}_user ON {WORK_TABLE} (user_id, admitted)",
+    # queues made before executions could wait for signals
+    f"ALTER TABLE {WORK_TABLE} ADD COLUMN IF NOT EXISTS waiting BOOLEAN NOT NULL DEFAULT FALSE",
 ]
 
 SQLITE_DDL = [
@@ -79,7 +84,7 @@ UPDATE {WORK_TABLE} SET admitted = TRUE WHERE execution_id IN (
            COALESCE(r.running, 0) AS running
     FROM {WORK_TABLE} q
     LEFT JOIN (SELECT user_id, count(*) AS running FROM {WORK_TABLE}
-               WHERE admitted GROUP BY user_id) r ON r.user_id = q.user_id
+               WHERE admitted AND NOT waiting GROUP BY user_id) r ON r.user_id = q.user_id
     WHERE NOT q.admitted AND NOT q.cancel_requested
   ) c
   WHERE c.place + c.running <= {{p}}
@@ -185,9 +190,15 @@ def _reschedule(p: str, release: bool) -> str:
 
 def _wake(p: str) -> str:
     return (
-        f"UPDATE {WORK_TABLE} SET ready_at = LEAST(ready_at, {p}), "
+        f"UPDATE {WORK_TABLE} SET ready_at = LEAST(ready_at, {p}), waiting = FALSE, "
         f"cancel_requested = cancel_requested OR {p} WHERE execution_id = {p}"
     )
+
+
+_PARK_SQLITE = (
+    f"UPDATE {WORK_TABLE} SET ready_at = ?, waiting = TRUE, lease_owner = NULL, "
+    "lease_expires_at = NULL WHERE execution_id = ?"
+)
 
 
 class SQLiteWorkRecorder(SQLiteApplicationRecorder):
@@ -195,6 +206,16 @@ class SQLiteWorkRecorder(SQLiteApplicationRecorder):
 
     def construct_create_table_statements(self) -> list[str]:
         return [*super().construct_create_table_statements(), *SQLITE_DDL]
+
+    def create_table(self) -> None:
+        super().create_table()
+        with self.datastore.transaction(commit=True) as cursor:
+            cursor.execute(f"PRAGMA table_info({WORK_TABLE})")
+            if "waiting" not in {row["name"] for row in cursor.fetchall()}:
+                # a queue made before executions could wait for signals
+                cursor.execute(
+                    f"ALTER TABLE {WORK_TABLE} ADD COLUMN waiting BOOLEAN NOT NULL DEFAULT FALSE"
+                )
 
     def _insert_events(
         self, c: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -217,6 +238,9 @@ class SQLiteWorkRecorder(SQLiteApplicationRecorder):
                         raise LeaseLostError(execution_id)
                 case Reschedule(execution_id, ready_at, release):
                     c.execute(_reschedule("?", release), (_epoch(ready_at), execution_id.hex))
+                case Park(execution_id, ready_at):
+                    when = PARKED_FOREVER if ready_at is None else _epoch(ready_at)
+                    c.execute(_PARK_SQLITE, (when, execution_id.hex))
                 case Finish(execution_id):
                     c.execute(
                         f"DELETE FROM {WORK_TABLE} WHERE execution_id = ?", (execution_id.hex,)
@@ -270,8 +294,8 @@ class SqlWorkQueue:
             ids = [execution_id for execution_id, _ in picked]
             if ids:
                 cursor.execute(
-                    f"UPDATE {WORK_TABLE} SET lease_owner = ?, lease_expires_at = ? "
-                    f"WHERE execution_id IN ({', '.join('?' * len(ids))})",
+                    f"UPDATE {WORK_TABLE} SET lease_owner = ?, lease_expires_at = ?, "
+                    f"waiting = FALSE WHERE execution_id IN ({', '.join('?' * len(ids))})",
                     (owner, expires, *ids),
                 )
         return picked
@@ -319,6 +343,8 @@ class SqlWorkQueue:
 
     def next_ready_at(self) -> datetime | None:
         with self.recorder.datastore.transaction(commit=False) as cursor:
-            cursor.execute(f"SELECT min(ready_at) AS ready FROM {WORK_TABLE}")
+            cursor.execute(  # executions parked until a signal have no time to wait for
+                f"SELECT min(ready_at) AS ready FROM {WORK_TABLE} WHERE ready_at < {PARKED_FOREVER}"
+            )
             row = cursor.fetchone()
         return None if row is None or row["ready"] is None else from_epoch(row["ready"])

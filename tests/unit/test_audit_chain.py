@@ -285,6 +285,8 @@ def every_event_type() -> list[Execution]:
         execution.start_timer("a", 2, 1.0, now + timedelta(seconds=1))
         execution.fire_timer("a", 2)
         execution.complete_step("a", 2, {"value": 1.5})
+        execution.receive_signal("approval", {"approved": True, "note": "ok ✓"}, "bob", ["user"])
+        execution.await_signal("b", 1, "approval", now + timedelta(hours=1))
         execution.time_out_step("b", 1, 30.0)
         execution.fail_step("b", 1, {"message": "late"})
         execution.take_over("worker:w1", "worker:w2")

@@ -51,7 +51,9 @@ TERMINAL_EVENTS = (
     Execution.ExecutionTimedOut,
 )
 FINISHING = ("complete", "fail", "cancel", "time_out")
-NO_STEP = ("request_cancellation", "take_over")  # allowed all along; they move no step
+NO_STEP = ("request_cancellation", "take_over", "receive_signal")  # allowed all along; no step
+SIGNAL = "approval"
+PAYLOAD = {"approved": True}
 CUT_SHORT = ("skip_step", "cancel_step")
 SIDE_MOVES = ("save", "snapshot", SYSTEM, "user:alice", "admin:root")
 ENDING = ("complete_step", "fail_step", "retry_step", "time_out_step")
@@ -66,6 +68,8 @@ ORDER = (  # how actions are listed: a step's life in order, then the rest
     "complete_agent",
     "fail_agent",
     "record_thinking",
+    "await_signal",
+    "take_signal_for",
     "record_output_delta",
     "complete_llm_call",
     "fire_timer",
@@ -173,6 +177,7 @@ class ExecutionMachine(RuleBasedStateMachine):
         self.error: dict[str, Any] | None = None
         self.cancellation: dict[str, str] | None = None
         self.steps = {s: StepState(s) for s in STEPS}
+        self.inbox: list[dict[str, Any]] = []
 
     # -- the rules of the machine ----------------------------------------------------------------
 
@@ -291,6 +296,14 @@ class ExecutionMachine(RuleBasedStateMachine):
                 True,
                 Execution.ExecutionTakenOver,
             ),
+            Action(
+                "receive_signal",
+                (SIGNAL,),
+                lambda e: e.receive_signal(SIGNAL, dict(PAYLOAD), "bob", ["user"]),
+                True,
+                Execution.SignalReceived,
+                self.signal_received,
+            ),
         ]
         for step_id in (*STEPS, GHOST):
             step = self.steps.get(step_id)
@@ -344,7 +357,7 @@ class ExecutionMachine(RuleBasedStateMachine):
             lambda e: e.skip_step(step_id, "dead path"),
             step is not None and not step.status.is_done,
             Execution.StepSkipped,
-            lambda: self.change(step_id, status=StepStatus.SKIPPED, skip_reason="dead path"),
+            lambda: self.ended(step_id, status=StepStatus.SKIPPED, skip_reason="dead path"),
         )
 
     def cancel_step(self, step_id: str, step: StepState | None) -> Action:
@@ -354,7 +367,7 @@ class ExecutionMachine(RuleBasedStateMachine):
             lambda e: e.cancel_step(step_id, "cancelled"),
             step is not None and step.status is not StepStatus.PENDING and not step.status.is_done,
             Execution.StepCancelled,
-            lambda: self.change(step_id, status=StepStatus.CANCELLED),
+            lambda: self.ended(step_id, status=StepStatus.CANCELLED),
         )
 
     def attempt_actions(self, step_id: str, step: StepState | None, n: int) -> list[Action]:
@@ -365,6 +378,7 @@ class ExecutionMachine(RuleBasedStateMachine):
         working = agent_on and step is not None and not step.agent_finished
         ending = at and step is not None and step.status in (StepStatus.RUNNING, TIMED_OUT_STEP)
         pieces = step.output_pieces if step is not None else 0
+        awaiting = step is not None and step.awaiting is not None
         actions = [
             Action(
                 "schedule_step",
@@ -390,7 +404,7 @@ class ExecutionMachine(RuleBasedStateMachine):
                 lambda e: e.complete_step(step_id, n, {"from": step_id}),
                 running,
                 Execution.StepCompleted,
-                lambda: self.change(step_id, status=StepStatus.COMPLETED, output={"from": step_id}),
+                lambda: self.completed(step_id, {"from": step_id}),
             ),
             Action(
                 "fail_step",
@@ -398,7 +412,7 @@ class ExecutionMachine(RuleBasedStateMachine):
                 lambda e: e.fail_step(step_id, n, {"type": "Boom"}),
                 ending,
                 Execution.StepFailed,
-                lambda: self.change(step_id, status=StepStatus.FAILED, error={"type": "Boom"}),
+                lambda: self.ended(step_id, status=StepStatus.FAILED, error={"type": "Boom"}),
             ),
             Action(
                 "retry_step",
@@ -406,7 +420,7 @@ class ExecutionMachine(RuleBasedStateMachine):
                 lambda e: e.retry_step(step_id, n, {"type": "Again"}, 1.5, LATER),
                 ending,
                 Execution.StepRetrying,
-                lambda: self.change(
+                lambda: self.ended(
                     step_id, status=StepStatus.RETRYING, error={"type": "Again"}, due_at=LATER
                 ),
             ),
@@ -416,7 +430,7 @@ class ExecutionMachine(RuleBasedStateMachine):
                 lambda e: e.time_out_step(step_id, n, 5.0),
                 running,
                 Execution.StepTimedOut,
-                lambda: self.change(step_id, status=StepStatus.TIMED_OUT),
+                lambda: self.ended(step_id, status=StepStatus.TIMED_OUT),
             ),
             Action(
                 "start_agent",
@@ -432,6 +446,22 @@ class ExecutionMachine(RuleBasedStateMachine):
                 lambda e: e.record_thinking(step_id, n, "hmm"),
                 working,
                 Execution.AgentThinking,
+            ),
+            Action(
+                "await_signal",
+                (step_id, n),
+                lambda e: e.await_signal(step_id, n, SIGNAL, LATER),
+                running and step is not None and not step.agent_started and not awaiting,
+                Execution.SignalAwaited,
+                lambda: self.awaited(step_id),
+            ),
+            Action(
+                "take_signal_for",
+                (step_id, n),
+                lambda e: e.take_signal_for(step_id, n),
+                running and awaiting and any(s["signal"] == SIGNAL for s in self.inbox),
+                Execution.StepCompleted,
+                lambda: self.completed(step_id, dict(PAYLOAD)),
             ),
             Action(
                 "record_output_delta",
@@ -547,6 +577,7 @@ class ExecutionMachine(RuleBasedStateMachine):
             due_at=None,
             timer_fired=False,
             output_pieces=0,
+            awaiting=None,
         )
         self.status = ExecutionStatus.RUNNING
 
@@ -554,6 +585,40 @@ class ExecutionMachine(RuleBasedStateMachine):
         step = self.steps[step_id]
         del step.open_tool_calls[call_id]
         step.finished_tool_calls.append(call_id)
+
+    def signal_received(self) -> None:
+        self.inbox.append(
+            {"signal": SIGNAL, "payload": dict(PAYLOAD), "version": len(self.events) + 1}
+        )
+
+    def awaited(self, step_id: str) -> None:
+        self.change(step_id, awaiting=SIGNAL, due_at=LATER)
+        self.settle()
+
+    def completed(self, step_id: str, output: Any) -> None:
+        """A step's end with its output; a waiting step's output is the oldest signal of its
+        name, which leaves the inbox."""
+        step = self.steps[step_id]
+        if step.awaiting is not None:
+            taken = next((s for s in self.inbox if s["signal"] == step.awaiting), None)
+            if taken is not None:  # a plain complete_step on a wait takes one, if there is one
+                self.inbox.remove(taken)
+            self.change(step_id, due_at=None)
+        self.ended(step_id, status=StepStatus.COMPLETED, output=output)
+
+    def ended(self, step_id: str, **changes: Any) -> None:
+        """An attempt moved out of running: it waits for nothing now."""
+        self.change(step_id, awaiting=None, **changes)
+        self.settle()
+
+    def settle(self) -> None:
+        """Waiting when every attempt under way waits for a signal (and one does)."""
+        if self.status not in (ExecutionStatus.RUNNING, ExecutionStatus.WAITING):
+            return
+        under_way = [st for st in self.steps.values() if st.status in UNDER_WAY]
+        waits = [st for st in under_way if st.status is StepStatus.RUNNING and st.awaiting]
+        waiting = bool(waits) and len(waits) == len(under_way)
+        self.status = ExecutionStatus.WAITING if waiting else ExecutionStatus.RUNNING
 
     def change(self, step_id: str, **changes: Any) -> None:
         step = self.steps[step_id]
@@ -567,6 +632,7 @@ class ExecutionMachine(RuleBasedStateMachine):
         execution = self.execution
         assert execution.status is self.status
         assert execution.steps == self.steps
+        assert execution.inbox == self.inbox
         assert (execution.output, execution.error) == (self.output, self.error)
         assert execution.cancellation == self.cancellation
         assert execution.cancellation_requested is (self.cancellation is not None)

@@ -47,6 +47,16 @@ EXPECTED = {
     ("get", "/v1/tools"): {401, 422, 503},
     ("get", "/v1/tools/{name}"): {401, 404, 422, 503},
     ("delete", "/v1/tools/{name}"): {401, 403, 404, 409, 422, 503},
+    ("post", "/v1/executions/{execution_id}/signals/{name}"): {
+        400,
+        401,
+        403,
+        404,
+        409,
+        413,
+        422,
+        503,
+    },
 }
 NOT_PROBLEMS = {("get", "/readyz", "503")}  # readiness answers with its own report
 
