@@ -53,6 +53,68 @@ COST_OPTIMIZATION: dict[str, Any] = {
 }
 """Answer a question about spend: triage it, gather data, price changes, summarise."""
 
+APPROVAL_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "approved": {"type": "boolean"},
+        "comment": {"type": "string", "maxLength": 2000},
+    },
+    "required": ["approved"],
+    "additionalProperties": False,
+}
+
+COST_OPTIMIZATION_APPROVED: dict[str, Any] = {
+    "name": "cost_optimization_approved",
+    "description": "cost_optimization, then a person approves or rejects the recommendation.",
+    "config": {"parallel_execution": False, "stop_on_failure": True},
+    "steps": [
+        *(dict(step) for step in COST_OPTIMIZATION["steps"]),
+        {
+            "id": "approval",
+            "type": "wait_for_signal",
+            "signal": "approval",
+            "depends_on": ["summary"],
+            "timeout_seconds": 7 * 24 * 3600,
+            "allowed_roles": ["user", "admin"],
+            "schema": APPROVAL_SCHEMA,
+        },
+        {
+            "id": "decision",
+            "type": "gateway",
+            "depends_on": ["approval"],
+            "routes": [
+                {"when": "steps.approval.output.approved", "next": ["publish"]},
+                {"default": True, "next": ["shelve"]},
+            ],
+        },
+        {
+            "id": "publish",
+            "type": "agent_task",
+            "agent": "echo",
+            "input": {
+                "status": "approved",
+                "comment": "{{ steps.approval.output.comment | default('') }}",
+            },
+        },
+        {
+            "id": "shelve",
+            "type": "agent_task",
+            "agent": "echo",
+            "input": {
+                "status": "rejected",
+                "comment": "{{ steps.approval.output.comment | default('') }}",
+            },
+        },
+    ],
+    "output": {
+        "answer": "{{ steps.summary.output.answer }}",
+        "projected_monthly_savings_usd": "{{ steps.summary.output.projected_monthly_savings_usd }}",
+        "approval": "{{ steps.approval.output }}",
+    },
+}
+"""`cost_optimization` whose recommendation is final only once a person approves it: the
+execution waits (holding no worker) for the signal `approval` `{approved, comment?}`."""
+
 ECHO: dict[str, Any] = {
     "name": "echo",
     "config": {"parallel_execution": False, "stop_on_failure": True, "timeout_seconds": 60},

@@ -21,6 +21,7 @@ from agent_ledger.application.processes import (
 )
 from agent_ledger.application.sample_processes import (
     COST_OPTIMIZATION,
+    COST_OPTIMIZATION_APPROVED,
     ECHO,
     cost_optimization_llm,
 )
@@ -59,7 +60,7 @@ from agent_ledger.projections.execution_status import ExecutionStatusProjection
 
 log = logging.getLogger(__name__)
 
-SAMPLE_PROCESSES = (COST_OPTIMIZATION, ECHO)
+SAMPLE_PROCESSES = (COST_OPTIMIZATION, COST_OPTIMIZATION_APPROVED, ECHO)
 
 
 def registration_checks(

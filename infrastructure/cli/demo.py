@@ -18,6 +18,8 @@ STEP_ICONS = {
     "agent_started": "  ◆",
     "agent_thinking": "    …",
     "llm_call_completed": "    ≡",
+    "signal_awaited": "  ⏸",
+    "signal_received": "  ✉",
     "tool_executing": "    ⚙",
     "tool_completed": "    ✓",
     "tool_failed": "    ✗",
@@ -48,11 +50,20 @@ def demo(
             "(registered when a model provider is configured)"
         ),
     ] = "cost_optimization",
+    approve: Annotated[
+        bool,
+        typer.Option(
+            help="run cost_optimization_approved and approve its recommendation when it waits "
+            "(with --process, answer that process's `approval` signal)"
+        ),
+    ] = False,
 ) -> None:
     """Run the sample process against a running server, printing its events live."""
     settings = Settings()
     token = issue_token(require_jwt_secret(settings), sub)
-    raise typer.Exit(run_demo(url, question, token, process))
+    if approve and process == "cost_optimization":
+        process = "cost_optimization_approved"
+    raise typer.Exit(run_demo(url, question, token, process, approve))
 
 
 def describe(message: dict[str, Any]) -> str:
@@ -72,6 +83,10 @@ def _detail(message: dict[str, Any]) -> str:
             return f"agent {data['agent']}"
         case "agent_thinking":
             return str(data["message"])
+        case "signal_awaited":
+            return f"step {data['step_id']} waits for signal {data['signal']!r}"
+        case "signal_received":
+            return f"{data['signal']!r} from {data['actor']}: {json.dumps(data['payload'])[:80]}"
         case "llm_call_completed":
             cost = "cost unknown" if data["cost_usd"] is None else f"${data['cost_usd']:.6f}"
             return (
@@ -90,14 +105,20 @@ def _detail(message: dict[str, Any]) -> str:
             return ""
 
 
-def run_demo(url: str, question: str, token: str, process: str = "cost_optimization") -> int:
+def run_demo(
+    url: str,
+    question: str,
+    token: str,
+    process: str = "cost_optimization",
+    approve: bool = False,
+) -> int:
     """Returns the exit status: 0 when the execution completed."""
     # imported here, as in _run: every other command starts without the HTTP clients
     import httpx
     from websockets.exceptions import WebSocketException
 
     try:
-        return _run(url, question, token, process)
+        return _run(url, question, token, process, approve)
     except (httpx.ConnectError, httpx.ConnectTimeout, ConnectionRefusedError):
         print(f"agent-ledger: no server at {url}: start one with `make run`", file=sys.stderr)
     except (httpx.UnsupportedProtocol, httpx.InvalidURL):
@@ -110,7 +131,7 @@ def run_demo(url: str, question: str, token: str, process: str = "cost_optimizat
     return 1
 
 
-def _run(url: str, question: str, token: str, process: str) -> int:
+def _run(url: str, question: str, token: str, process: str, approve: bool) -> int:
     import httpx
     from websockets.sync.client import connect
 
@@ -147,12 +168,18 @@ def _run(url: str, question: str, token: str, process: str) -> int:
                     print()
                     streaming = False
                 print(describe(message))
+                if message["type"] == "signal_awaited":
+                    _answer(client, url, started["id"], message["data"]["signal"], approve)
                 if message["type"] in TERMINAL:
                     final = message
                     break
         if final.get("type") != "execution_completed":
             return 1
         output = final["data"]["output"] or {}
+        approval = output.get("approval") if isinstance(output, dict) else None
+        if isinstance(approval, dict):
+            verdict = "approved" if approval.get("approved") else "rejected"
+            print(f"\nThe recommendation was {verdict}.")
         if isinstance(output, str):  # a model's answer: already printed as it streamed
             return 0
         print("\n" + str(output.get("answer", json.dumps(output, indent=2))))
@@ -160,3 +187,20 @@ def _run(url: str, question: str, token: str, process: str) -> int:
         if savings is not None:
             print(f"\nProjected monthly savings: ${savings:,.2f}")
         return 0
+
+
+def _answer(client: Any, url: str, execution_id: str, signal: str, approve: bool) -> None:
+    """Approve (`--approve`), or say how a person does it."""
+    path = f"/v1/executions/{execution_id}/signals/{signal}"
+    if not approve:
+        print(
+            f"\n  waiting for {signal!r}: approve in the dashboard, or\n"
+            f"  curl -X POST {url}{path} -H 'Authorization: Bearer $TOKEN' "
+            "-H 'Content-Type: application/json' "
+            '-d \'{"payload": {"approved": true, "comment": "go"}}\'\n'
+        )
+        return
+    payload = {"approved": True, "comment": "approved by agent-ledger demo --approve"}
+    response = client.post(path, json={"payload": payload})
+    if response.status_code != 202:
+        print(f"could not send {signal!r}: {response.status_code} {response.text}")
