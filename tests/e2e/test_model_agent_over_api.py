@@ -14,6 +14,7 @@ from websockets.sync.client import connect
 
 from tests.support.openai_stub import OpenAiStub, Reply
 from tests.support.server import Server, running_server, start
+from tests.support.tokens import token
 from tests.support.walking_skeleton import ends
 
 pytestmark = pytest.mark.postgres
@@ -51,7 +52,7 @@ def server(
 def test_the_answer_streams_on_the_tail_before_the_model_has_finished(
     server: Server, stub: OpenAiStub, tmp_path: Path
 ) -> None:
-    token = server.token("model-user")
+    bearer = token(SECRET, "model-user")
     stub.queue(
         MODEL,
         Reply(reasoning="Start from the overview.", tool_calls=[("spend_overview", {"days": 30})]),
@@ -59,9 +60,9 @@ def test_the_answer_streams_on_the_tail_before_the_model_has_finished(
     )
     url = server.url.replace("http", "ws", 1) + "/v1/stream"
     messages: list[dict[str, Any]] = []
-    with connect(url, additional_headers={"Authorization": f"Bearer {token}"}) as ws:
+    with connect(url, additional_headers={"Authorization": f"Bearer {bearer}"}) as ws:
         execution_id = start(
-            server, token, {"process": "cost_optimization_llm", "input": {"question": "Cut?"}}
+            server, bearer, {"process": "cost_optimization_llm", "input": {"question": "Cut?"}}
         )
 
         def receive() -> dict[str, Any]:
@@ -91,7 +92,7 @@ def test_the_answer_streams_on_the_tail_before_the_model_has_finished(
     assert calls[1]["cost_usd"] == pytest.approx((900 * 0.15 + 40 * 0.6) / 1e6)
     usage = next(m["data"]["usage"] for m in mine if m["type"] == "agent_completed")
     assert usage["model_calls"] == 2
-    with server.client(token) as client:
+    with server.client(bearer) as client:
         body = client.get(f"/v1/executions/{execution_id}").json()
     assert body["output"] == ANSWER
     assert API_KEY not in json.dumps(messages)

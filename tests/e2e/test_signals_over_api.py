@@ -15,6 +15,7 @@ import pytest
 from websockets.sync.client import connect
 
 from tests.support.server import Server, running_server, start
+from tests.support.tokens import token
 from tests.support.walking_skeleton import ends
 
 pytestmark = pytest.mark.postgres
@@ -67,7 +68,7 @@ def register(server: Server, **wait: Any) -> str:
         ],
         "output": {"review": "{{ steps.review.output }}"},
     }
-    admin = server.token("root", "--roles", "admin")
+    admin = token(SECRET, "root", "admin")
     with server.client(admin) as client:
         response = client.put(f"/v1/processes/{name}", json=document)
     assert response.status_code == 201, response.text
@@ -111,7 +112,7 @@ def test_an_approval_is_refused_until_it_fits_then_recorded_once_and_branches(
     server: Server, tmp_path: Path
 ) -> None:
     process = register(server)
-    owner = server.token("ann")
+    owner = token(SECRET, "ann")
     url = server.url.replace("http", "ws", 1) + "/v1/stream"
     with connect(url, additional_headers={"Authorization": f"Bearer {owner}"}) as ws:
         execution_id = start(server, owner, {"process": process, "input": {}})
@@ -120,10 +121,10 @@ def test_an_approval_is_refused_until_it_fits_then_recorded_once_and_branches(
         assert awaited["data"]["signal"] == "approval"
         recorded = len(events(server, owner, execution_id))
 
-        auditor = server.token("audrey", "--roles", "auditor")
+        auditor = token(SECRET, "audrey", "auditor")
         assert send(server, auditor, execution_id, {"approved": True}).status_code == 403
         assert (
-            send(server, server.token("bob"), execution_id, {"approved": True}).status_code == 404
+            send(server, token(SECRET, "bob"), execution_id, {"approved": True}).status_code == 404
         )
         unfit = send(server, owner, execution_id, {"approved": "yes"})
         assert unfit.status_code == 422
@@ -152,7 +153,7 @@ def test_an_approval_is_refused_until_it_fits_then_recorded_once_and_branches(
     assert "shelve" not in steps
     assert send(server, owner, execution_id, payload).status_code == 409  # finished
 
-    admin = server.token("root", "--roles", "admin")
+    admin = token(SECRET, "root", "admin")
     with server.client(admin) as client:
         bundle = client.get(f"/v1/executions/{execution_id}/export")
     path = tmp_path / "approved.jsonl"
@@ -165,7 +166,7 @@ def test_an_approval_is_refused_until_it_fits_then_recorded_once_and_branches(
 
 def test_a_signal_sent_before_its_step_is_ready_is_kept(server: Server) -> None:
     process = register(server, before=[{"id": "pause", "type": "timer", "seconds": 0.5}])
-    owner = server.token("cat")
+    owner = token(SECRET, "cat")
     execution_id = start(server, owner, {"process": process, "input": {}})
     assert send(server, owner, execution_id, {"approved": False}).status_code == 202
     url = server.url.replace("http", "ws", 1) + f"/v1/stream?after=0&execution_id={execution_id}"
@@ -178,7 +179,7 @@ def test_a_signal_sent_before_its_step_is_ready_is_kept(server: Server) -> None:
 
 def test_a_wait_past_its_timeout_times_out_and_its_on_error_applies(server: Server) -> None:
     process = register(server, timeout_seconds=0.3, on_error="skip_step")
-    owner = server.token("dan")
+    owner = token(SECRET, "dan")
     url = server.url.replace("http", "ws", 1) + "/v1/stream"
     with connect(url, additional_headers={"Authorization": f"Bearer {owner}"}) as ws:
         execution_id = start(server, owner, {"process": process, "input": {}})
@@ -195,3 +196,26 @@ def test_the_demo_approves_the_sample_process(server: Server) -> None:
     assert "waits for signal 'approval'" in demo.stdout
     assert "'approval' from demo-user" in demo.stdout
     assert "The recommendation was approved." in demo.stdout
+
+
+def test_two_waits_on_one_name_take_two_signals_in_order(server: Server) -> None:
+    name = f"twice-{uuid.uuid4().hex[:8]}"
+    document = {
+        "name": name,
+        "steps": [
+            {"id": "first", "type": "wait_for_signal", "signal": "note"},
+            {"id": "second", "type": "wait_for_signal", "signal": "note", "depends_on": ["first"]},
+        ],
+        "output": ["{{ steps.first.output.n }}", "{{ steps.second.output.n }}"],
+    }
+    with server.client(token(SECRET, "root", "admin")) as client:
+        assert client.put(f"/v1/processes/{name}", json=document).status_code == 201
+    owner = token(SECRET, "eve")
+    execution_id = start(server, owner, {"process": name, "input": {}})
+    for n in (1, 2):
+        assert send(server, owner, execution_id, {"n": n}, name="note").status_code == 202
+    assert send(server, owner, execution_id, {"n": 3}, name="note").status_code == 409
+    url = server.url.replace("http", "ws", 1) + f"/v1/stream?after=0&execution_id={execution_id}"
+    with connect(url, additional_headers={"Authorization": f"Bearer {owner}"}) as ws:
+        history = follow_until(ws, execution_id, "execution_completed")
+    assert history[-1]["data"]["output"] == [1, 2]
