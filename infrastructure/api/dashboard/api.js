@@ -23,11 +23,24 @@ export class Api {
     for (const [name, value] of Object.entries(params)) {
       if (value !== undefined && value !== null && value !== "") query.set(name, value);
     }
-    const url = query.toString() ? `${path}?${query}` : path;
+    return this.send(query.toString() ? `${path}?${query}` : path, {});
+  }
+
+  /** POST `body` as JSON; the answer's JSON document. */
+  async post(path, body) {
+    return this.send(path, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    });
+  }
+
+  async send(url, { headers = {}, ...init }) {
     let response;
     try {
       response = await fetch(url, {
-        headers: { Authorization: `Bearer ${this.token}`, Accept: "application/json" },
+        ...init,
+        headers: { ...headers, Authorization: `Bearer ${this.token}`, Accept: "application/json" },
       });
     } catch (error) {
       throw new ApiError(0, { title: "Server unreachable", detail: String(error) });

@@ -1,11 +1,13 @@
 // One execution's events in order: its history, then live while it runs, from the tail.
 // A model step's attempt folds what it streams into blocks (see `ModelSteps`); every
-// other event is one row.
+// other event is one row. A step waiting for a signal has a form to send it under its
+// `signal_awaited` row (see `SignalForms`).
 
 import { LatestRead } from "./api.js";
 import { el, milliseconds, shorten, spending, tokens, usd } from "./elements.js";
 import { errorText, heading } from "./event_parts.js";
 import { ModelSteps } from "./model_steps.js";
+import { SignalForms, signalDetail } from "./signal_form.js";
 import { QUIET, TERMINAL, Tail } from "./tail.js";
 
 export class Timeline {
@@ -16,6 +18,7 @@ export class Timeline {
     this.id = null;
     this.reader = null;
     this.model = null;
+    this.signals = null;
     this.view = null;
     this.hint = document.getElementById("timeline-hint");
     this.body = document.getElementById("timeline-body");
@@ -37,6 +40,7 @@ export class Timeline {
     this.events.replaceChildren();
     this.steps.replaceChildren();
     this.model = new ModelSteps(this.events);
+    this.signals = new SignalForms(this.api, id, this.events, { onError: this.onError });
     this.setStatus("…");
     this.showCost();
     this.reader = new LatestRead((after) => this.readSteps(id, after));
@@ -57,7 +61,9 @@ export class Timeline {
   append(event) {
     const list = this.events;
     const following = list.scrollTop + list.clientHeight >= list.scrollHeight - 8;
-    if (!this.model.fold(event)) list.append(row(event));
+    const drawn = this.model.fold(event) ? null : row(event);
+    if (drawn) list.append(drawn);
+    this.signals.follow(event, drawn);
     if (following) list.scrollTop = list.scrollHeight; // keep up, unless the reader scrolled up
     if (event.type === "llm_call_completed") this.showCost();
     if ((event.data.step_id !== undefined && !QUIET.has(event.type)) || TERMINAL.has(event.type)) {
@@ -123,6 +129,9 @@ function row(event) {
 
 /** The one line that says what happened. */
 function detail(type, data) {
+  if (type === "signal_awaited" || type === "signal_received") {
+    return shorten(signalDetail(type, data), 240);
+  }
   if (type === "llm_call_completed") {
     const took = milliseconds(Number(data.duration_ms));
     return [data.model, tokens(data), took, usd(data.cost_usd)].join(" · ");
