@@ -10,8 +10,17 @@ from uuid import UUID
 
 from agent_ledger.domain.event_names import event_type
 from agent_ledger.domain.executions import Execution, ExecutionEvent, StepEvent
+from agent_ledger.projections.step_status import (
+    UNDER_WAY,
+    WAITING,
+    InMemoryStepStatusView,
+    StepStatusProjection,
+    StepStatusView,
+)
 
 Number = TypeVar("Number", int, float)
+
+RUNNING = "running"
 
 
 @dataclass
@@ -48,6 +57,14 @@ class ExecutionStatusView(Protocol):
     def get(self, execution_id: UUID) -> ExecutionStatusRow | None: ...
 
     def put(self, row: ExecutionStatusRow) -> None: ...
+
+    def step_statuses(self, execution_id: UUID) -> list[str]:
+        """The statuses of the execution's step rows, the current event applied to them."""
+        ...
+
+
+class StatusView(ExecutionStatusView, StepStatusView, Protocol):
+    """Execution and step rows together: what `StatusProjections` write."""
 
 
 class ExecutionStatusProjection:
@@ -88,7 +105,11 @@ class ExecutionStatusProjection:
 
     @_apply.register
     def _(self, event: Execution.StepScheduled, row: ExecutionStatusRow) -> None:
-        row.status = "running"
+        row.status = RUNNING
+
+    @_apply.register
+    def _(self, event: Execution.SignalAwaited, row: ExecutionStatusRow) -> None:
+        self._settle(row)
 
     @_apply.register
     def _(self, event: Execution.StepStarted, row: ExecutionStatusRow) -> None:
@@ -108,6 +129,15 @@ class ExecutionStatusProjection:
     @_apply.register(Execution.StepTimedOut)
     def _leave_step(self, event: StepEvent, row: ExecutionStatusRow) -> None:
         row.current_steps = [s for s in row.current_steps if s != event.step_id]
+        self._settle(row)
+
+    def _settle(self, row: ExecutionStatusRow) -> None:
+        """`waiting` while the only attempts under way wait for signals, else `running`: the
+        aggregate's `settle_status`, on the step rows."""
+        if row.status not in (RUNNING, WAITING):
+            return
+        steps = set(self.view.step_statuses(row.execution_id))
+        row.status = WAITING if WAITING in steps and not steps & UNDER_WAY else RUNNING
 
     @_apply.register
     def _(self, event: Execution.LlmCallCompleted, row: ExecutionStatusRow) -> None:
@@ -158,10 +188,25 @@ def _plus(total: Number | None, part: Number | None, first: bool) -> Number | No
     return None if total is None or part is None else total + part
 
 
-class InMemoryExecutionStatusView:
-    """Rows in a dict: the projection's twin for unit tests."""
+class StatusProjections:
+    """The step and the execution status projections over one view, steps first: an
+    execution's status follows its steps'."""
+
+    def __init__(self, view: StatusView):
+        self.steps = StepStatusProjection(view)
+        self.executions = ExecutionStatusProjection(view)
+
+    def process(self, event: object, position: int) -> None:
+        """Apply one stored event at its position to both."""
+        self.steps.process(event, position)
+        self.executions.process(event, position)
+
+
+class InMemoryExecutionStatusView(InMemoryStepStatusView):
+    """Execution rows in a dict, beside the step rows: the projections' twin for unit tests."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.rows: dict[UUID, ExecutionStatusRow] = {}
 
     def get(self, execution_id: UUID) -> ExecutionStatusRow | None:
@@ -169,3 +214,6 @@ class InMemoryExecutionStatusView:
 
     def put(self, row: ExecutionStatusRow) -> None:
         self.rows[row.execution_id] = row
+
+    def step_statuses(self, execution_id: UUID) -> list[str]:
+        return [row.status for (of, _), row in self.steps.items() if of == execution_id]

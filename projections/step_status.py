@@ -11,6 +11,12 @@ from uuid import UUID
 from agent_ledger.domain.event_names import event_type
 from agent_ledger.domain.executions import Execution, StepEvent
 
+WAITING = "waiting"
+"""A step whose running attempt waits for a signal (a `wait_for_signal` step)."""
+
+UNDER_WAY = frozenset({"scheduled", "running", "retrying", "timed_out"})
+"""Steps whose attempt is at work, or may yet be retried: they keep an execution `running`."""
+
 # upper bounds of the step latency histogram, in seconds (Prometheus `le`); +Inf follows
 LATENCY_BUCKETS: tuple[float, ...] = (
     0.005,
@@ -65,6 +71,7 @@ class StepStatusRow:
     skip_reason: str | None = None
     last_event: str = "execution_started"
     last_position: int = 0
+    awaiting: str | None = None  # the signal its attempt waits for, while status is `waiting`
 
 
 class StepStatusView(Protocol):
@@ -114,7 +121,7 @@ class StepStatusProjection:
 
     @_apply.register
     def _(self, event: Execution.StepScheduled, row: StepStatusRow) -> None:
-        row.status, row.attempt = "scheduled", event.attempt
+        row.status, row.attempt, row.awaiting = "scheduled", event.attempt, None
 
     @_apply.register
     def _(self, event: Execution.StepStarted, row: StepStatusRow) -> None:
@@ -123,17 +130,21 @@ class StepStatusProjection:
             row.started_at = event.timestamp
 
     @_apply.register
+    def _(self, event: Execution.SignalAwaited, row: StepStatusRow) -> None:
+        row.status, row.awaiting = WAITING, event.signal
+
+    @_apply.register
     def _(self, event: Execution.AgentStarted, row: StepStatusRow) -> None:
         row.agent = event.agent
 
     @_apply.register
     def _(self, event: Execution.StepRetrying, row: StepStatusRow) -> None:
-        row.status, row.error = "retrying", event.error
+        row.status, row.error, row.awaiting = "retrying", event.error, None
         row.retries += 1
 
     @_apply.register
     def _(self, event: Execution.StepTimedOut, row: StepStatusRow) -> None:
-        row.status = "timed_out"
+        row.status, row.awaiting = "timed_out", None
 
     @_apply.register
     def _(self, event: Execution.StepCompleted, row: StepStatusRow) -> None:
@@ -155,7 +166,7 @@ class StepStatusProjection:
         self._finish(row, "cancelled", event.timestamp)
 
     def _finish(self, row: StepStatusRow, status: str, at: datetime) -> None:
-        row.status, row.finished_at = status, at
+        row.status, row.finished_at, row.awaiting = status, at, None
         if row.started_at is not None:
             row.duration_ms = elapsed_ms(row.started_at, at)
             if status in ("completed", "failed"):

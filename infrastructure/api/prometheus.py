@@ -13,6 +13,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from agent_ledger.application.executions import Executions
+from agent_ledger.domain.execution_state import ExecutionStatus
 from agent_ledger.infrastructure.read_models.health import projection_lags
 from agent_ledger.infrastructure.read_models.metrics_queries import MetricsQueries
 from agent_ledger.infrastructure.read_models.table_sets import active_tables
@@ -21,8 +22,8 @@ from agent_ledger.projections.step_status import LATENCY_BUCKETS
 
 
 class ReadModelCollector(Collector):
-    """Events appended, executions by status, projection lag, step latency histograms, and the
-    model calls, tokens and cost of every agent and process.
+    """Events appended, executions by status (and those waiting), projection lag, step latency
+    histograms, and the model calls, tokens and cost of every agent and process.
 
     Everything comes from the projections' tables, so every API process exports the same
     figures and they survive restarts.
@@ -65,7 +66,7 @@ class ReadModelCollector(Collector):
             yield from self._model_usage(usage.get(kind, []), kind, label)
         with self.engine.connect() as connection:
             tables = active_tables(connection, "execution_status")
-            yield self._executions_by_status(connection, tables["execution_status"])
+            yield from self._executions_by_status(connection, tables["execution_status"])
             yield self._step_latency(connection, tables["step_latency"])
 
     def _events_appended(self) -> CounterMetricFamily:
@@ -113,14 +114,23 @@ class ReadModelCollector(Collector):
         yield from (calls, unpriced, tokens, cost)
 
     @staticmethod
-    def _executions_by_status(connection: sa.Connection, table: sa.Table) -> GaugeMetricFamily:
+    def _executions_by_status(
+        connection: sa.Connection, table: sa.Table
+    ) -> Iterator[GaugeMetricFamily]:
+        """Every status, 0 when no execution has it; and those waiting, on a gauge of its own."""
+        query = sa.select(table.c.status, sa.func.count()).group_by(table.c.status)
+        counts = {str(status): int(count) for status, count in connection.execute(query)}
         family = GaugeMetricFamily(
             "agent_ledger_executions", "Executions by status", labels=["status"]
         )
-        query = sa.select(table.c.status, sa.func.count()).group_by(table.c.status)
-        for status, count in connection.execute(query):
-            family.add_metric([status], count)
-        return family
+        for status in dict.fromkeys([*(s.value for s in ExecutionStatus), *sorted(counts)]):
+            family.add_metric([status], counts.get(status, 0))
+        yield family
+        yield GaugeMetricFamily(
+            "agent_ledger_executions_waiting",
+            "Executions waiting for a signal now: every attempt they have under way waits",
+            value=counts.get(ExecutionStatus.WAITING.value, 0),
+        )
 
     @staticmethod
     def _step_latency(connection: sa.Connection, table: sa.Table) -> HistogramMetricFamily:

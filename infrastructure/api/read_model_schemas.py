@@ -18,8 +18,11 @@ class StepView(BaseModel):
 
     id: str
     status: str = Field(
-        description="pending, scheduled, running, retrying, timed_out, completed, failed, "
-        "skipped or cancelled"
+        description="pending, scheduled, running, waiting (for a signal), retrying, timed_out, "
+        "completed, failed, skipped or cancelled"
+    )
+    awaiting: str | None = Field(
+        default=None, description="the signal a waiting step waits for; null otherwise"
     )
     attempt: int
     retries: int
@@ -47,6 +50,7 @@ class StepView(BaseModel):
             skip_reason=row.skip_reason,
             last_event=row.last_event,
             last_position=row.last_position,
+            awaiting=row.awaiting,
         )
 
 
@@ -98,7 +102,9 @@ class FigureSet(BaseModel):
     failures: int
     timeouts: int
     cancelled: int
-    running: int
+    running: int = Field(
+        description="runs not finished yet (an execution waiting for a signal is one)"
+    )
     retries: int
     sla_breaches: int = Field(description="finished runs slower than the SLA target")
     duration_ms: DurationPercentiles

@@ -12,8 +12,8 @@ from agent_ledger.domain.executions import Execution
 from agent_ledger.infrastructure.read_models.row_batch import RowBatch
 from agent_ledger.infrastructure.read_models.table_sets import TableSet
 from agent_ledger.infrastructure.store.bulk_sql import add_to_rows
-from agent_ledger.projections.execution_status import ExecutionStatusProjection, ExecutionStatusRow
-from agent_ledger.projections.step_status import StepStatusProjection, StepStatusRow, latency_bucket
+from agent_ledger.projections.execution_status import ExecutionStatusRow, StatusProjections
+from agent_ledger.projections.step_status import StepStatusRow, latency_bucket
 
 
 class SqlExecutionStatusView:
@@ -25,6 +25,7 @@ class SqlExecutionStatusView:
         self.executions = RowBatch(connection, tables["execution_status"], ExecutionStatusRow)
         self.steps = RowBatch(connection, tables["step_status"], StepStatusRow)
         self.latency: dict[tuple[str, str, int], list[int]] = defaultdict(list)
+        self.step_ids: dict[UUID, set[str]] = {}  # of the executions read or started in the batch
 
     def prefetch(self, events: list[LoggedEvent]) -> None:
         """Read the rows of every execution the batch touches, in a few queries."""
@@ -39,8 +40,11 @@ class SqlExecutionStatusView:
         for execution_id in started:
             self.executions.known(execution_id)
             self.steps.known(execution_id)
+            self.step_ids[execution_id] = set()
         self.executions.load(others)
         self.steps.load(others)
+        for execution_id, step_id in self.steps.rows:
+            self.step_ids.setdefault(execution_id, set()).add(step_id)
 
     def get(self, execution_id: UUID) -> ExecutionStatusRow | None:
         return self.executions.get(execution_id)
@@ -53,6 +57,17 @@ class SqlExecutionStatusView:
 
     def put_step(self, row: StepStatusRow) -> None:
         self.steps.put(row)
+        if row.execution_id in self.step_ids:
+            self.step_ids[row.execution_id].add(row.step_id)
+
+    def step_statuses(self, execution_id: UUID) -> list[str]:
+        step_ids = self.step_ids.get(execution_id)
+        if step_ids is None:  # not prefetched: read its rows now
+            self.steps.load([execution_id])
+            step_ids = self.step_ids[execution_id] = {
+                s for e, s in self.steps.rows if e == execution_id
+            }
+        return [self.steps.rows[(execution_id, step_id)].status for step_id in step_ids]
 
     def observe_latency(self, process_name: str, step_id: str, duration_ms: float) -> None:
         key = (process_name, step_id, latency_bucket(duration_ms))
@@ -81,8 +96,7 @@ class ExecutionStatusBatch:
 
     def __init__(self, connection: sa.Connection, tables: TableSet):
         self.view = SqlExecutionStatusView(connection, tables)
-        self.statuses = ExecutionStatusProjection(self.view)
-        self.steps = StepStatusProjection(self.view)
+        self.projections = StatusProjections(self.view)
         self.events: list[LoggedEvent] = []
 
     def process(self, event: object, position: int) -> None:
@@ -91,7 +105,6 @@ class ExecutionStatusBatch:
     def flush(self) -> None:
         self.view.prefetch(self.events)
         for logged in self.events:
-            self.statuses.process(logged.event, logged.position)
-            self.steps.process(logged.event, logged.position)
+            self.projections.process(logged.event, logged.position)
         self.view.flush()
         self.events.clear()

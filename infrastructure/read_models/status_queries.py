@@ -8,6 +8,7 @@ from uuid import UUID
 
 import sqlalchemy as sa
 
+from agent_ledger.domain.execution_state import ExecutionStatus
 from agent_ledger.infrastructure.read_models.row_batch import aware
 from agent_ledger.infrastructure.read_models.table_sets import active_tables
 from agent_ledger.projections.execution_status import ExecutionStatusProjection, ExecutionStatusRow
@@ -102,7 +103,7 @@ class ExecutionStatusQueries:
             t = active_tables(connection, _NAME)["execution_status"]
             query = (
                 sa.select(t.c.execution_id)
-                .where(t.c.status.in_(("pending", "running")))
+                .where(t.c.status.in_([s.value for s in ExecutionStatus if not s.is_terminal]))
                 .order_by(t.c.started_at)
             )
             return [r[0] for r in connection.execute(query)]

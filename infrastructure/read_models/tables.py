@@ -72,6 +72,7 @@ step_status = sa.Table(  # one row per step of an execution (part of execution_s
     sa.Column("skip_reason", sa.String(100)),
     sa.Column("last_event", sa.String(60), nullable=False),
     sa.Column("last_position", sa.BigInteger, nullable=False),
+    sa.Column("awaiting", sa.String(100)),  # the signal a `waiting` step waits for
 )
 
 step_latency = sa.Table(  # step duration histogram buckets (part of execution_status)

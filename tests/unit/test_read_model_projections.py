@@ -1,9 +1,10 @@
-"""Step status, metrics runs and figures, and the model usage of the execution status, fed
-with a real execution's events in memory."""
+"""Step status, metrics runs and figures, the model usage of the execution status, and the
+`waiting` status of executions and steps, fed with a real execution's events in memory."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -11,6 +12,7 @@ from agent_ledger.domain.executions import Execution, ExecutionEvent
 from agent_ledger.projections.execution_status import (
     ExecutionStatusProjection,
     InMemoryExecutionStatusView,
+    StatusProjections,
 )
 from agent_ledger.projections.metric_figures import (
     RunFacts,
@@ -250,3 +252,89 @@ def test_a_cost_that_is_not_a_number_is_refused_so_that_its_event_is_parked() ->
         with pytest.raises(ValueError, match="cannot be counted"):
             nano_usd(absurd)
     assert (nano_usd(0.00000001), usd(10)) == (10, 0.00000001)
+
+
+# -- waiting for signals ---------------------------------------------------------------------
+
+
+class Watched:
+    """An execution whose events both status projections apply as it goes, the projected
+    status checked against the aggregate's after each command."""
+
+    def __init__(self, *step_ids: str) -> None:
+        self.execution = Execution.start(
+            user_id="u",
+            process_name="approve",
+            process_version=1,
+            definition={},
+            step_ids=list(step_ids),
+            input={},
+        )
+        self.view = InMemoryExecutionStatusView()
+        self.projections = StatusProjections(self.view)
+        self.position = 0
+        self.seen: list[str] = []
+        self.do()
+
+    def do(self, *commands: tuple[Any, ...]) -> None:
+        """Run each `(method, *args)` on the execution, then project its events."""
+        for name, *args in [("collect_events",), *commands]:
+            if name != "collect_events":
+                getattr(self.execution, name)(*args)
+            for event in self.execution.collect_events():
+                self.position += 1
+                self.projections.process(event, self.position)
+            status = self.view.rows[self.execution.id].status
+            assert status == self.execution.status.value, (name, *args)
+            if not self.seen or self.seen[-1] != status:
+                self.seen.append(status)
+
+    def step(self, step_id: str) -> tuple[str, str | None]:
+        row = self.view.steps[(self.execution.id, step_id)]
+        return row.status, row.awaiting
+
+
+def run(step_id: str, attempt: int = 1) -> tuple[tuple[Any, ...], ...]:
+    return ("schedule_step", step_id, attempt), ("start_step", step_id, attempt)
+
+
+def test_a_sequential_execution_is_waiting_while_its_step_waits_for_a_signal(clock: Clock) -> None:
+    watched = Watched("draft", "review", "apply")
+    watched.do(*run("draft"), ("complete_step", "draft", 1, {}), *run("review"))
+    watched.do(("await_signal", "review", 1, "approval", None))
+    assert watched.step("review") == ("waiting", "approval")
+    assert watched.view.rows[watched.execution.id].current_steps == ["review"]
+
+    watched.do(("receive_signal", "approval", {"ok": True}, "u", ["user"]))
+    assert watched.seen[-1] == "waiting"  # until the step takes it
+    watched.do(("take_signal_for", "review", 1), *run("apply"), ("complete_step", "apply", 1, {}))
+    watched.do(("complete", {}))
+
+    assert watched.seen == ["pending", "running", "waiting", "running", "completed"]
+    assert watched.step("review") == ("completed", None)
+
+
+def test_a_parallel_execution_runs_while_another_branch_is_at_work_or_may_be_retried(
+    clock: Clock,
+) -> None:
+    watched = Watched("review", "data")
+    watched.do(*run("review"), *run("data"), ("await_signal", "review", 1, "approval", None))
+    watched.do(("time_out_step", "data", 1, 5.0))
+    watched.do(("retry_step", "data", 1, {"type": "StepTimedOut"}, 0.1, clock.now))
+    watched.do(*run("data", 2))
+    assert watched.seen == ["pending", "running"]
+    assert watched.step("review") == ("waiting", "approval")
+
+    watched.do(("complete_step", "data", 2, {}))
+    assert watched.seen == ["pending", "running", "waiting"]
+
+
+def test_a_wait_that_reaches_its_deadline_is_a_timed_out_step_of_a_running_execution(
+    clock: Clock,
+) -> None:
+    watched = Watched("review")
+    watched.do(*run("review"), ("await_signal", "review", 1, "approval", clock.now))
+    watched.do(("time_out_step", "review", 1, 60.0))
+
+    assert watched.seen == ["pending", "running", "waiting", "running"]
+    assert watched.step("review") == ("timed_out", None)

@@ -14,6 +14,7 @@ from agent_ledger.application.event_log import to_message
 from agent_ledger.application.executions import Executions
 from agent_ledger.application.processes import resolve_process
 from agent_ledger.application.starter import StartRequest
+from agent_ledger.domain.execution_state import ExecutionStatus
 from agent_ledger.infrastructure.api.attribution import (
     CorrelationDep,
     actor_of,
@@ -59,6 +60,13 @@ StartedFrom = Annotated[
     Instant | None, Query(alias="from", description="started at or after (RFC 3339)")
 ]
 StartedTo = Annotated[Instant | None, Query(alias="to", description="started before (RFC 3339)")]
+StatusFilter = Annotated[
+    ExecutionStatus | None,
+    Query(
+        description="only executions with this status (`waiting`: every attempt under way "
+        "waits for a signal)"
+    ),
+]
 
 
 @router.post(
@@ -119,7 +127,7 @@ def list_executions(
     statuses: StatusQueriesDep,
     projections: ProjectionsDep,
     settings: SettingsDep,
-    status: str | None = None,
+    status: StatusFilter = None,
     process: str | None = None,
     thread_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -132,7 +140,7 @@ def list_executions(
     _wait_for_view(projections, settings, after)
     rows = statuses.list_rows(
         user_id=caller.owner_filter,
-        status=status,
+        status=None if status is None else status.value,
         process=process,
         thread_id=thread_id,
         limit=limit,
