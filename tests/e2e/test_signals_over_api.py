@@ -119,6 +119,15 @@ def test_an_approval_is_refused_until_it_fits_then_recorded_once_and_branches(
         awaited = follow_until(ws, execution_id, "signal_awaited")[-1]
         assert awaited["type"] == "signal_awaited"
         assert awaited["data"]["signal"] == "approval"
+        with server.client(owner) as client:
+            view = client.get(
+                f"/v1/executions/{execution_id}", params={"after": awaited["position"]}
+            ).json()
+            listed = client.get("/v1/executions", params={"status": "waiting"}).json()
+        assert view["status"] == "waiting"
+        review = next(step for step in view["steps"] if step["id"] == "review")
+        assert (review["status"], review["awaiting"]) == ("waiting", "approval")
+        assert execution_id in [item["id"] for item in listed["items"]]
         recorded = len(events(server, owner, execution_id))
 
         auditor = token(SECRET, "audrey", "auditor")
