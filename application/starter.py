@@ -4,7 +4,8 @@ transaction (group commit), and for callers without an event loop (tests, tools)
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from uuid import UUID
@@ -66,28 +67,43 @@ class ExecutionStarter:
     def __init__(self, executions: Executions, committer: GroupCommitter | None = None):
         self.executions = executions
         self.committer = committer
+        self.thread_turns = ThreadTurns()
 
-    async def start(self, request: StartRequest) -> StartedExecution:
+    async def start(
+        self,
+        request: StartRequest,
+        before_save: Callable[[UUID], Awaitable[None]] | None = None,
+    ) -> StartedExecution:
+        """Start the execution; `before_save` is given its id before anything is saved (and
+        is not called when the request replays an earlier start)."""
+        existing = await self.replayed(request)
+        if existing is not None:
+            return existing
         key = request.idempotency_key
-        if key is not None:
-            existing = await self._read(self._replay, request, key)
-            if existing is not None:
-                return existing
         execution = _new_execution(request)
+        if before_save is not None:
+            await before_save(execution.id)
         try:
             position = await self._save(execution, [Enqueue(execution.id, request.user_id)])
         except RecordConflictError:
             # random ids do not collide: this start lost a race to a request with its key
-            existing = None if key is None else await self._read(self._replay, request, key)
+            existing = None if key is None else await self.blocking(self._replay, request, key)
             if existing is None:
                 raise
             return existing
         return StartedExecution(execution.id, position, created=True)
 
-    async def _read(self, read: Callable[..., T], *args: Any) -> T:
+    async def replayed(self, request: StartRequest) -> StartedExecution | None:
+        """The start an earlier request with the same idempotency key made, if any."""
+        key = request.idempotency_key
+        return None if key is None else await self.blocking(self._replay, request, key)
+
+    async def blocking(self, call: Callable[..., T], *args: Any) -> T:
+        """Run a blocking read or write of the store: in a thread when this starter serves an
+        event loop (it has a committer), else in place."""
         if self.committer is None:
-            return read(*args)
-        return await asyncio.to_thread(read, *args)
+            return call(*args)
+        return await asyncio.to_thread(call, *args)
 
     async def _save(self, execution: Execution, work: Sequence[WorkChange]) -> int:
         if self.committer is None:
@@ -108,6 +124,28 @@ class ExecutionStarter:
         ):
             raise IdempotencyKeyReusedError(key)
         return StartedExecution(execution.id, self.executions.last_position(), created=False)
+
+
+class ThreadTurns:
+    """Starts that look at their thread first take turns, per user and thread, in this
+    process: of two requests together, the second sees the first's execution."""
+
+    def __init__(self) -> None:
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._holders: dict[tuple[str, str], int] = {}
+
+    @asynccontextmanager
+    async def turn(self, user_id: str, thread_id: str) -> AsyncIterator[None]:
+        key = (user_id, thread_id)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        self._holders[key] = self._holders.get(key, 0) + 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._holders[key] -= 1
+            if not self._holders[key]:  # nobody holds or waits: forget the thread
+                del self._holders[key], self._locks[key]
 
 
 def start_execution(executions: Executions, request: StartRequest) -> StartedExecution:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from agent_ledger.application.thread_policies import ThreadPolicy
 from agent_ledger.infrastructure.api.bounds import INT32_MAX
 from agent_ledger.projections.execution_status import ExecutionStatusRow
 
@@ -32,6 +33,20 @@ class StartExecution(BaseModel):
     version: int | None = Field(default=None, ge=1, le=INT32_MAX)
     input: dict[str, Any] = Field(default_factory=dict)
     thread_id: str | None = Field(default=None, min_length=1, max_length=200)
+    thread_policy: ThreadPolicy | None = Field(
+        default=None,
+        description="with `thread_id`, what to do while the thread has an execution that has "
+        "not finished (pending, running or waiting): `enqueue` (the default) starts anyway; "
+        "`reject` refuses (409 `conflict`); `interrupt` cancels it (reason `interrupted by "
+        "<new id>`), then starts; `signal` delivers `input` as the signal `message` to one "
+        "that waits for it (202), else starts",
+    )
+
+    @model_validator(mode="after")
+    def _policy_needs_thread(self) -> StartExecution:
+        if self.thread_policy is not None and self.thread_id is None:
+            raise ValueError("thread_policy needs a thread_id")
+        return self
 
     @field_validator("input")
     @classmethod
@@ -58,6 +73,16 @@ class ExecutionCreated(BaseModel):
     version: int
     position: int = Field(description="store position of the last event; use as ?after=")
     created: bool = Field(description="false when an Idempotency-Key replayed an earlier start")
+
+
+class SignalDelivered(BaseModel):
+    """A start with `thread_policy: signal` whose input went to an execution of the thread,
+    as the signal `message` that one of its steps waits for; nothing was started."""
+
+    id: UUID = Field(description="the execution of the thread that received the signal")
+    delivered: Literal["signal"]
+    signal: Literal["message"]
+    position: int = Field(description="store position of its `SignalReceived`; use as ?after=")
 
 
 class Accepted(BaseModel):

@@ -27,7 +27,7 @@ EXPECTED = {
     ("put", "/v1/processes/{name}"): {400, 401, 403, 413, 422, 503},
     ("get", "/v1/processes"): {401, 422, 503},
     ("get", "/v1/processes/{name}"): {401, 422, 503},
-    ("post", "/v1/executions"): {400, 401, 409, 413, 422, 503},
+    ("post", "/v1/executions"): {400, 401, 403, 409, 413, 422, 503},
     ("get", "/v1/executions"): {400, 401, 422, 503},
     ("get", "/v1/executions/{execution_id}"): {401, 404, 422, 503},
     ("get", "/v1/executions/{execution_id}/events"): {401, 404, 422, 503},

@@ -8,12 +8,19 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Body, Header, Query, Response
+from fastapi import APIRouter, Body, Depends, Header, Query, Response
 
 from agent_ledger.application.event_log import to_message
 from agent_ledger.application.executions import Executions
-from agent_ledger.application.processes import resolve_process
-from agent_ledger.application.starter import StartRequest
+from agent_ledger.application.processes import RegisteredProcess, resolve_process
+from agent_ledger.application.starter import StartedExecution, StartRequest
+from agent_ledger.application.thread_policies import (
+    MESSAGE,
+    Signalled,
+    ThreadMembers,
+    ThreadPolicies,
+    ThreadPolicy,
+)
 from agent_ledger.domain.execution_state import ExecutionStatus
 from agent_ledger.infrastructure.api.attribution import (
     CorrelationDep,
@@ -44,6 +51,7 @@ from agent_ledger.infrastructure.api.schemas import (
     ExecutionCreated,
     ExecutionPage,
     ExecutionView,
+    SignalDelivered,
     StartExecution,
 )
 from agent_ledger.infrastructure.auth.tokens import Caller
@@ -60,6 +68,7 @@ StartedFrom = Annotated[
     Instant | None, Query(alias="from", description="started at or after (RFC 3339)")
 ]
 StartedTo = Annotated[Instant | None, Query(alias="to", description="started before (RFC 3339)")]
+UNFINISHED = [status.value for status in ExecutionStatus if not status.is_terminal]
 StatusFilter = Annotated[
     ExecutionStatus | None,
     Query(
@@ -69,17 +78,52 @@ StatusFilter = Annotated[
 ]
 
 
+def _thread_members(
+    executions: ExecutionsDep,
+    statuses: StatusQueriesDep,
+    projections: ProjectionsDep,
+    settings: SettingsDep,
+) -> ThreadMembers:
+    """The thread's executions from the status view, once it has applied every event stored
+    when the request arrived (read your own writes; 503 `projection-lagging` after
+    `read_wait_timeout`): the view has no lag to hide them, and the store is not indexed by
+    thread."""
+
+    def members(user_id: str, thread_id: str) -> list[UUID]:
+        _wait_for_view(projections, settings, executions.last_position())
+        rows = [
+            row
+            for status in UNFINISHED
+            for row in statuses.list_rows(
+                user_id=user_id, thread_id=thread_id, status=status, limit=200
+            )
+        ]
+        return [r.execution_id for r in sorted(rows, key=lambda r: (r.started_at, r.execution_id))]
+
+    return members
+
+
+ThreadMembersDep = Annotated[ThreadMembers, Depends(_thread_members)]
+
+
 @router.post(
     "",
     status_code=201,
-    response_model=ExecutionCreated,
+    response_model=None,
     responses={
+        201: {"model": ExecutionCreated, "description": "Started"},
         200: {
             "model": ExecutionCreated,
             "description": "An earlier start with the same `Idempotency-Key`, replayed",
             "headers": {"Idempotent-Replayed": {"schema": {"type": "string", "enum": ["true"]}}},
         },
-        **problems(400, 409, 413),
+        202: {
+            "model": SignalDelivered,
+            "description": "`thread_policy: signal`: the input went to an execution of the "
+            "thread as its `message` signal; nothing was started",
+            "headers": {"Idempotent-Replayed": {"schema": {"type": "string", "enum": ["true"]}}},
+        },
+        **problems(400, 403, 409, 413),
     },
 )
 async def start_execution(
@@ -88,26 +132,40 @@ async def start_execution(
     settings: SettingsDep,
     catalog: CatalogDep,
     starter: StarterDep,
+    thread: ThreadMembersDep,
     response: Response,
     correlation_id: CorrelationDep,
     idempotency_key: IdempotencyKey = None,
     request_id: RequestId = None,
-) -> ExecutionCreated:
-    """Start an execution; repeat safely with the same `Idempotency-Key`."""
+) -> ExecutionCreated | SignalDelivered:
+    """Start an execution; repeat safely with the same `Idempotency-Key`.
+
+    With `thread_id`, `thread_policy` says what to do while the caller's thread has an
+    execution that has not finished; `reject` is 409 and `signal` may answer 202. A signal
+    the waiting step refuses is 403 or 422, as `POST .../signals/message` would be.
+    """
     _check_input_size(body, settings.max_input_bytes)
     process = await resolve_process(catalog, body.process, body.version)
-    started = await starter.start(
-        StartRequest(
-            user_id=caller.user_id,
-            process=process,
-            input=body.input,
-            thread_id=body.thread_id,
-            idempotency_key=idempotency_key,
-            request_id=request_id,
-            caused_by=actor_of(caller),
-            correlation_id=correlation_id,
-        )
+    request = StartRequest(
+        user_id=caller.user_id,
+        process=process,
+        input=body.input,
+        thread_id=body.thread_id,
+        idempotency_key=idempotency_key,
+        request_id=request_id,
+        caused_by=actor_of(caller),
+        correlation_id=correlation_id,
     )
+    policy = body.thread_policy or ThreadPolicy.ENQUEUE
+    outcome = await ThreadPolicies(starter, thread).start(request, policy, caller.roles)
+    if isinstance(outcome, Signalled):
+        return _delivered(outcome, response)
+    return _created(outcome, process, response)
+
+
+def _created(
+    started: StartedExecution, process: RegisteredProcess, response: Response
+) -> ExecutionCreated:
     response.headers["Location"] = f"/v1/executions/{started.execution_id}"
     if not started.created:
         response.status_code = 200
@@ -118,6 +176,16 @@ async def start_execution(
         version=process.version,
         position=started.position,
         created=started.created,
+    )
+
+
+def _delivered(signalled: Signalled, response: Response) -> SignalDelivered:
+    response.status_code = 202
+    response.headers["Location"] = f"/v1/executions/{signalled.execution_id}"
+    if signalled.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return SignalDelivered(
+        id=signalled.execution_id, delivered="signal", signal=MESSAGE, position=signalled.position
     )
 
 
