@@ -26,6 +26,7 @@ from agent_ledger.application.signals import (
     SignalRefusedError,
 )
 from agent_ledger.application.starter import IdempotencyKeyReusedError
+from agent_ledger.application.thread_policies import ThreadBusyError
 from agent_ledger.domain.errors import DomainError, ExpressionError, InvalidProcessDefinitionError
 from agent_ledger.domain.execution_state import ExecutionRuleError
 from agent_ledger.infrastructure.auth.tokens import AuthenticationError, PermissionDeniedError
@@ -76,6 +77,7 @@ _DOMAIN_ERRORS: list[tuple[type[Exception], int, str, str]] = [
     (UnknownProcessError, 422, "unknown-process", "Unknown process"),
     (IdempotencyKeyReusedError, 409, "idempotency-key-reused", "Idempotency key reused"),
     (SignalNotAwaitedError, 409, "signal-not-awaited", "No step waits for this signal"),
+    (ThreadBusyError, 409, "thread-busy", "The thread has an execution under way"),
     (SignalPayloadError, 422, "invalid-signal-payload", "The payload does not fit the schema"),
     (AgentUrlRefusedError, 422, "agent-url-refused", "Agent URL refused"),
     (UnknownBuiltinAgentError, 422, "unknown-agent", "Unknown agent"),

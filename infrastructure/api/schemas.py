@@ -37,7 +37,7 @@ class StartExecution(BaseModel):
         default=None,
         description="with `thread_id`, what to do while the thread has an execution that has "
         "not finished (pending, running or waiting): `enqueue` (the default) starts anyway; "
-        "`reject` refuses (409 `conflict`); `interrupt` cancels it (reason `interrupted by "
+        "`reject` refuses (409 `thread-busy`); `interrupt` cancels it (reason `interrupted by "
         "<new id>`), then starts; `signal` delivers `input` as the signal `message` to one "
         "that waits for it (202), else starts",
     )

@@ -97,7 +97,7 @@ def test_reject_refuses_while_an_execution_of_the_thread_runs_or_waits(
 
     refused = start(client, processes["echo"], "rejecting", thread_policy="reject")
 
-    assert str(running) in assert_problem(refused, 409, "conflict")["detail"]
+    assert str(running) in assert_problem(refused, 409, "thread-busy")["detail"]
     assert thread_ids(engine, client, "rejecting") == {running}
     cancelled = client.post(f"/v1/executions/{running}/cancel", headers=USER)
     assert cancelled.status_code == 202, cancelled.text
@@ -105,7 +105,7 @@ def test_reject_refuses_while_an_execution_of_the_thread_runs_or_waits(
     waiting = started(client, processes["waits"], "rejecting", thread_policy="reject")
     engine.wait_for_event(waiting, "signal_awaited")
     refused = start(client, processes["echo"], "rejecting", thread_policy="reject")
-    assert str(waiting) in assert_problem(refused, 409, "conflict")["detail"]
+    assert str(waiting) in assert_problem(refused, 409, "thread-busy")["detail"]
     assert thread_ids(engine, client, "rejecting") == {running, waiting}
 
 
