@@ -65,8 +65,9 @@ class Finish:
 
 @dataclass(frozen=True)
 class Wake:
-    """Something happened from outside (a cancellation request, a signal): look at it now;
-    a parked execution counts as running again."""
+    """Something happened from outside (a cancellation request, a signal): look at it now.
+    A parked execution takes its turn again within its user's running limit, ahead of those
+    started after it."""
 
     execution_id: UUID
     cancel: bool = False

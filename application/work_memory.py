@@ -88,6 +88,8 @@ class InMemoryWorkRecorder(POPOApplicationRecorder):
                 if row_or_none is not None:
                     row_or_none.ready_at = min(row_or_none.ready_at, now)
                     row_or_none.cancel_requested |= cancel
+                    # a parked execution takes its turn again within its user's limit
+                    row_or_none.admitted = row_or_none.admitted and not row_or_none.waiting
                     row_or_none.waiting = False
 
 

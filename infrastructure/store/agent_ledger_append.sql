@@ -5,7 +5,7 @@ CREATE OR REPLACE FUNCTION agent_ledger_append(
 RETURNS SETOF int8 LANGUAGE plpgsql AS $$
 DECLARE
   lost uuid;
-  waiting boolean;
+  queued boolean;
   positions int8[];
   notice text;
 BEGIN
@@ -30,10 +30,14 @@ BEGIN
         UPDATE ${work_table} SET ready_at = change_times[i], lease_owner = NULL,
           lease_expires_at = NULL WHERE execution_id = change_ids[i];
       WHEN 'park' THEN
+        -- a parked execution frees its user's slot: a worker admits the next one waiting
         UPDATE ${work_table} SET ready_at = change_times[i], waiting = TRUE, lease_owner = NULL,
           lease_expires_at = NULL WHERE execution_id = change_ids[i];
+        PERFORM pg_notify('${work_channel}', '');
       WHEN 'wake' THEN
-        UPDATE ${work_table} SET ready_at = LEAST(ready_at, change_times[i]), waiting = FALSE
+        -- a parked execution takes its turn again within its user's limit (first in line)
+        UPDATE ${work_table} SET ready_at = LEAST(ready_at, change_times[i]),
+          admitted = admitted AND NOT waiting, waiting = FALSE
           WHERE execution_id = change_ids[i];
         PERFORM pg_notify('${work_channel}', '');
       WHEN 'cancel' THEN
@@ -48,8 +52,8 @@ BEGIN
                    RETURNING user_id)
     SELECT EXISTS (SELECT 1 FROM ${work_table} w
                    WHERE NOT w.admitted AND w.user_id IN (SELECT user_id FROM ended))
-      INTO waiting;
-    IF waiting THEN
+      INTO queued;
+    IF queued THEN
       PERFORM pg_notify('${work_channel}', '');
     END IF;
   END IF;

@@ -190,7 +190,8 @@ def _reschedule(p: str, release: bool) -> str:
 
 def _wake(p: str) -> str:
     return (
-        f"UPDATE {WORK_TABLE} SET ready_at = LEAST(ready_at, {p}), waiting = FALSE, "
+        f"UPDATE {WORK_TABLE} SET ready_at = LEAST(ready_at, {p}), "
+        "admitted = admitted AND NOT waiting, waiting = FALSE, "
         f"cancel_requested = cancel_requested OR {p} WHERE execution_id = {p}"
     )
 

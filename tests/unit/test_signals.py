@@ -180,3 +180,22 @@ def test_an_idempotency_key_replays_its_signal_and_refuses_another() -> None:
     with pytest.raises(IdempotencyKeyReusedError):
         signal(harness, execution_id, {"approved": False}, idempotency_key="k-1")
     assert len(harness.events(execution_id, "signal_received")) == 1
+
+
+def test_woken_executions_take_their_turns_within_their_users_limit() -> None:
+    harness = EngineHarness()
+    harness.queue.per_user_limit = 2
+    process = harness.process(approval_process())
+    waiting = [harness.start(process) for _ in range(5)]
+    asyncio.run(harness.run(waiting[0]))  # drains: all five wait, none counts as running
+    rows = harness.executions.recorder.work
+    assert all(rows[i].waiting and not rows[i].lease_owner for i in waiting)
+    newer = harness.start(process)  # started after them, before their signals
+
+    for execution_id in waiting:
+        signal(harness, execution_id, {"approved": True})
+    claimed = [c.execution_id for c in harness.queue.claim("w", 10, 30.0)]
+
+    assert len(claimed) == 2  # the limit holds for woken executions
+    assert set(claimed) <= set(waiting)  # and they go before the newer one
+    assert newer not in claimed
