@@ -341,7 +341,7 @@ class ExecutionDriver:
         timeout = self.definition.config.timeout_seconds
         if timeout is None:
             return None
-        return self.execution.created_on + timedelta(seconds=timeout)
+        return self.execution.started_at + timedelta(seconds=timeout)
 
     async def _until_deadline(self) -> None:
         """Wait out what is left of the deadline: uvloop may wake up to 1 ms early."""

@@ -295,8 +295,10 @@ class StepRunner:
         retryable = getattr(error, "retryable", False)
         # an attempt lost with its worker does not use up the step's own attempts
         allowance = LOST_ATTEMPT_ALLOWANCE if isinstance(error, WorkerLostError) else 0
-        if retryable and step.retry.allows_another_attempt(attempt - allowance, details["type"]):
-            delay = step.retry.delay_after(attempt)
+        # a resumed execution's steps get their retry budget afresh
+        counted = attempt - session.execution.steps[step.id].attempts_before
+        if retryable and step.retry.allows_another_attempt(counted - allowance, details["type"]):
+            delay = step.retry.delay_after(counted)
             retry_at = self.clock.now() + timedelta(seconds=delay)
             await session.record(
                 partial(

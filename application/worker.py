@@ -82,19 +82,25 @@ class Worker:
         self._loop = loop
 
     SIGNALS = frozenset(
-        {"execution_started", "execution_cancellation_requested", "signal_received"}
+        {
+            "execution_started",
+            "execution_cancellation_requested",
+            "signal_received",
+            "execution_resumed",
+        }
     )
     """The event types `on_events` acts on."""
 
     def on_events(self, events: Iterable[LoggedEvent], upto: int | None = None) -> None:
-        """Thread-safe: new executions, cancellation requests and signals wake the worker."""
+        """Thread-safe: new, resumed and signalled executions and cancellation requests wake
+        the worker."""
         if self._loop is None:
             return
         for logged in events:
             kind = logged.type  # known without decoding the event
             if kind == "execution_cancellation_requested":
                 self._loop.call_soon_threadsafe(self.cancel, logged.event.originator_id)
-            elif kind in ("execution_started", "signal_received"):
+            elif kind in ("execution_started", "signal_received", "execution_resumed"):
                 self._loop.call_soon_threadsafe(self.wake)
 
     def on_notice(self, cancelled: UUID | None = None) -> None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 from agent_ledger.domain.audited import AuditedEvent
-from agent_ledger.domain.execution_state import ExecutionStatus, StepStatus
+from agent_ledger.domain.execution_state import ExecutionStatus, StepState, StepStatus
 
 if TYPE_CHECKING:
     from agent_ledger.domain.executions import Execution
@@ -78,6 +79,50 @@ class ExecutionEvents:
 
         def apply(self, execution: Execution) -> None:
             execution.status = ExecutionStatus.TIMED_OUT
+
+    class ExecutionResumed(ExecutionEvent):
+        """A failed, timed-out or cancelled execution runs again: its completed steps keep
+        their outputs, `steps` start afresh (their retry budget too), its timeout restarts."""
+
+        TOPIC = execution_topic("ExecutionResumed")
+        actor: str
+        reason: str
+        steps: list[str]
+
+        def apply(self, execution: Execution) -> None:
+            execution.status = ExecutionStatus.PENDING
+            execution.output, execution.error, execution.cancellation = None, None, None
+            execution.resumed_at = self.timestamp
+            for step_id in self.steps:
+                old = execution.steps[step_id]
+                execution.steps[step_id] = StepState(
+                    step_id,
+                    attempt=old.attempt,
+                    attempts_before=old.attempt,
+                    finished_tool_calls=old.finished_tool_calls,
+                )
+
+    class ExecutionForked(ExecutionEvent):
+        """This execution is a fork of `parent_id` (at `parent_version`, whose chain head was
+        `parent_chain_head`) from `from_step`: `copied` holds the outputs of the parent's
+        steps it does not run again."""
+
+        TOPIC = execution_topic("ExecutionForked")
+        parent_id: UUID
+        parent_version: int
+        parent_chain_head: str
+        from_step: str
+        copied: dict[str, Any]
+
+        def apply(self, execution: Execution) -> None:
+            execution.forked_from = {
+                "parent_id": str(self.parent_id),
+                "parent_version": self.parent_version,
+                "from_step": self.from_step,
+            }
+            for step_id, output in self.copied.items():
+                step = execution.steps[step_id]
+                step.status, step.output, step.copied = StepStatus.COMPLETED, output, True
 
     class SignalReceived(ExecutionEvent):
         """A signal sent to the execution: kept until a step waiting for it takes it."""

@@ -79,6 +79,10 @@ class StepState:
     output_pieces: int = 0
     awaiting: str | None = None
     """The signal the running attempt waits for (a `wait_for_signal` step)."""
+    attempts_before: int = 0
+    """Attempts made before the execution was last resumed: its retry budget starts after."""
+    copied: bool = False
+    """Completed in the execution this one was forked from: its output is copied, not run."""
 
     @classmethod
     def from_plain(cls, plain: dict[str, Any]) -> StepState:

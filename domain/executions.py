@@ -25,6 +25,7 @@ from agent_ledger.domain.execution_state import (
     AttemptOrderError,
     CancellationAlreadyRequestedError,
     ExecutionFinishedError,
+    ExecutionRuleError,
     ExecutionStatus,
     StepState,
     StepStatus,
@@ -39,6 +40,30 @@ from agent_ledger.domain.hash_chain import GENESIS
 __all__ = ["SYSTEM", "Execution", "ExecutionEvent", "StepEvent"]
 
 _AFTER_RUNNING = (StepStatus.RUNNING, StepStatus.TIMED_OUT)
+RESUMABLE = (ExecutionStatus.FAILED, ExecutionStatus.TIMED_OUT, ExecutionStatus.CANCELLED)
+_SKIPPED_BY_FAILURE = ("dependency_failed", "error")
+
+
+def _runs_again(step: StepState) -> bool:
+    """Whether a resumed execution runs this step again: all but the completed, the never
+    started and those skipped because their branch was not taken."""
+    if step.status is StepStatus.COMPLETED or step.status is StepStatus.PENDING:
+        return False
+    if step.status is StepStatus.SKIPPED:
+        return step.skip_reason in _SKIPPED_BY_FAILURE
+    return True
+
+
+class NotResumableError(ExecutionRuleError):
+    """Only a failed, timed-out or cancelled execution can be resumed."""
+
+    def __init__(self, execution_id: UUID, status: ExecutionStatus):
+        super().__init__(
+            f"execution {execution_id} is {status.value}: only a failed, timed-out or "
+            "cancelled execution can be resumed"
+        )
+
+
 _UNDER_WAY = (StepStatus.SCHEDULED, StepStatus.RUNNING, StepStatus.RETRYING, StepStatus.TIMED_OUT)
 """Where an attempt may fail or be retried from: it ran, or it ran out of time."""
 
@@ -99,6 +124,8 @@ class Execution(AuditedAggregate, ExecutionEvents):
         self.cancellation: dict[str, str] | None = None
         self.inbox: list[dict[str, Any]] = []
         """Signals received and not yet taken by a step, oldest first."""
+        self.resumed_at: datetime | None = None
+        self.forked_from: dict[str, Any] | None = None
         self.chain_head = GENESIS
 
     @classmethod
@@ -138,8 +165,9 @@ class Execution(AuditedAggregate, ExecutionEvents):
         )
 
     def trigger_event(self, event_class: type[CanMutateAggregate[UUID]], **kwargs: Any) -> None:
-        """Refuse every event once the execution has finished; the base stamps the rest."""
-        if self.status.is_terminal:
+        """Refuse every event once the execution has finished (but its resumption); the base
+        stamps the rest."""
+        if self.status.is_terminal and event_class is not self.ExecutionResumed:
             raise ExecutionFinishedError(self.id, self.status)
         super().trigger_event(event_class, **kwargs)
 
@@ -152,6 +180,10 @@ class Execution(AuditedAggregate, ExecutionEvents):
         self.status = ExecutionStatus(self.status)
         self.steps = {k: StepState.from_plain(v) for k, v in plain.items()}
         self.__dict__.setdefault("inbox", [])  # snapshots from before signals
+        self.__dict__.setdefault("resumed_at", None)  # ... and before resume and fork
+        self.__dict__.setdefault("forked_from", None)
+        if isinstance(self.resumed_at, str):
+            self.resumed_at = datetime.fromisoformat(self.resumed_at)
 
     # -- execution-level commands ---------------------------------------------------------
 
@@ -175,6 +207,38 @@ class Execution(AuditedAggregate, ExecutionEvents):
 
     def time_out(self, timeout_seconds: float) -> None:
         self.trigger_event(self.ExecutionTimedOut, timeout_seconds=timeout_seconds)
+
+    @property
+    def started_at(self) -> datetime:
+        """When the execution (last) started running: its timeout counts from here."""
+        return self.resumed_at or self.created_on
+
+    def resume(self, actor: str, reason: str) -> None:
+        """Run a failed, timed-out or cancelled execution again from where it stopped."""
+        if self.status not in RESUMABLE:
+            raise NotResumableError(self.id, self.status)
+        again = [step_id for step_id, step in self.steps.items() if _runs_again(step)]
+        self.trigger_event(self.ExecutionResumed, actor=actor, reason=reason, steps=again)
+
+    def record_fork(
+        self,
+        parent: Execution,
+        from_step: str,
+        copied: dict[str, Any],
+    ) -> None:
+        """Record, first thing, that this execution forks `parent` from `from_step`."""
+        if self.version != 1:
+            raise StepTransitionError(self.step(from_step), "be forked from after the start")
+        for step_id in (from_step, *copied):
+            self.step(step_id)
+        self.trigger_event(
+            self.ExecutionForked,
+            parent_id=parent.id,
+            parent_version=parent.version,
+            parent_chain_head=parent.chain_head,
+            from_step=from_step,
+            copied=copied,
+        )
 
     def take_over(self, previous_worker: str, worker: str) -> None:
         """Record that `worker` continues what `previous_worker` held when its lease expired."""

@@ -19,6 +19,7 @@ from agent_ledger.infrastructure.api.routes import (
     dashboard,
     executions,
     health,
+    lineage,
     processes,
     revocations,
     signals,
@@ -90,5 +91,6 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(tools.router)
     app.include_router(signals.router)
+    app.include_router(lineage.router)
     app.include_router(dashboard.router)
     return app

@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from agent_ledger.application.executions import ExecutionNotFoundError
+from agent_ledger.application.lineage import UnknownStepToForkError
 from agent_ledger.application.processes import (
     AgentUrlRefusedError,
     UnknownBuiltinAgentError,
@@ -76,6 +77,7 @@ _DOMAIN_ERRORS: list[tuple[type[Exception], int, str, str]] = [
     (ExecutionNotFoundError, 404, "not-found", "Execution not found"),
     (UnknownProcessError, 422, "unknown-process", "Unknown process"),
     (IdempotencyKeyReusedError, 409, "idempotency-key-reused", "Idempotency key reused"),
+    (UnknownStepToForkError, 422, "unknown-step", "No such step"),
     (SignalNotAwaitedError, 409, "signal-not-awaited", "No step waits for this signal"),
     (ThreadBusyError, 409, "thread-busy", "The thread has an execution under way"),
     (SignalPayloadError, 422, "invalid-signal-payload", "The payload does not fit the schema"),

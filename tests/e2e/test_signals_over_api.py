@@ -93,7 +93,9 @@ def send(
 
 def events(server: Server, token: str, execution_id: str) -> list[dict[str, Any]]:
     with server.client(token) as client:
-        body: list[dict[str, Any]] = client.get(f"/v1/executions/{execution_id}/events").json()
+        body: list[dict[str, Any]] = client.get(f"/v1/executions/{execution_id}/events").json()[
+            "items"
+        ]
     return body
 
 

@@ -305,6 +305,11 @@ def every_event_type() -> list[Execution]:
     skipping.cancel_step("a", "not needed")
     skipping.skip_step("b", "not needed")
     made.append(skipping)
+    resumed = made[1]  # failed: resumed, and its completed step "a" copied into a fork
+    resumed.resume("user-a", "the outage is over ✓")
+    fork = started()
+    fork.record_fork(resumed, "b", {"a": {"value": 1.5, "ünï": [None, True]}})
+    made.append(fork)
     return made
 
 

@@ -51,7 +51,9 @@ TERMINAL_EVENTS = (
     Execution.ExecutionTimedOut,
 )
 FINISHING = ("complete", "fail", "cancel", "time_out")
-NO_STEP = ("request_cancellation", "take_over", "receive_signal")  # allowed all along; no step
+NO_STEP = ("request_cancellation", "take_over", "receive_signal", "resume", "record_fork")
+"""Commands about the whole execution: they move no one step."""
+AFTER_THE_END = ("resume",)  # the one command a finished execution may take
 SIGNAL = "approval"
 PAYLOAD = {"approved": True}
 CUT_SHORT = ("skip_step", "cancel_step")
@@ -88,6 +90,7 @@ COMPLETED, FAILED = ExecutionStatus.COMPLETED, ExecutionStatus.FAILED
 CANCELLED, TIMED_OUT = ExecutionStatus.CANCELLED, ExecutionStatus.TIMED_OUT
 TIMED_OUT_STEP = StepStatus.TIMED_OUT
 TERMINAL_STATUSES = tuple(s for s in ExecutionStatus if s.is_terminal)
+RESUMABLE = (ExecutionStatus.FAILED, ExecutionStatus.TIMED_OUT, ExecutionStatus.CANCELLED)
 UNDER_WAY = (StepStatus.SCHEDULED, StepStatus.RUNNING, StepStatus.RETRYING, StepStatus.TIMED_OUT)
 
 
@@ -178,6 +181,14 @@ class ExecutionMachine(RuleBasedStateMachine):
         self.cancellation: dict[str, str] | None = None
         self.steps = {s: StepState(s) for s in STEPS}
         self.inbox: list[dict[str, Any]] = []
+        self.parent = Execution.start(
+            user_id=USER,
+            process_name="p",
+            process_version=1,
+            definition={"steps": [{"id": s} for s in STEPS]},
+            step_ids=list(STEPS),
+            input={"q": 0},
+        )
 
     # -- the rules of the machine ----------------------------------------------------------------
 
@@ -252,7 +263,7 @@ class ExecutionMachine(RuleBasedStateMachine):
     def run(self, action: Action) -> None:
         """Allowed: exactly one event of its type and the model's effect. Else: nothing."""
         before, pending = state_of(self.execution, copied=True), len(self.execution.pending_events)
-        if action.allowed and not self.status.is_terminal:
+        if action.allowed and (not self.status.is_terminal or action.name in AFTER_THE_END):
             action.command(self.execution)
             action.effect()
             [event] = self.execution.pending_events[pending:]
@@ -295,6 +306,22 @@ class ExecutionMachine(RuleBasedStateMachine):
                 lambda e: e.take_over("worker-1", "worker-2"),
                 True,
                 Execution.ExecutionTakenOver,
+            ),
+            Action(
+                "resume",
+                ("bob",),
+                lambda e: e.resume("bob", "the outage is over"),
+                self.status in RESUMABLE,
+                Execution.ExecutionResumed,
+                self.resumed,
+            ),
+            Action(
+                "record_fork",
+                ("triage",),
+                lambda e: e.record_fork(self.parent, "data", {"triage": {"copied": 1}}),
+                len(self.events) == 1,
+                Execution.ExecutionForked,
+                self.forked,
             ),
             Action(
                 "receive_signal",
@@ -586,6 +613,26 @@ class ExecutionMachine(RuleBasedStateMachine):
         del step.open_tool_calls[call_id]
         step.finished_tool_calls.append(call_id)
 
+    def resumed(self) -> None:
+        """Completed, never started and branch-not-taken steps stay; the rest start afresh."""
+        self.status = ExecutionStatus.PENDING
+        self.output = self.error = self.cancellation = None
+        for step_id, step in list(self.steps.items()):
+            stays = step.status in (StepStatus.COMPLETED, StepStatus.PENDING) or (
+                step.status is StepStatus.SKIPPED
+                and step.skip_reason not in ("dependency_failed", "error")
+            )
+            if not stays:
+                self.steps[step_id] = StepState(
+                    step_id,
+                    attempt=step.attempt,
+                    attempts_before=step.attempt,
+                    finished_tool_calls=step.finished_tool_calls,
+                )
+
+    def forked(self) -> None:
+        self.change("triage", status=StepStatus.COMPLETED, output={"copied": 1}, copied=True)
+
     def signal_received(self) -> None:
         self.inbox.append(
             {"signal": SIGNAL, "payload": dict(PAYLOAD), "version": len(self.events) + 1}
@@ -662,10 +709,20 @@ class ExecutionMachine(RuleBasedStateMachine):
 
     @invariant()
     def a_finished_execution_ends_with_its_one_terminal_event(self) -> None:
-        terminal = [i for i, e in enumerate(self.events) if isinstance(e, TERMINAL_EVENTS)]
+        resumes = [
+            i for i, e in enumerate(self.events) if isinstance(e, Execution.ExecutionResumed)
+        ]
+        since = resumes[-1] + 1 if resumes else 0  # a resume starts the execution's life anew
+        for resume in resumes:  # only a finished execution is resumed
+            assert isinstance(self.events[resume - 1], TERMINAL_EVENTS)
+        terminal = [
+            i for i, e in enumerate(self.events) if i >= since and isinstance(e, TERMINAL_EVENTS)
+        ]
         assert terminal == ([len(self.events) - 1] if self.status.is_terminal else [])
         requests = [
-            e for e in self.events if isinstance(e, Execution.ExecutionCancellationRequested)
+            e
+            for e in self.events[since:]
+            if isinstance(e, Execution.ExecutionCancellationRequested)
         ]
         assert len(requests) == (0 if self.cancellation is None else 1)
 
@@ -683,7 +740,9 @@ class ExecutionMachine(RuleBasedStateMachine):
         for step_id, step in self.execution.steps.items():
             assert step.attempt == latest[step_id]
             assert step.attempt >= 1 if step.status in UNDER_WAY else True
-            assert step.attempt == 0 if step.status is StepStatus.PENDING else True
+            assert (
+                step.attempt == step.attempts_before if step.status is StepStatus.PENDING else True
+            )
             assert not set(step.open_tool_calls) & set(step.finished_tool_calls)
             assert len(set(step.finished_tool_calls)) == len(step.finished_tool_calls)
             assert step.agent_started or not (step.open_tool_calls or step.agent_finished)

@@ -57,6 +57,9 @@ EXPECTED = {
         422,
         503,
     },
+    ("post", "/v1/executions/resume"): {400, 401, 403, 413, 422, 503},
+    ("post", "/v1/executions/{execution_id}/resume"): {400, 401, 403, 404, 409, 413, 422, 503},
+    ("post", "/v1/executions/{execution_id}/fork"): {400, 401, 403, 404, 413, 422, 503},
 }
 NOT_PROBLEMS = {("get", "/readyz", "503")}  # readiness answers with its own report
 
