@@ -55,6 +55,7 @@ from agent_ledger.infrastructure.store.persistence import (
 from agent_ledger.infrastructure.store.work_queue import SqlWorkQueue
 from agent_ledger.infrastructure.work.embedded_feed import EmbeddedWorkFeed
 from agent_ledger.infrastructure.work.notices import WorkNotices
+from agent_ledger.infrastructure.work.schedules import ScheduleService
 from agent_ledger.infrastructure.work.worker_thread import WorkerThread
 from agent_ledger.projections.execution_status import ExecutionStatusProjection
 
@@ -108,6 +109,7 @@ class Runtime:
     work_wake_ups: EmbeddedWorkFeed | WorkNotices | None = None
     commit_wake_ups: CommitWakeUps | None = None
     notices: StoreNotices | None = None
+    schedules: ScheduleService | None = None
     _stopped: bool = field(default=False, repr=False)
 
     @classmethod
@@ -148,6 +150,9 @@ class Runtime:
             event_feed,
             notices=notices,
         )
+        if engine or feed:  # a worker fires ticks; the API defines schedules
+            runtime.schedules = ScheduleService.open(settings, read_engine, catalog, executions)
+        schedules = runtime.schedules
         head = executions.last_position()
         if projector:
             runtime.projector = Projector(
@@ -180,6 +185,8 @@ class Runtime:
                 )
                 runtime.work_wake_ups.start()
             runtime.worker_thread.start()
+            if schedules is not None:
+                schedules.run_scheduler(worker.name, notices, max(settings.poll_interval, 1.0))
         if feed:
             event_feed.start(after=head)
         if notices is not None:
@@ -190,6 +197,8 @@ class Runtime:
         if self._stopped:
             return
         self._stopped = True
+        if self.schedules is not None:
+            self.schedules.stop()
         if self.worker_thread is not None:
             self.worker_thread.stop()
         if self.notices is not None:

@@ -22,6 +22,7 @@ from agent_ledger.infrastructure.api.routes import (
     lineage,
     processes,
     revocations,
+    schedules,
     signals,
     stream,
     stream_sse,
@@ -92,5 +93,6 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(tools.router)
     app.include_router(signals.router)
     app.include_router(lineage.router)
+    app.include_router(schedules.router)
     app.include_router(dashboard.router)
     return app

@@ -30,6 +30,7 @@ from agent_ledger.infrastructure.read_models.metrics_queries import MetricsQueri
 from agent_ledger.infrastructure.read_models.status_queries import ExecutionStatusQueries
 from agent_ledger.infrastructure.runtime import Runtime
 from agent_ledger.infrastructure.settings import Settings
+from agent_ledger.infrastructure.work.schedules import ScheduleService
 
 T = TypeVar("T")
 
@@ -101,3 +102,5 @@ HttpToolsDep = Annotated[
     ),
 ]
 """The registered HTTP tools, judged by this deployment's egress rule."""
+SchedulesDep = Annotated[ScheduleService, Depends(_part(lambda runtime: runtime.schedules))]
+"""Schedules: their commands and rows, and a scheduler to start one by hand."""

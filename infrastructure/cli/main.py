@@ -19,6 +19,7 @@ from agent_ledger.infrastructure.cli.demo import demo
 from agent_ledger.infrastructure.cli.preflight import StartupError, database_unreachable
 from agent_ledger.infrastructure.cli.processes import processes_app
 from agent_ledger.infrastructure.cli.projections import projections_app
+from agent_ledger.infrastructure.cli.schedules import schedules_app
 from agent_ledger.infrastructure.cli.tokens import token
 from agent_ledger.infrastructure.redact import redact
 from agent_ledger.infrastructure.settings import Settings
@@ -38,6 +39,7 @@ app.command()(demo)
 app.add_typer(audit_app, name="audit")
 app.add_typer(db_app, name="db")
 app.add_typer(projections_app, name="projections")
+app.add_typer(schedules_app, name="schedules")
 
 
 def main() -> None:

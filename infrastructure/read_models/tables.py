@@ -208,3 +208,27 @@ http_tools = sa.Table(  # tools admins registered for model agents, called over 
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+schedules = sa.Table(  # each user's schedules as their aggregates last left them (0006)
+    "schedules",
+    metadata,
+    sa.Column("schedule_id", sa.Uuid, primary_key=True),
+    sa.Column("user_id", sa.String(200), nullable=False),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("process", sa.String(100), nullable=False),
+    sa.Column("process_version", sa.Integer),
+    sa.Column("input", sa.JSON, nullable=False),
+    sa.Column("cron", sa.String(200), nullable=False),
+    sa.Column("timezone", sa.String(64), nullable=False),
+    sa.Column("paused", sa.Boolean, nullable=False),
+    sa.Column("overlap", sa.String(20), nullable=False),
+    sa.Column("deleted", sa.Boolean, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("ticks_from", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_tick", sa.DateTime(timezone=True)),
+    sa.Column("last_execution_id", sa.Uuid),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_by", sa.String(200), nullable=False),
+    sa.Index("schedules_owner_name", "user_id", "name", unique=True),
+)

@@ -60,6 +60,11 @@ EXPECTED = {
     ("post", "/v1/executions/resume"): {400, 401, 403, 413, 422, 503},
     ("post", "/v1/executions/{execution_id}/resume"): {400, 401, 403, 404, 409, 413, 422, 503},
     ("post", "/v1/executions/{execution_id}/fork"): {400, 401, 403, 404, 413, 422, 503},
+    ("put", "/v1/schedules/{name}"): {400, 401, 409, 413, 422, 503},
+    ("get", "/v1/schedules"): {401, 422, 503},
+    ("get", "/v1/schedules/{name}"): {401, 404, 422, 503},
+    ("delete", "/v1/schedules/{name}"): {401, 404, 409, 422, 503},
+    ("post", "/v1/schedules/{name}/trigger"): {401, 404, 409, 422, 503},
 }
 NOT_PROBLEMS = {("get", "/readyz", "503")}  # readiness answers with its own report
 
