@@ -3,7 +3,7 @@ execution from one of its steps."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -60,6 +60,71 @@ def resume(
             continue  # another writer (a second resume) was first: decide again
         return Resumed(execution.id, position)
     raise RecordConflictError(f"execution {execution_id} kept changing; try again")
+
+
+@dataclass(frozen=True)
+class BulkResumed:
+    resumed: list[Resumed]
+    refused: list[tuple[UUID, str]]
+    """Executions not resumed, with why (not found, not resumable, changed meanwhile)."""
+
+
+BULK_CHUNK = 100
+
+
+def resume_many(
+    executions: Executions,
+    execution_ids: Sequence[UUID],
+    *,
+    user_id: str | None,
+    actor: str,
+    reason: str,
+    correlation_id: str | None = None,
+) -> BulkResumed:
+    """Resume many executions, a hundred per load and per write (a write that loses a race
+    with another writer is redone one execution at a time)."""
+    resumed: list[Resumed] = []
+    refused: list[tuple[UUID, str]] = []
+    for start in range(0, len(execution_ids), BULK_CHUNK):
+        chunk = list(execution_ids[start : start + BULK_CHUNK])
+        loaded = executions.get_executions(chunk)
+        ready: list[Execution] = []
+        for execution_id in chunk:
+            execution = loaded.get(execution_id)
+            if execution is None or (user_id is not None and execution.user_id != user_id):
+                refused.append((execution_id, f"execution {execution_id} was not found"))
+                continue
+            try:
+                execution.act_as(f"user:{actor}", correlation_id)
+                execution.resume(actor=actor, reason=reason)
+            except DomainError as error:
+                refused.append((execution_id, str(error)))
+                continue
+            ready.append(execution)
+        if not ready:
+            continue
+        work = [Enqueue(e.id, e.user_id) for e in ready]
+        try:
+            recordings = executions.save(*ready, work=work)
+        except RecordConflictError:
+            for execution in ready:
+                try:
+                    resumed.append(
+                        resume(
+                            executions,
+                            execution.id,
+                            user_id=user_id,
+                            actor=actor,
+                            reason=reason,
+                            correlation_id=correlation_id,
+                        )
+                    )
+                except DomainError as error:
+                    refused.append((execution.id, str(error)))
+            continue
+        positions = {r.domain_event.originator_id: r.notification.id for r in recordings}
+        resumed += [Resumed(e.id, positions[e.id]) for e in ready]
+    return BulkResumed(resumed, refused)
 
 
 def downstream_of(definition: ProcessDefinition, step_id: str) -> set[str]:

@@ -9,9 +9,7 @@ from uuid import UUID
 from fastapi import APIRouter, Body, Response
 from pydantic import BaseModel, Field
 
-from agent_ledger.application.executions import Executions
-from agent_ledger.application.lineage import ForkRequest, Resumed, fork, resume
-from agent_ledger.domain.errors import DomainError
+from agent_ledger.application.lineage import ForkRequest, fork, resume, resume_many
 from agent_ledger.infrastructure.api.attribution import CorrelationDep
 from agent_ledger.infrastructure.api.dependencies import CallerDep, ExecutionsDep, StatusQueriesDep
 from agent_ledger.infrastructure.api.instants import Instant
@@ -114,7 +112,7 @@ async def resume_execution(
     response_model=BulkResumed,
     responses=problems(400, 403, 413),
 )
-async def resume_many(
+async def resume_in_bulk(
     body: BulkResume,
     caller: CallerDep,
     executions: ExecutionsDep,
@@ -138,29 +136,18 @@ async def resume_many(
                 started_to=body.to,
             )
         rows.sort(key=lambda r: (r.started_at, r.execution_id))
-        return _resume_rows(executions, [r.execution_id for r in rows[: body.limit]])
-
-    def _resume_rows(store: Executions, ids: list[UUID]) -> BulkResumed:
-        done: list[Resumed] = []
-        refused: list[NotResumed] = []
-        for execution_id in ids:
-            try:
-                done.append(
-                    resume(
-                        store,
-                        execution_id,
-                        user_id=owner,
-                        actor=caller.user_id,
-                        reason=body.reason,
-                        correlation_id=correlation_id,
-                    )
-                )
-            except DomainError as error:  # resumed or changed meanwhile
-                refused.append(NotResumed(id=execution_id, detail=str(error)))
+        done = resume_many(
+            executions,
+            [r.execution_id for r in rows[: body.limit]],
+            user_id=owner,
+            actor=caller.user_id,
+            reason=body.reason,
+            correlation_id=correlation_id,
+        )
         return BulkResumed(
-            resumed=[r.execution_id for r in done],
-            not_resumed=refused,
-            position=max((r.position for r in done), default=None),
+            resumed=[r.execution_id for r in done.resumed],
+            not_resumed=[NotResumed(id=i, detail=why) for i, why in done.refused],
+            position=max((r.position for r in done.resumed), default=None),
         )
 
     return await asyncio.to_thread(run)
