@@ -49,6 +49,10 @@ class ExecutionStatusRow:
     prompt_tokens: int | None = None  # None: no model call, or one that did not report it
     completion_tokens: int | None = None
     cost_usd: float | None = None  # None: no model call, or one whose cost is unknown
+    parent_id: UUID | None = None  # the execution this one forks, from `forked_from_step`
+    forked_from_step: str | None = None
+    resumes: int = 0
+    resumed_at: datetime | None = None  # its last resume: its timeout counts from there
 
 
 class ExecutionStatusView(Protocol):
@@ -173,6 +177,19 @@ class ExecutionStatusProjection:
     def _(self, event: Execution.ExecutionTimedOut, row: ExecutionStatusRow) -> None:
         row.error = {"type": "ExecutionTimedOut", "timeout_seconds": event.timeout_seconds}
         self._finish(row, "timed_out", event.timestamp)
+
+    @_apply.register
+    def _(self, event: Execution.ExecutionResumed, row: ExecutionStatusRow) -> None:
+        """Pending again, as the aggregate is; what it used and its attempts stay counted,
+        and its duration, once it ends again, runs from its first start."""
+        row.status, row.current_steps, row.cancellation_requested = "pending", [], False
+        row.finished_at = row.duration_ms = row.output = row.error = None
+        row.resumes += 1
+        row.resumed_at = event.timestamp
+
+    @_apply.register
+    def _(self, event: Execution.ExecutionForked, row: ExecutionStatusRow) -> None:
+        row.parent_id, row.forked_from_step = event.parent_id, event.from_step
 
     @staticmethod
     def _finish(row: ExecutionStatusRow, status: str, at: datetime) -> None:

@@ -7,6 +7,11 @@ Rules (the README's metrics section says the same):
 - a process run is an `ExecutionStarted`; `ExecutionCompleted`, `ExecutionFailed`,
   `ExecutionTimedOut`, `ExecutionCancelled` make it a success, failure, timeout, cancelled,
   its duration the time between the two events;
+- `ExecutionResumed` reopens its execution's process run: running again, with one more retry,
+  its earlier end no longer its outcome (the run counts once, by how it ends at last; its
+  duration then runs from its start, the time it stood stopped included); the attempts that
+  follow are new agent and tool runs (their attempt numbers are new); a fork is a new
+  execution, hence a new process run;
 - runs still open when their step attempt ends are closed by that end: `StepTimedOut` as a
   timeout, `StepCancelled` as cancelled, any other end as a failure; runs still open when the
   execution ends take its outcome (completed counts as a failure: the run never reported);
@@ -181,6 +186,8 @@ class MetricsProjection:
             self._open(event, PROCESS, "", event.process_name)
         elif isinstance(event, StepEvent):
             self._step_event(event)
+        elif isinstance(event, Execution.ExecutionResumed):
+            self._reopen(event)
         elif type(event) in _EXECUTION_ENDS:
             outcome = _EXECUTION_ENDS[type(event)]
             runs = self.view.runs(event.originator_id)
@@ -189,6 +196,13 @@ class MetricsProjection:
                     own = outcome if run.kind == PROCESS or outcome != "success" else "failure"
                     run.close(own, event.timestamp)
                     self.view.put_run(run)
+
+    def _reopen(self, event: Execution.ExecutionResumed) -> None:
+        run = self.view.runs(event.originator_id).get((PROCESS, ""))
+        if run is not None:
+            run.outcome, run.finished_at, run.duration_ms = RUNNING, None, None
+            run.retries += 1
+            self.view.put_run(run)
 
     def _step_event(self, event: StepEvent) -> None:
         attempt = attempt_key(event.step_id, event.attempt)

@@ -1,7 +1,9 @@
-"""Step status per execution, and the step latency histogram, kept current by step events."""
+"""Step status per execution, and the step latency histogram, kept current by step events
+and by the execution events that reset (a resume) or copy (a fork) steps."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import singledispatchmethod
@@ -9,7 +11,7 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from agent_ledger.domain.event_names import event_type
-from agent_ledger.domain.executions import Execution, StepEvent
+from agent_ledger.domain.executions import Execution, ExecutionEvent, StepEvent
 
 WAITING = "waiting"
 """A step whose running attempt waits for a signal (a `wait_for_signal` step)."""
@@ -72,6 +74,7 @@ class StepStatusRow:
     last_event: str = "execution_started"
     last_position: int = 0
     awaiting: str | None = None  # the signal its attempt waits for, while status is `waiting`
+    copied: bool = False  # completed in the execution this one forks: its output copied, not run
 
 
 class StepStatusView(Protocol):
@@ -105,6 +108,12 @@ class StepStatusProjection:
                     )
                 )
             return
+        if isinstance(event, Execution.ExecutionResumed):
+            self._each(event, position, event.steps, _run_again)
+            return
+        if isinstance(event, Execution.ExecutionForked):
+            self._each(event, position, event.copied, _copied)
+            return
         if not isinstance(event, StepEvent):
             return
         row = self.view.get_step(event.originator_id, event.step_id)
@@ -114,6 +123,22 @@ class StepStatusProjection:
         row.last_event = event_type(event)
         row.last_position = position
         self.view.put_step(row)
+
+    def _each(
+        self,
+        event: ExecutionEvent,
+        position: int,
+        step_ids: Iterable[str],
+        change: Callable[[StepStatusRow], None],
+    ) -> None:
+        """Apply `change` to each of these steps' rows: an execution event about several."""
+        for step_id in step_ids:
+            row = self.view.get_step(event.originator_id, step_id)
+            if row is None:
+                continue  # its execution's start was not projected
+            change(row)
+            row.last_event, row.last_position = event_type(event), position
+            self.view.put_step(row)
 
     @singledispatchmethod
     def _apply(self, event: StepEvent, row: StepStatusRow) -> None:
@@ -171,6 +196,18 @@ class StepStatusProjection:
             row.duration_ms = elapsed_ms(row.started_at, at)
             if status in ("completed", "failed"):
                 self.view.observe_latency(row.process_name, row.step_id, row.duration_ms)
+
+
+def _run_again(row: StepStatusRow) -> None:
+    """A step of a resumed execution: pending afresh, its attempt number (and count of
+    retries, and agent) kept, as the aggregate keeps its attempt."""
+    row.status, row.awaiting, row.error, row.skip_reason = "pending", None, None, None
+    row.started_at = row.finished_at = row.duration_ms = None
+
+
+def _copied(row: StepStatusRow) -> None:
+    """A step a fork copied from its parent: completed, never run here."""
+    row.status, row.copied = "completed", True
 
 
 class InMemoryStepStatusView:

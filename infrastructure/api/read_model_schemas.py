@@ -1,13 +1,16 @@
-"""Response bodies of the read-model endpoints: execution steps and metrics."""
+"""Response bodies of the read-model endpoints: executions with their lineage and steps,
+and metrics."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent_ledger.infrastructure.api.schemas import ExecutionView
+from agent_ledger.projections.execution_status import ExecutionStatusRow
 from agent_ledger.projections.metric_figures import Figures, NameFigures
 from agent_ledger.projections.metrics import ModelUsage
 from agent_ledger.projections.step_status import StepStatusRow
@@ -27,13 +30,20 @@ class StepView(BaseModel):
     attempt: int
     retries: int
     agent: str | None
-    started_at: datetime | None = Field(description="first start of the step")
+    started_at: datetime | None = Field(
+        description="first start of the step (since the execution was last resumed)"
+    )
     finished_at: datetime | None
-    duration_ms: float | None = Field(description="from its first start to its end")
+    duration_ms: float | None = Field(description="from that start to its end")
     error: dict[str, Any] | None
     skip_reason: str | None
     last_event: str
     last_position: int
+    copied: bool = Field(
+        default=False,
+        description="completed in the execution this one was forked from: its output was "
+        "copied, the step did not run here",
+    )
 
     @classmethod
     def of(cls, row: StepStatusRow) -> StepView:
@@ -51,13 +61,59 @@ class StepView(BaseModel):
             last_event=row.last_event,
             last_position=row.last_position,
             awaiting=row.awaiting,
+            copied=row.copied,
         )
 
 
-class ExecutionDetail(ExecutionView):
-    """An execution's status with its steps in the process's order."""
+class ExecutionSummary(ExecutionView):
+    """The status of one execution, with where it comes from: the execution it forks, and
+    how often it was resumed."""
+
+    parent_id: UUID | None = Field(
+        default=None, description="the execution this one was forked from; null otherwise"
+    )
+    forked_from_step: str | None = Field(
+        default=None, description="the step of the parent it was forked from (it ran here)"
+    )
+    resumes: int = Field(
+        default=0,
+        description="how often it was resumed; its duration runs from its first start",
+    )
+    resumed_at: datetime | None = Field(
+        default=None, description="its last resume (its timeout counts from there)"
+    )
+
+    @classmethod
+    def of_row(cls, row: ExecutionStatusRow) -> ExecutionSummary:
+        return cls(
+            **ExecutionView.of(row).model_dump(),
+            parent_id=row.parent_id,
+            forked_from_step=row.forked_from_step,
+            resumes=row.resumes,
+            resumed_at=row.resumed_at,
+        )
+
+
+class ExecutionSummaryPage(BaseModel):
+    items: list[ExecutionSummary]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next (older) page")
+
+
+MAX_CHILDREN = 20
+
+
+class ExecutionDetail(ExecutionSummary):
+    """An execution's status with its steps in the process's order and its forks."""
 
     steps: list[StepView]
+    children: list[UUID] = Field(
+        default_factory=list,
+        description=f"executions forked from this one, newest first, at most {MAX_CHILDREN} "
+        "(`GET /v1/executions?parent_id=` lists them all)",
+    )
+    more_children: bool = Field(
+        default=False, description=f"more than {MAX_CHILDREN} executions were forked from it"
+    )
 
 
 class DurationPercentiles(BaseModel):

@@ -53,40 +53,55 @@ class ExecutionStatusQueries:
         status: str | None = None,
         process: str | None = None,
         thread_id: str | None = None,
+        parent_id: UUID | None = None,
         limit: int = 50,
         before: tuple[datetime, UUID] | None = None,
         started_from: datetime | None = None,
         started_to: datetime | None = None,
     ) -> list[ExecutionStatusRow]:
-        """Newest first; `before` is the (started_at, id) of the last row of the previous page."""
+        """Newest first; `before` is the (started_at, id) of the last row of the previous page;
+        `parent_id`: the forks of that execution."""
         with self.engine.connect() as connection:
             t = active_tables(connection, _NAME)["execution_status"]
-            query = self._list_query(t, user_id, status, process, thread_id, limit, before)
+            equal = {
+                "user_id": user_id,
+                "status": status,
+                "process_name": process,
+                "thread_id": thread_id,
+                "parent_id": parent_id,
+            }
+            query = self._list_query(t, equal, limit, before)
             if started_from is not None:
                 query = query.where(t.c.started_at >= started_from)
             if started_to is not None:
                 query = query.where(t.c.started_at < started_to)
             return [row_from_record(r) for r in connection.execute(query)]
 
+    def children(self, execution_id: UUID, user_id: str | None, limit: int) -> list[UUID]:
+        """The ids of the executions forked from this one, newest first."""
+        with self.engine.connect() as connection:
+            t = active_tables(connection, _NAME)["execution_status"]
+            query = self._list_query(
+                t, {"parent_id": execution_id, "user_id": user_id}, limit, None, t.c.execution_id
+            )
+            return list(connection.execute(query).scalars())
+
     @staticmethod
     def _list_query(
         t: sa.Table,
-        user_id: str | None,
-        status: str | None,
-        process: str | None,
-        thread_id: str | None,
+        equal: dict[str, Any],
         limit: int,
         before: tuple[datetime, UUID] | None,
+        *columns: sa.ColumnElement[Any],
     ) -> sa.Select[Any]:
-        query = sa.select(t).order_by(t.c.started_at.desc(), t.c.execution_id.desc()).limit(limit)
-        for column, value in (
-            (t.c.user_id, user_id),
-            (t.c.status, status),
-            (t.c.process_name, process),
-            (t.c.thread_id, thread_id),
-        ):
+        query = (
+            sa.select(*(columns or [t]))
+            .order_by(t.c.started_at.desc(), t.c.execution_id.desc())
+            .limit(limit)
+        )
+        for name, value in equal.items():
             if value is not None:
-                query = query.where(column == value)
+                query = query.where(t.c[name] == value)
         if before is not None:
             started, execution_id = before
             query = query.where(

@@ -49,8 +49,14 @@ execution_status = sa.Table(
     sa.Column("prompt_tokens", sa.BigInteger),
     sa.Column("completion_tokens", sa.BigInteger),
     sa.Column("cost_usd", sa.Float),
+    # lineage: the execution it forks and from which step; how often, and when last, resumed
+    sa.Column("parent_id", sa.Uuid),
+    sa.Column("forked_from_step", sa.String(100)),
+    sa.Column("resumes", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("resumed_at", sa.DateTime(timezone=True)),
     sa.Index("execution_status_user_started", "user_id", "started_at", "execution_id"),
     sa.Index("execution_status_status", "status"),
+    sa.Index("execution_status_parent", "parent_id", "started_at", "execution_id"),
 )
 
 step_status = sa.Table(  # one row per step of an execution (part of execution_status)
@@ -73,6 +79,8 @@ step_status = sa.Table(  # one row per step of an execution (part of execution_s
     sa.Column("last_event", sa.String(60), nullable=False),
     sa.Column("last_position", sa.BigInteger, nullable=False),
     sa.Column("awaiting", sa.String(100)),  # the signal a `waiting` step waits for
+    # completed in the execution this one forks: its output copied, never run here
+    sa.Column("copied", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 step_latency = sa.Table(  # step duration histogram buckets (part of execution_status)

@@ -1,5 +1,6 @@
-"""Step status, metrics runs and figures, the model usage of the execution status, and the
-`waiting` status of executions and steps, fed with a real execution's events in memory."""
+"""Step status, metrics runs and figures, the model usage of the execution status, the
+`waiting` status of executions and steps, and resumed and forked executions, fed with a real
+execution's events in memory."""
 
 from __future__ import annotations
 
@@ -274,6 +275,7 @@ class Watched:
         self.projections = StatusProjections(self.view)
         self.position = 0
         self.seen: list[str] = []
+        self.events: list[object] = []
         self.do()
 
     def do(self, *commands: tuple[Any, ...]) -> None:
@@ -284,6 +286,7 @@ class Watched:
             for event in self.execution.collect_events():
                 self.position += 1
                 self.projections.process(event, self.position)
+                self.events.append(event)
             status = self.view.rows[self.execution.id].status
             assert status == self.execution.status.value, (name, *args)
             if not self.seen or self.seen[-1] != status:
@@ -338,3 +341,115 @@ def test_a_wait_that_reaches_its_deadline_is_a_timed_out_step_of_a_running_execu
 
     assert watched.seen == ["pending", "running", "waiting", "running"]
     assert watched.step("review") == ("timed_out", None)
+
+
+# -- resumed and forked executions -----------------------------------------------------------
+
+
+def failed_then_resumed(clock: Clock) -> Watched:
+    """a completes; b's agent fails, so b fails, c is skipped and the execution fails; an
+    hour later it is resumed, and b (attempt 2) and c complete."""
+    watched = Watched("a", "b", "c")
+    watched.do(*run("a"), ("start_agent", "a", 1, "echo", {}))
+    watched.do(("complete_agent", "a", 1, {}, 5.0, None), ("complete_step", "a", 1, {}))
+    watched.do(*run("b"), ("start_agent", "b", 1, "flaky", {}))
+    watched.do(("fail_agent", "b", 1, {"type": "Down"}, 5.0), ("fail_step", "b", 1, {}))
+    clock.now += timedelta(seconds=2)
+    watched.do(("skip_step", "c", "dependency_failed"), ("fail", {"type": "StepFailed"}))
+    clock.now += timedelta(hours=1)
+    watched.do(("resume", "ops", "the agent is back"))
+    return watched
+
+
+def test_a_resumed_execution_is_pending_again_and_follows_the_aggregate_to_its_completion(
+    clock: Clock,
+) -> None:
+    watched = failed_then_resumed(clock)
+    row = watched.view.rows[watched.execution.id]
+    assert (row.status, row.error, row.finished_at, row.duration_ms) == (
+        "pending",
+        None,
+        None,
+        None,
+    )
+    assert (row.resumes, row.resumed_at, row.attempts) == (1, clock.now, 2)
+    steps = {s: watched.view.steps[(watched.execution.id, s)] for s in "abc"}
+    assert [(r.status, r.attempt, r.error, r.skip_reason) for r in steps.values()] == [
+        ("completed", 1, None, None),
+        ("pending", 1, None, None),  # its attempt number kept: the next one is 2
+        ("pending", 0, None, None),
+    ]
+
+    watched.do(*run("b", 2), ("complete_step", "b", 2, {}), *run("c"))
+    clock.now += timedelta(seconds=1)
+    watched.do(("complete_step", "c", 1, {}), ("complete", {"done": True}))
+
+    assert watched.seen == ["pending", "running", "failed", "pending", "running", "completed"]
+    assert row.output == {"done": True}
+    assert row.duration_ms == 3_603_000.0  # from its first start
+    assert (steps["b"].status, steps["b"].attempt, steps["b"].duration_ms) == ("completed", 2, 0)
+
+
+def test_a_timed_out_executions_running_step_runs_again_after_a_resume(clock: Clock) -> None:
+    watched = Watched("a")
+    watched.do(*run("a"), ("await_signal", "a", 1, "approval", None), ("time_out", 60.0))
+    watched.do(("resume", "ops", "again"))
+    assert watched.step("a") == ("pending", None)
+
+    watched.do(*run("a", 2), ("complete_step", "a", 2, {}), ("complete", {}))
+    assert watched.seen[3:] == ["timed_out", "pending", "running", "completed"]
+
+
+def test_a_fork_names_its_parent_and_shows_the_copied_steps_completed(clock: Clock) -> None:
+    parent = failed_then_resumed(clock)
+    child = Watched("a", "b", "c")
+    child.do(("record_fork", parent.execution, "b", {"a": {"x": 1}}))
+    row = child.view.rows[child.execution.id]
+    assert (row.parent_id, row.forked_from_step, row.status) == (
+        parent.execution.id,
+        "b",
+        "pending",
+    )
+    copied = child.view.steps[(child.execution.id, "a")]
+    assert (copied.status, copied.copied, copied.last_event) == (
+        "completed",
+        True,
+        "execution_forked",
+    )
+    assert not child.view.steps[(child.execution.id, "b")].copied
+
+    child.do(*run("b"), ("complete_step", "b", 1, {}), *run("c"), ("complete_step", "c", 1, {}))
+    child.do(("complete", {}))
+    assert child.seen == ["pending", "running", "completed"]
+
+
+def test_a_resumed_execution_is_one_process_run_by_how_it_ends_with_one_retry_more(
+    clock: Clock,
+) -> None:
+    watched = failed_then_resumed(clock)
+    view = InMemoryMetricsView()
+    projection = MetricsProjection(view)
+
+    def project() -> dict[tuple[str, str], Any]:
+        for event in watched.events[len(projected) :]:
+            projected.append(event)
+            projection.process(event, len(projected))
+        return {(r.kind, r.key): r for r in view.all_runs()}
+
+    projected: list[object] = []
+    process = project()[("process", "")]
+    assert (process.outcome, process.finished_at, process.retries) == ("running", None, 1)
+
+    watched.do(*run("b", 2), ("start_agent", "b", 2, "flaky", {}))
+    watched.do(("complete_agent", "b", 2, {}, 5.0, None), ("complete_step", "b", 2, {}))
+    watched.do(*run("c"), ("complete_step", "c", 1, {}), ("complete", {}))
+    runs = project()
+
+    assert {key: run.outcome for key, run in runs.items()} == {
+        ("process", ""): "success",
+        ("agent", "a/1"): "success",
+        ("agent", "b/1"): "failure",
+        ("agent", "b/2"): "success",
+    }
+    assert runs[("process", "")].retries == 1
+    assert view.counts["execution_resumed"] == 1

@@ -42,15 +42,19 @@ from agent_ledger.infrastructure.api.dependencies import (
 from agent_ledger.infrastructure.api.errors import ProblemError
 from agent_ledger.infrastructure.api.instants import Instant
 from agent_ledger.infrastructure.api.problem_responses import AUTHENTICATED, problems
-from agent_ledger.infrastructure.api.read_model_schemas import ExecutionDetail, StepView
+from agent_ledger.infrastructure.api.read_model_schemas import (
+    MAX_CHILDREN,
+    ExecutionDetail,
+    ExecutionSummary,
+    ExecutionSummaryPage,
+    StepView,
+)
 from agent_ledger.infrastructure.api.schemas import (
     Accepted,
     CancelExecution,
     EventMessage,
     EventPage,
     ExecutionCreated,
-    ExecutionPage,
-    ExecutionView,
     SignalDelivered,
     StartExecution,
 )
@@ -75,6 +79,10 @@ StatusFilter = Annotated[
         description="only executions with this status (`waiting`: every attempt under way "
         "waits for a signal)"
     ),
+]
+
+ParentFilter = Annotated[
+    UUID | None, Query(description="only the executions forked from this one (its children)")
 ]
 
 
@@ -189,7 +197,7 @@ def _delivered(signalled: Signalled, response: Response) -> SignalDelivered:
     )
 
 
-@router.get("", response_model=ExecutionPage, responses=problems(400))
+@router.get("", response_model=ExecutionSummaryPage, responses=problems(400))
 def list_executions(
     caller: CallerDep,
     statuses: StatusQueriesDep,
@@ -198,12 +206,13 @@ def list_executions(
     status: StatusFilter = None,
     process: str | None = None,
     thread_id: str | None = None,
+    parent_id: ParentFilter = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
     after: After = None,
     started_from: StartedFrom = None,
     started_to: StartedTo = None,
-) -> ExecutionPage:
+) -> ExecutionSummaryPage:
     """The caller's executions, newest first (auditors see everyone's)."""
     _wait_for_view(projections, settings, after)
     rows = statuses.list_rows(
@@ -211,6 +220,7 @@ def list_executions(
         status=None if status is None else status.value,
         process=process,
         thread_id=thread_id,
+        parent_id=parent_id,
         limit=limit,
         before=_decode(cursor),
         started_from=started_from,
@@ -219,7 +229,8 @@ def list_executions(
     next_cursor = (
         _encode(rows[-1].started_at, rows[-1].execution_id) if len(rows) == limit else None
     )
-    return ExecutionPage(items=[ExecutionView.of(r) for r in rows], next_cursor=next_cursor)
+    items = [ExecutionSummary.of_row(r) for r in rows]
+    return ExecutionSummaryPage(items=items, next_cursor=next_cursor)
 
 
 @router.get("/{execution_id}", response_model=ExecutionDetail, responses=problems(404))
@@ -232,7 +243,8 @@ def get_execution(
     settings: SettingsDep,
     after: After = None,
 ) -> ExecutionDetail:
-    """One execution's status; another user's execution does not exist for the caller."""
+    """One execution's status, its steps and its forks; another user's execution does not
+    exist for the caller."""
     _wait_for_view(projections, settings, after)
     row = statuses.get(execution_id, caller.owner_filter)
     if row is None and projections.wait_for_projection(executions.last_position(), 2.0):
@@ -242,7 +254,13 @@ def get_execution(
             404, "not-found", "Execution not found", f"execution {execution_id} was not found"
         )
     steps = [StepView.of(step) for step in statuses.steps(execution_id)]
-    return ExecutionDetail(**ExecutionView.of(row).model_dump(), steps=steps)
+    children = statuses.children(execution_id, caller.owner_filter, MAX_CHILDREN + 1)
+    return ExecutionDetail(
+        **ExecutionSummary.of_row(row).model_dump(),
+        steps=steps,
+        children=children[:MAX_CHILDREN],
+        more_children=len(children) > MAX_CHILDREN,
+    )
 
 
 @router.get("/{execution_id}/events", response_model=EventPage, responses=problems(404))
