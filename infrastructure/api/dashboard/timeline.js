@@ -1,14 +1,20 @@
 // One execution's events in order: its history, then live while it runs, from the tail.
 // A model step's attempt folds what it streams into blocks (see `ModelSteps`); every
 // other event is one row. A step waiting for a signal has a form to send it under its
-// `signal_awaited` row (see `SignalForms`).
+// `signal_awaited` row (see `SignalForms`). Its lineage (the execution it was forked from, its
+// forks) and its Resume and Fork controls sit above the steps (see `Lineage`); a failed,
+// timed-out or cancelled execution may be resumed, so its timeline keeps following it.
 
 import { LatestRead } from "./api.js";
 import { el, milliseconds, shorten, spending, tokens, usd } from "./elements.js";
 import { errorText, heading } from "./event_parts.js";
+import { Lineage, lineageDetail } from "./lineage_controls.js";
 import { ModelSteps } from "./model_steps.js";
 import { SignalForms, signalDetail } from "./signal_form.js";
 import { QUIET, TERMINAL, Tail } from "./tail.js";
+
+/** Events that change the execution's status or lineage without naming a step. */
+const LINEAGE = new Set(["execution_resumed", "execution_forked"]);
 
 export class Timeline {
   constructor(api, { onError }) {
@@ -19,6 +25,7 @@ export class Timeline {
     this.reader = null;
     this.model = null;
     this.signals = null;
+    this.lineage = null;
     this.view = null;
     this.hint = document.getElementById("timeline-hint");
     this.body = document.getElementById("timeline-body");
@@ -41,6 +48,10 @@ export class Timeline {
     this.steps.replaceChildren();
     this.model = new ModelSteps(this.events);
     this.signals = new SignalForms(this.api, id, this.events, { onError: this.onError });
+    this.lineage = new Lineage(this.api, id, document.getElementById("lineage"), {
+      open: (other) => this.show(other),
+      onError: this.onError,
+    });
     this.setStatus("…");
     this.showCost();
     this.reader = new LatestRead((after) => this.readSteps(id, after));
@@ -54,6 +65,7 @@ export class Timeline {
 
   close() {
     if (this.tail) this.tail.stop();
+    this.lineage?.close();
     this.tail = null;
     this.id = null;
   }
@@ -64,12 +76,18 @@ export class Timeline {
     const drawn = this.model.fold(event) ? null : row(event);
     if (drawn) list.append(drawn);
     this.signals.follow(event, drawn);
+    this.lineage.follow(event);
     if (following) list.scrollTop = list.scrollHeight; // keep up, unless the reader scrolled up
     if (event.type === "llm_call_completed") this.showCost();
-    if ((event.data.step_id !== undefined && !QUIET.has(event.type)) || TERMINAL.has(event.type)) {
+    if (
+      (event.data.step_id !== undefined && !QUIET.has(event.type)) ||
+      TERMINAL.has(event.type) ||
+      LINEAGE.has(event.type)
+    ) {
       this.reader.request(event.position);
     }
-    if (TERMINAL.has(event.type)) this.tail.stop(); // nothing follows a terminal event
+    // nothing follows a completion; a failed, timed-out or cancelled execution may be resumed
+    if (event.type === "execution_completed") this.tail.stop();
   }
 
   async readSteps(id, after) {
@@ -79,7 +97,8 @@ export class Timeline {
 
   render(view) {
     this.view = view;
-    this.setStatus(view.status);
+    this.setStatus(this.lineage.status(view));
+    this.lineage.render(view);
     this.showCost();
     this.steps.replaceChildren(
       ...view.steps.map((s) =>
@@ -88,7 +107,12 @@ export class Timeline {
           { dataset: { testid: "step-row", step: s.id } },
           el("th", { scope: "row" }, s.id),
           el("td", {}, s.agent ?? "–"),
-          el("td", {}, el("span", { class: "status", dataset: { status: s.status } }, s.status)),
+          el(
+            "td",
+            {},
+            el("span", { class: "status", dataset: { status: s.status } }, s.status),
+            s.copied ? copiedMark() : null,
+          ),
           el("td", {}, String(s.attempt)),
           el("td", {}, milliseconds(s.duration_ms)),
         ),
@@ -99,6 +123,7 @@ export class Timeline {
   setStatus(status) {
     this.status.textContent = status.replace("_", " ");
     this.status.dataset.status = status;
+    this.lineage?.statusIs(status);
   }
 
   /** The execution's model spend: the status view's once it has one, else the tail's sum. */
@@ -108,6 +133,12 @@ export class Timeline {
     this.cost.textContent = text;
     this.cost.parentElement.hidden = text === "–";
   }
+}
+
+/** A step of a fork that did not run: the parent's output stands in for it. */
+function copiedMark() {
+  const title = "not run here: its output was copied from the execution this one forks";
+  return el("span", { class: "copied", title, dataset: { testid: "step-copied" } }, "copied");
 }
 
 function row(event) {
@@ -132,6 +163,7 @@ function detail(type, data) {
   if (type === "signal_awaited" || type === "signal_received") {
     return shorten(signalDetail(type, data), 240);
   }
+  if (LINEAGE.has(type)) return shorten(lineageDetail(type, data), 240);
   if (type === "llm_call_completed") {
     const took = milliseconds(Number(data.duration_ms));
     return [data.model, tokens(data), took, usd(data.cost_usd)].join(" · ");
