@@ -176,8 +176,13 @@ _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 def allowed_methods(request: Request) -> list[str]:
-    """Every method some route takes at the request's path (a path has a route per method)."""
+    """Every method some route takes at the request's path (a path has a route per method).
+
+    A path spelled out by a route (`/v1/executions/resume`) is that route's alone, not also
+    an instance of a templated one (`/v1/executions/{execution_id}`)."""
     routes = request.app.router.routes
+    spelled = [r for r in routes if getattr(r, "path", None) == request.url.path]
+    routes = spelled or routes
     return [
         method
         for method in _METHODS

@@ -61,6 +61,7 @@ def flaky() -> Iterator[Flaky]:
     agent = Flaky()
     yield agent
     agent.http.shutdown()
+    agent.http.server_close()
 
 
 @pytest.fixture(scope="module")
