@@ -117,21 +117,27 @@ class Scheduler:
         """Each schedule's version when this scheduler last looked at it."""
         self._carried_out: dict[UUID, UUID] = {}
         """Each schedule's latest start that this scheduler made sure of."""
+        self._following: dict[UUID, tuple[int, datetime | None]] = {}
+        """Each schedule's next tick, as of a version of its row: a pass computes it again
+        only once the row changed or the tick is due."""
 
     def run_pass(self) -> datetime | None:
         """Handle every due tick; say when the next tick of a running schedule falls."""
         now = self.now()
         upcoming: datetime | None = None
         for row in self.book.index.running():
-            try:
-                cron = row.cron()
-                self._handle(row, cron, now)
-                following = cron.next_after(max(now, row.reference))
-            except Exception:  # one schedule's trouble neither stops nor delays the others
-                log.exception(
-                    "schedule %r of %r: its ticks could not be handled", row.name, row.user_id
-                )
-                continue
+            known = self._following.get(row.schedule_id)
+            if known is not None and known[0] == row.version and (known[1] or now) > now:
+                following = known[1]  # unchanged since, and not due yet
+            else:
+                try:
+                    cron = row.cron()
+                    self._handle(row, cron, now)
+                    following = cron.next_after(max(now, row.reference))
+                except Exception:  # one schedule's trouble neither stops nor delays the others
+                    log.exception("schedule %r of %r: its ticks failed", row.name, row.user_id)
+                    continue
+                self._following[row.schedule_id] = (row.version, following)
             if following is not None and (upcoming is None or following < upcoming):
                 upcoming = following
         return upcoming

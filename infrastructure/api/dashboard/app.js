@@ -3,6 +3,7 @@
 import { Api } from "./api.js";
 import { Metrics } from "./charts.js";
 import { ExecutionList } from "./executions.js";
+import { ScheduleList } from "./schedules.js";
 import { Tail } from "./tail.js";
 import { Timeline } from "./timeline.js";
 
@@ -22,12 +23,14 @@ class Session {
       onSelect: (id) => this.timeline.show(id),
       onError,
     });
+    this.schedules = new ScheduleList(this.api, { onSelect: (id) => this.timeline.show(id), onError });
     // live only at first; `Tail` resumes from the last position it saw after a drop
     this.tail = new Tail(token, {}, {
       onOpen: (resumed) => this.opened(resumed),
       onEvent: (event) => {
         this.list.apply(event);
         this.metrics.apply(event);
+        this.schedules.apply(event);
       },
       onState: (state) => {
         $("connection").textContent = state;
@@ -48,6 +51,7 @@ class Session {
     if (resumed) return;
     this.list.load(true);
     this.metrics.load();
+    this.schedules.load();
   }
 
   /** Show what went wrong; a refused token signs out, so that another can be entered. */
@@ -62,6 +66,7 @@ class Session {
     this.timeline.close();
     this.list.close();
     this.metrics.close();
+    this.schedules.close();
   }
 }
 
