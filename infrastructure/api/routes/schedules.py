@@ -68,7 +68,11 @@ class ScheduleBody(BaseModel):
 
     process: str = Field(min_length=1, max_length=100)
     version: int | None = Field(
-        default=None, ge=1, le=INT32_MAX, description="a fixed version; absent: the latest"
+        default=None,
+        ge=1,
+        le=INT32_MAX,
+        strict=True,
+        description="a fixed version; absent: the latest",
     )
     input: dict[str, Any] = Field(default_factory=dict)
     cron: str = Field(
@@ -80,7 +84,7 @@ class ScheduleBody(BaseModel):
     timezone: str = Field(
         default="UTC", min_length=1, max_length=64, description="IANA, e.g. `Europe/Paris`"
     )
-    paused: bool = Field(default=False, description="paused, its ticks start nothing")
+    paused: bool = Field(default=False, strict=True, description="paused, its ticks start nothing")
     overlap: Overlap = Field(
         default=Overlap.SKIP,
         description="while its latest execution has not finished, a tick is `skip`ped "
