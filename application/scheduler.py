@@ -146,6 +146,7 @@ class Scheduler:
         """Start the schedule's process now, paused or not; its overlap rule applies."""
         for _ in range(ATTEMPTS):
             schedule = self.book.load(user_id, name)
+            self._carry_out(schedule)  # the latest start exists before its status is read
             at = self.now()
             running = self._under_way(schedule)
             overlap = schedule.current.overlap
@@ -257,9 +258,10 @@ class Scheduler:
             )
 
     def _under_way(self, schedule: Schedule) -> UUID | None:
-        """The schedule's latest execution, if it has not finished (pending, running, waiting)."""
+        """The schedule's latest execution, if it has not finished (pending, running,
+        waiting) and its overlap rule asks."""
         execution_id = schedule.last_execution_id
-        if execution_id is None:
+        if execution_id is None or schedule.current.overlap is Overlap.ALLOW:
             return None
         try:
             execution = self.executions.get_execution(execution_id)

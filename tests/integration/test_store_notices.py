@@ -10,6 +10,7 @@ import psycopg
 import pytest
 
 from agent_ledger.infrastructure.feed.notices import StoreNotices
+from agent_ledger.infrastructure.read_models.schedules import SCHEDULES_CHANNEL
 from agent_ledger.infrastructure.runtime import Runtime
 from agent_ledger.infrastructure.settings import Settings
 from agent_ledger.infrastructure.store.persistence import EVENTS_TABLE, libpq_dsn
@@ -76,7 +77,7 @@ def test_a_worker_and_a_projector_in_one_process_share_one_listening_connection(
     runtime = Runtime.start(settings, engine=True, projector=True, feed=False)
     try:
         assert runtime.notices is not None
-        assert runtime.notices.channels == {EVENTS_TABLE, WORK_CHANNEL}
+        assert runtime.notices.channels == {EVENTS_TABLE, WORK_CHANNEL, SCHEDULES_CHANNEL}
         with psycopg.connect(libpq_dsn(settings), autocommit=True) as connection:
             one_listener(connection)
     finally:
