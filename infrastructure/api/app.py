@@ -27,6 +27,7 @@ from agent_ledger.infrastructure.api.routes import (
     stream,
     stream_sse,
     tools,
+    webhooks,
 )
 from agent_ledger.infrastructure.api.routes import metrics as metrics_routes
 from agent_ledger.infrastructure.api.tail_session import TailService
@@ -94,5 +95,6 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(signals.router)
     app.include_router(lineage.router)
     app.include_router(schedules.router)
+    app.include_router(webhooks.router)
     app.include_router(dashboard.router)
     return app

@@ -30,6 +30,7 @@ from agent_ledger.infrastructure.read_models.metrics_queries import MetricsQueri
 from agent_ledger.infrastructure.read_models.status_queries import ExecutionStatusQueries
 from agent_ledger.infrastructure.runtime import Runtime
 from agent_ledger.infrastructure.settings import Settings
+from agent_ledger.infrastructure.webhooks.book import SqlWebhooks
 from agent_ledger.infrastructure.work.schedules import ScheduleService
 
 T = TypeVar("T")
@@ -104,3 +105,9 @@ HttpToolsDep = Annotated[
 """The registered HTTP tools, judged by this deployment's egress rule."""
 SchedulesDep = Annotated[ScheduleService, Depends(_part(lambda runtime: runtime.schedules))]
 """Schedules: their commands and rows, and a scheduler to start one by hand."""
+WebhooksDep = Annotated[SqlWebhooks, Depends(_part(lambda rt: SqlWebhooks(rt.read_engine)))]
+WebhookEgressDep = Annotated[
+    AgentUrlPolicy,
+    Depends(_part(lambda rt: AgentUrlPolicy.from_setting(rt.settings.agent_url_allow))),
+]
+"""Webhooks (their rows and delivery logs) and the egress rule their URLs must pass."""

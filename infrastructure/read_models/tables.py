@@ -240,3 +240,42 @@ schedules = sa.Table(  # each user's schedules as their aggregates last left the
     sa.Column("updated_by", sa.String(200), nullable=False),
     sa.Index("schedules_owner_name", "user_id", "name", unique=True),
 )
+
+webhooks = sa.Table(  # each user's webhooks and how far each has delivered (0008)
+    "webhooks",
+    metadata,
+    sa.Column("user_id", sa.String(200), primary_key=True),
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("types", sa.JSON, nullable=False),
+    sa.Column("secret", sa.Text, nullable=False),  # signs bodies; never returned nor logged
+    sa.Column("state", sa.String(20), nullable=False),  # active | failing
+    sa.Column("position", sa.BigInteger, nullable=False),  # the last position acknowledged
+    sa.Column("attempt", sa.Integer, nullable=False),  # failed tries of the next event
+    sa.Column("failing_since", sa.DateTime(timezone=True)),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True)),
+    sa.Column("last_error", sa.Text),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+webhook_deliveries = sa.Table(  # every try of every webhook delivery (0008)
+    "webhook_deliveries",
+    metadata,
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("user_id", sa.String(200), nullable=False),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("position", sa.BigInteger, nullable=False),
+    sa.Column("event_type", sa.String(100), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("status_code", sa.Integer),
+    sa.Column("error", sa.Text),
+    sa.Column("duration_ms", sa.Float, nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("webhook_deliveries_by_webhook", "user_id", "name", "id"),
+)

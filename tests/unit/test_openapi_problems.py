@@ -65,6 +65,12 @@ EXPECTED = {
     ("get", "/v1/schedules/{name}"): {401, 404, 422, 503},
     ("delete", "/v1/schedules/{name}"): {401, 404, 409, 422, 503},
     ("post", "/v1/schedules/{name}/trigger"): {401, 404, 409, 422, 503},
+    ("put", "/v1/webhooks/{name}"): {400, 401, 413, 422, 503},
+    ("get", "/v1/webhooks"): {401, 422, 503},
+    ("get", "/v1/webhooks/{name}"): {401, 404, 422, 503},
+    ("delete", "/v1/webhooks/{name}"): {401, 404, 422, 503},
+    ("get", "/v1/webhooks/{name}/deliveries"): {401, 404, 422, 503},
+    ("post", "/v1/webhooks/{name}/redeliver"): {400, 401, 404, 413, 422, 503},
 }
 NOT_PROBLEMS = {("get", "/readyz", "503")}  # readiness answers with its own report
 
