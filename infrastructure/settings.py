@@ -67,6 +67,11 @@ class Settings(BaseSettings):
         default=False,
         description="FastAPI's OpenTelemetry spans and metrics, when a provider is configured",
     )
+    otel: bool = Field(
+        default=False,
+        description="export executions' traces over OTLP/HTTP (also on with "
+        "OTEL_EXPORTER_OTLP_ENDPOINT)",
+    )
     db_pool_size: int = 2
     db_max_overflow: int = 10
     sla_agent_seconds: dict[str, float] = Field(
@@ -112,18 +117,6 @@ class Settings(BaseSettings):
     )
     llm_model: str = Field(
         default="gpt-4o-mini", description="the model of the sample process cost_optimization_llm"
-    )
-    webhook_retry_first: float = Field(
-        default=1.0, gt=0, description="seconds before a failed webhook delivery is tried again"
-    )
-    webhook_retry_cap: float = Field(
-        default=3600.0, gt=0, description="longest wait between tries of a webhook delivery, s"
-    )
-    webhook_retry_window: float = Field(
-        default=86400.0, gt=0, description="how long a delivery is retried before the webhook fails"
-    )
-    webhook_timeout: float = Field(
-        default=10.0, gt=0, description="seconds a webhook receiver has to answer"
     )
 
     @field_validator("llm_base_url")

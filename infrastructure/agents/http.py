@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 
-from agent_ledger.application.agents import JSON, AgentError, RemoteAgentContext
+from agent_ledger.application.agents import JSON, AgentError, AgentRun, RemoteAgentContext
 from agent_ledger.domain.processes import HttpAgent
 from agent_ledger.infrastructure.agents.egress import (
     AgentUrlPolicy,
     EgressRefusedError,
     HostNotResolvedError,
 )
+from agent_ledger.projections.traces import attempt_traceparent
 
 NDJSON = "application/x-ndjson"
+
+TraceParentOf = Callable[[AgentRun], Awaitable[str]]
+"""The W3C `traceparent` of an attempt's outgoing calls."""
+
+
+async def own_traceparent(run: AgentRun) -> str:
+    """The attempt's span in the execution's own trace (no caller's trace to continue)."""
+    return attempt_traceparent(run.execution_id, run.step_id, run.attempt)
 
 
 class HttpAgentClient:
@@ -26,9 +36,16 @@ class HttpAgentClient:
     a refused URL fails the attempt for good. Cancelling the awaiting task aborts the request.
     """
 
-    def __init__(self, connect_timeout: float = 5.0, *, egress: AgentUrlPolicy | None = None):
+    def __init__(
+        self,
+        connect_timeout: float = 5.0,
+        *,
+        egress: AgentUrlPolicy | None = None,
+        traceparent: TraceParentOf = own_traceparent,
+    ):
         self._client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=connect_timeout))
         self._egress = egress if egress is not None else AgentUrlPolicy()
+        self._traceparent = traceparent
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -56,7 +73,10 @@ class HttpAgentClient:
             "thread_history": list(run.thread_history),
             "input": input,
         }
-        headers = {"Accept": f"{NDJSON}, application/json"}
+        headers = {
+            "Accept": f"{NDJSON}, application/json",
+            "traceparent": await self._traceparent(run),
+        }
         try:
             async with self._client.stream(
                 "POST", agent.url, json=payload, headers=headers

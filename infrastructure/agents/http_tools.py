@@ -29,6 +29,7 @@ from agent_ledger.infrastructure.agents.egress import (
     EgressRefusedError,
     HostNotResolvedError,
 )
+from agent_ledger.infrastructure.agents.http import TraceParentOf, own_traceparent
 from agent_ledger.infrastructure.read_models.tables import http_tools as table
 from agent_ledger.infrastructure.redact import redact
 
@@ -76,10 +77,12 @@ class SqlHttpTools:
         *,
         egress: AgentUrlPolicy | None = None,
         connect_timeout: float = 5.0,
+        traceparent: TraceParentOf = own_traceparent,
     ):
         self.engine = engine
         self.egress = egress if egress is not None else AgentUrlPolicy()
         self.connect_timeout = connect_timeout
+        self.traceparent = traceparent
         self._client: httpx.AsyncClient | None = None  # made on the first call, in its loop
 
     # -- the registry (the API) -------------------------------------------------------------
@@ -175,7 +178,8 @@ class SqlHttpTools:
             "user_id": run.user_id,
         }
         try:
-            status, body = await self._post(tool.url, payload)
+            traceparent = await self.traceparent(run)
+            status, body = await self._post(tool.url, payload, {"traceparent": traceparent})
         except httpx.HTTPError as error:
             reason = redact(str(error).replace(tool.url, shown)) or type(error).__name__
             raise ToolError(f"the tool at {shown} could not be reached: {reason}") from None
@@ -185,13 +189,15 @@ class SqlHttpTools:
         if self._client is not None:
             await self._client.aclose()
 
-    async def _post(self, url: str, payload: dict[str, JSON]) -> tuple[int, bytes | None]:
+    async def _post(
+        self, url: str, payload: dict[str, JSON], headers: dict[str, str]
+    ) -> tuple[int, bytes | None]:
         """The answer's status and body (None when it is larger than `MAX_ANSWER_BYTES`)."""
         if self._client is None:
             self._client = httpx.AsyncClient(
                 timeout=httpx.Timeout(None, connect=self.connect_timeout)
             )
-        async with self._client.stream("POST", url, json=payload) as response:
+        async with self._client.stream("POST", url, json=payload, headers=headers) as response:
             body = bytearray()
             async for piece in response.aiter_bytes():
                 body += piece

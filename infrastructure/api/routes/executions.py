@@ -60,11 +60,13 @@ from agent_ledger.infrastructure.api.schemas import (
 )
 from agent_ledger.infrastructure.auth.tokens import Caller
 from agent_ledger.infrastructure.settings import Settings
+from agent_ledger.projections.traces import parse_traceparent
 
 router = APIRouter(prefix="/v1/executions", tags=["executions"], responses=AUTHENTICATED)
 
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
 RequestId = Annotated[str | None, Header(alias="X-Request-ID", max_length=200)]
+TraceParent = Annotated[str | None, Header(alias="traceparent", max_length=200)]
 After = Annotated[
     int | None, Query(ge=0, le=INT64_MAX, description="wait until the view has this position")
 ]
@@ -145,12 +147,14 @@ async def start_execution(
     correlation_id: CorrelationDep,
     idempotency_key: IdempotencyKey = None,
     request_id: RequestId = None,
+    traceparent: TraceParent = None,
 ) -> ExecutionCreated | SignalDelivered:
     """Start an execution; repeat safely with the same `Idempotency-Key`.
 
     With `thread_id`, `thread_policy` says what to do while the caller's thread has an
     execution that has not finished; `reject` is 409 and `signal` may answer 202. A signal
-    the waiting step refuses is 403 or 422, as `POST .../signals/message` would be.
+    the waiting step refuses is 403 or 422, as `POST .../signals/message` would be. A W3C
+    `traceparent` becomes the start's correlation id: the execution's trace continues it.
     """
     _check_input_size(body, settings.max_input_bytes)
     process = await resolve_process(catalog, body.process, body.version)
@@ -162,7 +166,7 @@ async def start_execution(
         idempotency_key=idempotency_key,
         request_id=request_id,
         caused_by=actor_of(caller),
-        correlation_id=correlation_id,
+        correlation_id=traceparent if parse_traceparent(traceparent) else correlation_id,
     )
     policy = body.thread_policy or ThreadPolicy.ENQUEUE
     outcome = await ThreadPolicies(starter, thread).start(request, policy, caller.roles)

@@ -1,0 +1,1 @@
+"""Telemetry: the executions' OpenTelemetry traces, exported from the store like a projection."""
