@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -55,10 +56,13 @@ from agent_ledger.infrastructure.store.persistence import (
 from agent_ledger.infrastructure.store.work_queue import SqlWorkQueue
 from agent_ledger.infrastructure.telemetry.caller_traces import CallerTraces
 from agent_ledger.infrastructure.telemetry.trace_export import TraceExport, start_trace_export
+from agent_ledger.infrastructure.webhooks.book import SqlWebhooks
+from agent_ledger.infrastructure.webhooks.deliverer import WebhookDeliverer
 from agent_ledger.infrastructure.work.embedded_feed import EmbeddedWorkFeed
 from agent_ledger.infrastructure.work.notices import WorkNotices
 from agent_ledger.infrastructure.work.schedules import ScheduleService
 from agent_ledger.infrastructure.work.worker_thread import WorkerThread
+from agent_ledger.projections.event_index import EventIndexProjection
 from agent_ledger.projections.execution_status import ExecutionStatusProjection
 
 log = logging.getLogger(__name__)
@@ -113,6 +117,7 @@ class Runtime:
     notices: StoreNotices | None = None
     schedules: ScheduleService | None = None
     traces: TraceExport | None = None
+    webhooks: WebhookDeliverer | None = None
     _stopped: bool = field(default=False, repr=False)
 
     @classmethod
@@ -172,6 +177,8 @@ class Runtime:
                 runtime.commit_wake_ups.start()
             runtime.projector.start()
             runtime.traces = start_trace_export(settings, executions, read_engine)
+            runtime.webhooks = runtime.build_deliverer()
+            runtime.webhooks.start()
         if engine:
             notified = not feed and notices is not None
             worker = runtime.build_worker(notified=notified)
@@ -212,12 +219,32 @@ class Runtime:
         if self.commit_wake_ups is not None:
             self.commit_wake_ups.stop()
         self.feed.stop()
+        if self.webhooks is not None:
+            self.webhooks.stop()
         if self.projector is not None:
             self.projector.stop()
         if self.traces is not None:
             self.traces.stop()
         self.executions.close()
         self.read_engine.dispose()
+
+    def build_deliverer(self) -> WebhookDeliverer:
+        """The webhook deliverer of the projector role (one active among projectors)."""
+        settings = self.settings
+        return WebhookDeliverer(
+            self.executions,
+            SqlWebhooks(self.read_engine),
+            egress=AgentUrlPolicy.from_setting(settings.agent_url_allow),
+            retry_first=settings.webhook_retry_first,
+            retry_cap=settings.webhook_retry_cap,
+            retry_window=settings.webhook_retry_window,
+            timeout=settings.webhook_timeout,
+            poll_interval=settings.poll_interval,
+            locks=projection_locks(settings),
+            index_waiter=None
+            if self.projector is None
+            else functools.partial(self.projector.wait_for, name=EventIndexProjection.name),
+        )
 
     def build_worker(self, *, notified: bool = False) -> Worker:
         """A worker over this process's store, agents and read model; `notified` when work

@@ -118,6 +118,18 @@ class Settings(BaseSettings):
     llm_model: str = Field(
         default="gpt-4o-mini", description="the model of the sample process cost_optimization_llm"
     )
+    webhook_retry_first: float = Field(
+        default=1.0, gt=0, description="seconds before a failed webhook delivery is tried again"
+    )
+    webhook_retry_cap: float = Field(
+        default=3600.0, gt=0, description="longest wait between tries of a webhook delivery, s"
+    )
+    webhook_retry_window: float = Field(
+        default=86400.0, gt=0, description="how long a delivery is retried before the webhook fails"
+    )
+    webhook_timeout: float = Field(
+        default=10.0, gt=0, description="seconds a webhook receiver has to answer"
+    )
 
     @field_validator("llm_base_url")
     @classmethod
