@@ -212,10 +212,20 @@ class SqlWebhooks:
                     webhooks.c.user_id == hook.user_id,
                     webhooks.c.name == hook.name,
                     webhooks.c.position == hook.position,
+                    webhooks.c.updated_at == hook.updated_at,
                     webhooks.c.state == ACTIVE,
                 )
                 .values(**values)
             ).rowcount
+            if (
+                not moved
+                and not connection.execute(
+                    sa.select(sa.literal(1)).where(
+                        webhooks.c.user_id == hook.user_id, webhooks.c.name == hook.name
+                    )
+                ).first()
+            ):
+                return False  # deleted meanwhile: its log went with it
             connection.execute(
                 sa.insert(webhook_deliveries).values(
                     user_id=hook.user_id,
