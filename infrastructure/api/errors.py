@@ -181,15 +181,20 @@ def allowed_methods(request: Request) -> list[str]:
     A path spelled out by a route (`/v1/executions/resume`) is that route's alone, not also
     an instance of a templated one (`/v1/executions/{execution_id}`)."""
     routes = request.app.router.routes
-    spelled = [r for r in routes if getattr(r, "path", None) == request.url.path]
-    routes = spelled or routes
-    return [
+    methods = [
         method
         for method in _METHODS
         if any(
             route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
         )
     ]
+    spelled = request.app.openapi().get("paths", {}).get(request.url.path)
+    if spelled is None:
+        return methods
+    own = {method.upper() for method in spelled}
+    if "GET" in own:
+        own.add("HEAD")
+    return [method for method in methods if method in own]
 
 
 def _domain_handler(status: int, kind: str, title: str) -> Any:

@@ -18,7 +18,9 @@ _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]
 
 
 def _rfc3339(value: object) -> object:
-    if isinstance(value, str) and not _RFC3339.fullmatch(value):
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):  # a JSON number too
         raise ValueError(
             "expected an RFC 3339 date-time with a time zone, e.g. 2025-06-01T12:00:00Z"
         )

@@ -237,7 +237,9 @@ def list_executions(
     return ExecutionSummaryPage(items=items, next_cursor=next_cursor)
 
 
-@router.get("/{execution_id}", response_model=ExecutionDetail, responses=problems(404))
+@router.get(  # a uuid convertor: /v1/executions/resume is not an execution id
+    "/{execution_id:uuid}", response_model=ExecutionDetail, responses=problems(404)
+)
 def get_execution(
     execution_id: UUID,
     caller: CallerDep,
