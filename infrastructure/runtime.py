@@ -233,7 +233,7 @@ class Runtime:
         settings = self.settings
         return WebhookDeliverer(
             self.executions,
-            SqlWebhooks(self.read_engine),
+            SqlWebhooks(self.read_engine, settings.cipher_key),
             egress=AgentUrlPolicy.from_setting(settings.agent_url_allow),
             retry_first=settings.webhook_retry_first,
             retry_cap=settings.webhook_retry_cap,

@@ -105,7 +105,10 @@ HttpToolsDep = Annotated[
 """The registered HTTP tools, judged by this deployment's egress rule."""
 SchedulesDep = Annotated[ScheduleService, Depends(_part(lambda runtime: runtime.schedules))]
 """Schedules: their commands and rows, and a scheduler to start one by hand."""
-WebhooksDep = Annotated[SqlWebhooks, Depends(_part(lambda rt: SqlWebhooks(rt.read_engine)))]
+WebhooksDep = Annotated[
+    SqlWebhooks,
+    Depends(_part(lambda rt: SqlWebhooks(rt.read_engine, rt.settings.cipher_key))),
+]
 WebhookEgressDep = Annotated[
     AgentUrlPolicy,
     Depends(_part(lambda rt: AgentUrlPolicy.from_setting(rt.settings.agent_url_allow))),

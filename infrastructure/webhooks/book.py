@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from eventsourcing.cipher import AESCipher
+from eventsourcing.utils import Environment
 
 from agent_ledger.infrastructure.read_models.tables import webhook_deliveries, webhooks
 
@@ -39,13 +42,13 @@ class Webhook:
         return f"Webhook({self.user_id!r}, {self.name!r}, {self.url!r}, {self.state})"
 
     @classmethod
-    def of(cls, row: Any) -> Webhook:
+    def of(cls, row: Any, secrets: Secrets | None = None) -> Webhook:
         return cls(
             user_id=row.user_id,
             name=row.name,
             url=row.url,
             types=tuple(row.types),
-            secret=row.secret,
+            secret=row.secret if secrets is None else secrets.open(row.secret),
             state=row.state,
             position=int(row.position),
             attempt=int(row.attempt),
@@ -76,14 +79,37 @@ def _aware(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC)  # SQLite returns naive instants
 
 
+class Secrets:
+    """Webhook secrets at rest: AES-GCM with `AGENT_LEDGER_CIPHER_KEY` when it is set (as
+    event payloads are), else as given. A secret stored before the key was set still reads."""
+
+    PREFIX = "aes:"
+
+    def __init__(self, cipher_key: str | None):
+        self.cipher = (
+            None if not cipher_key else AESCipher(Environment(env={"CIPHER_KEY": cipher_key}))
+        )
+
+    def seal(self, secret: str) -> str:
+        if self.cipher is None:
+            return secret
+        return self.PREFIX + base64.b64encode(self.cipher.encrypt(secret.encode())).decode()
+
+    def open(self, stored: str) -> str:
+        if not stored.startswith(self.PREFIX) or self.cipher is None:
+            return stored
+        return self.cipher.decrypt(base64.b64decode(stored[len(self.PREFIX) :])).decode()
+
+
 _RESET = {"state": ACTIVE, "attempt": 0, "failing_since": None, "next_attempt_at": None}
 
 
 class SqlWebhooks:
     """The `webhooks` and `webhook_deliveries` tables."""
 
-    def __init__(self, engine: sa.Engine):
+    def __init__(self, engine: sa.Engine, cipher_key: str | None = None):
         self.engine = engine
+        self.secrets = Secrets(cipher_key)
 
     def put(
         self, user_id: str, name: str, *, url: str, types: list[str], secret: str, head: int
@@ -91,7 +117,12 @@ class SqlWebhooks:
         """Define (True: created, delivering events after `head`) or change a webhook; either
         makes it active again. A changed one keeps its position."""
         now = datetime.now(UTC)
-        values = {"url": url, "types": sorted(set(types)), "secret": secret, "updated_at": now}
+        values = {
+            "url": url,
+            "types": sorted(set(types)),
+            "secret": self.secrets.seal(secret),
+            "updated_at": now,
+        }
         key = (webhooks.c.user_id == user_id) & (webhooks.c.name == name)
         with self.engine.begin() as connection:
             changed = connection.execute(
@@ -110,7 +141,7 @@ class SqlWebhooks:
                     )
                 )
             row = connection.execute(sa.select(webhooks).where(key)).one()
-        return Webhook.of(row), created
+        return Webhook.of(row, self.secrets), created
 
     def get(self, user_id: str, name: str) -> Webhook:
         with self.engine.connect() as connection:
@@ -119,14 +150,14 @@ class SqlWebhooks:
             ).first()
         if row is None:
             raise WebhookNotFoundError(f"no webhook named {name!r}")
-        return Webhook.of(row)
+        return Webhook.of(row, self.secrets)
 
     def of_user(self, user_id: str) -> list[Webhook]:
         with self.engine.connect() as connection:
             rows = connection.execute(
                 sa.select(webhooks).where(webhooks.c.user_id == user_id).order_by(webhooks.c.name)
             )
-            return [Webhook.of(row) for row in rows]
+            return [Webhook.of(row, self.secrets) for row in rows]
 
     def delete(self, user_id: str, name: str) -> None:
         with self.engine.begin() as connection:
@@ -193,7 +224,7 @@ class SqlWebhooks:
                 )
                 .order_by(webhooks.c.user_id, webhooks.c.name)
             )
-            return [Webhook.of(row) for row in rows]
+            return [Webhook.of(row, self.secrets) for row in rows]
 
     def next_due(self) -> datetime | None:
         with self.engine.connect() as connection:
