@@ -49,7 +49,9 @@ class TraceExport:
         batch_size: int = 500,
         poll_interval: float = 0.5,
         locks: ProjectionLocks | None = None,
+        name: str = TRACKING_NAME,
     ):
+        self.name = name
         self.executions = executions
         self.engine = engine
         self.exporter = exporter
@@ -66,10 +68,10 @@ class TraceExport:
 
     def run_once(self) -> int:
         """Export the spans of the next batch of events; returns how many events it read."""
-        if self.locks is not None and not self.locks.try_acquire(TRACKING_NAME):
+        if self.locks is not None and not self.locks.try_acquire(self.name):
             return 0
         with self.engine.connect() as connection:
-            old = tracked_position(connection, TRACKING_NAME)
+            old = tracked_position(connection, self.name)
         batch = self.executions.read_log(after=old, limit=self.batch_size)
         if not batch:
             return 0
@@ -80,7 +82,7 @@ class TraceExport:
             if result is not SpanExportResult.SUCCESS:
                 raise RuntimeError(f"the trace exporter refused {len(spans)} spans")
         with self.engine.begin() as connection:
-            advance_tracking(connection, TRACKING_NAME, old, upto)
+            advance_tracking(connection, self.name, old, upto)
         return len(batch)
 
     def spans_of(self, batch: Sequence[LoggedEvent], after: int, upto: int) -> list[SpanRecord]:

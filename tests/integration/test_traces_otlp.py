@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import gzip
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from uuid import UUID
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -14,8 +15,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from agent_ledger.domain.execution_state import ExecutionStatus
 from agent_ledger.infrastructure.settings import Settings
+from agent_ledger.infrastructure.telemetry.trace_export import TraceExport
+from agent_ledger.projections.traces import trace_of
 from tests.support.asgi_client import serving
 from tests.support.tokens import bearer
 from tests.support.waiting import wait_until
@@ -131,3 +137,49 @@ def test_the_sample_process_shows_in_the_receiver_as_one_trace_under_the_callers
     assert attributes["agent_ledger.execution_id"].string_value == execution_id
     assert attributes["agent_ledger.user_id"].string_value == "user-a"
     assert attributes["agent_ledger.position"].int_value > 0
+
+
+def test_a_restarted_export_continues_from_its_tracked_position_losing_and_repeating_nothing(
+    postgres_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    settings = Settings(
+        database_url=postgres_url, jwt_secret=SECRET, data_dir=tmp_path_factory.mktemp("data")
+    )
+    with serving(settings, projector=False) as (runtime, client):
+        started = client.post(
+            "/v1/executions",
+            json={"process": "cost_optimization", "input": {"question": "Where?"}},
+            headers=bearer(SECRET, "user-a"),
+        )
+        execution_id = UUID(started.json()["id"])
+        wait_until(
+            lambda: (
+                runtime.executions.get_execution(execution_id).status is ExecutionStatus.COMPLETED
+            ),
+            timeout=30,
+            what="the execution to complete",
+        )
+        before, after = InMemorySpanExporter(), InMemorySpanExporter()
+        first = TraceExport(
+            runtime.executions, runtime.read_engine, before, batch_size=1, name="restart"
+        )
+        while not ours(before.get_finished_spans(), execution_id):
+            assert first.run_once()  # stop once the first span of the execution is out
+        second = TraceExport(runtime.executions, runtime.read_engine, after, name="restart")
+        second.catch_up()  # another process, or this one restarted
+        history = runtime.executions.get_history(execution_id)
+
+    exported = ours(before.get_finished_spans(), execution_id) + ours(
+        after.get_finished_spans(), execution_id
+    )
+    assert len(ours(after.get_finished_spans(), execution_id)) > 1  # the rest, after the restart
+    assert sorted(exported) == sorted(s.span_id for s in trace_of(execution_id, history))
+
+
+def ours(spans: Sequence[ReadableSpan], execution_id: UUID) -> list[int]:
+    wanted = str(execution_id)
+    return [
+        s.context.span_id
+        for s in spans
+        if s.attributes is not None and s.attributes["agent_ledger.execution_id"] == wanted
+    ]
