@@ -1,0 +1,52 @@
+"""The tail's iterator yields every event once and in order across connections that end
+mid-stream in each way a real one does (4408, 1012, 4401, 4429, a dropped socket)."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from conftest import FAST
+from cutting_proxy import CuttingProxy
+from tests.support.server import Server
+
+from agent_ledger_client import Client, Event
+
+
+def test_the_stream_yields_each_event_once_across_forced_reconnects(
+    server: Server, token: str
+) -> None:
+    refreshes: list[str] = []
+
+    def refresh() -> str:
+        refreshes.append(token)
+        return token
+
+    with Client(server.url, token) as direct:
+        ids = [direct.start("echo", {"i": i}).id for i in range(4)]
+        for execution_id in ids:
+            direct.wait(execution_id, timeout=30)
+        expected = [e for execution_id in ids for e in direct.events(execution_id)]
+    expected.sort(key=lambda e: e.position)
+    first = expected[0].position - 1
+
+    with (
+        CuttingProxy(server.url.replace("http", "ws", 1), per_connection=3).running() as proxy,
+        Client(proxy.url, token, token_provider=refresh, backoff=FAST) as client,
+    ):
+        received: list[Event] = []
+        finished: set[UUID] = set()
+        for event in client.stream(after=first, timeout=60):
+            received.append(event)
+            if event.type == "execution_completed" and event.execution_id in ids:
+                finished.add(event.execution_id)
+            if finished == set(ids):
+                break
+
+    mine = [e for e in received if e.execution_id in ids]
+    assert [e.position for e in mine] == [e.position for e in expected]
+    assert len({e.position for e in received}) == len(received)  # nothing twice
+    assert {"drop", 4408, 1012, 4401, 4429} <= set(proxy.cuts)
+    assert len(refreshes) == proxy.cuts.count(4401)
+    # each reconnection resumed after the last position yielded
+    assert proxy.paths[0].startswith(f"/v1/stream?after={first}")
+    assert f"after={received[2].position}" in proxy.paths[1]
