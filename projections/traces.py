@@ -268,6 +268,10 @@ class TraceBuilder:
         attributes.setdefault("agent_ledger.execution_id", str(self.execution_id))
         attributes.setdefault("agent_ledger.user_id", self.user_id)
         attributes["agent_ledger.position"] = recorded.position
+        if error is not None:
+            failure = getattr(recorded.event, "error", None)
+            known = isinstance(failure, dict) and failure.get("type")
+            attributes["error.type"] = str(known) if known else recorded.type
         return SpanRecord(
             opened.name,
             self.trace_id,

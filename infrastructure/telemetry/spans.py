@@ -55,13 +55,14 @@ def readable_span(record: SpanRecord, resource: Resource) -> ReadableSpan:
         if record.error is None
         else Status(StatusCode.ERROR, record.error[:500])
     )
+    model_call = record.attributes.get("gen_ai.operation.name") == "chat"  # a remote call
     return ReadableSpan(
         record.name,
         context=context,
         parent=parent,
         resource=resource,
         attributes=record.attributes,
-        kind=trace.SpanKind.INTERNAL,
+        kind=trace.SpanKind.CLIENT if model_call else trace.SpanKind.INTERNAL,
         status=status,
         start_time=record.start_ns,
         end_time=record.end_ns,

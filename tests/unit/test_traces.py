@@ -15,7 +15,7 @@ from uuid import UUID, uuid4
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import SpanKind, StatusCode
 
 from agent_ledger.application.agents import AgentContext, AgentRun, RemoteAgentContext
 from agent_ledger.application.starter import StartRequest, start_execution
@@ -194,6 +194,7 @@ def test_a_failed_tool_call_and_step_carry_an_error_status() -> None:
 
     assert spans["execute_tool lookup"].status.status_code is StatusCode.ERROR
     assert spans["execute_tool lookup"].attributes["gen_ai.tool.call.id"] == "c1"
+    assert spans["execute_tool lookup"].attributes["error.type"] == "ToolError"
     assert spans["execution broken"].status.status_code is StatusCode.ERROR
 
 
@@ -250,6 +251,7 @@ def test_a_model_call_is_a_chat_span_with_its_model_and_token_usage() -> None:
     assert spans["invoke_agent model"].parent_id == spans["step answer"].span_id
     assert spans["step answer"].parent_id == spans["execution llm"].span_id
     assert chat.attributes["agent_ledger.position"] == 4
+    assert readable_span(chat, Resource.create({})).kind is SpanKind.CLIENT
 
 
 def test_an_http_agent_is_sent_the_attempts_traceparent_in_the_callers_trace() -> None:
