@@ -6,10 +6,11 @@ PYTEST_ARGS ?=
 
 .PHONY: install browser run test test-unit test-integration test-e2e lint check format bench clean
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e ./clients/python
 	touch $@
 
 # the dashboard tests' headless browser: Debian's Chromium (Playwright's own download fails here)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 import typer
@@ -32,6 +33,7 @@ STEP_ICONS = {
     "execution_failed": "✗",
     "execution_cancelled": "■",
 }
+APPROVAL = {"approved": True, "comment": "approved by agent-ledger demo --approve"}
 TERMINAL = {"execution_completed", "execution_failed", "execution_cancelled", "execution_timed_out"}
 
 
@@ -132,6 +134,48 @@ def run_demo(
 
 
 def _run(url: str, question: str, token: str, process: str, approve: bool) -> int:
+    try:
+        from agent_ledger_client import Client  # noqa: F401 (only whether it is installed)
+    except ImportError:  # an install without clients/python (the Docker image)
+        return _run_plain(url, question, token, process, approve)
+    return _run_sdk(url, question, token, process, approve)
+
+
+def _run_sdk(url: str, question: str, token: str, process: str, approve: bool) -> int:
+    """Through the Python SDK (clients/python): its tail resumes by itself after a drop."""
+    from agent_ledger_client import ApiError, AuthenticationError, Client, StreamClosedError
+
+    with Client(url, token) as client:
+        try:
+            started = client.start(process, {"question": question})
+        except AuthenticationError:
+            return _refused_token(url)
+        except ApiError as error:
+            print(f"could not start: {error.status} {error.text}")
+            return 1
+        print(f"execution {started.id} started; following it live\n")
+
+        def answer(signal: str) -> None:
+            if not approve:
+                return _how_to_answer(url, f"/v1/executions/{started.id}/signals/{signal}", signal)
+            try:
+                client.signal(started.id, signal, APPROVAL)
+            except ApiError as error:
+                print(f"could not send {signal!r}: {error.status} {error.text}")
+
+        events = client.stream(after=0, execution_id=started.id, max_reconnects=3)
+        try:
+            final = _follow((e.model_dump(mode="json") for e in events), answer)
+        except StreamClosedError as error:
+            print(f"agent-ledger: lost the server at {url}: {error}", file=sys.stderr)
+            return 1
+        finally:
+            events.close()
+        return _report(final)
+
+
+def _run_plain(url: str, question: str, token: str, process: str, approve: bool) -> int:
+    """With httpx and websockets alone, when the SDK is not installed."""
     import httpx
     from websockets.sync.client import connect
 
@@ -141,66 +185,80 @@ def _run(url: str, question: str, token: str, process: str, approve: bool) -> in
             "/v1/executions", json={"process": process, "input": {"question": question}}
         )
         if response.status_code == 401:
-            print(
-                f"agent-ledger: the server at {url} refused the demo's token: run the demo with "
-                "the server's AGENT_LEDGER_JWT_SECRET (or AGENT_LEDGER_DATA_DIR)",
-                file=sys.stderr,
-            )
-            return 1
+            return _refused_token(url)
         if response.status_code >= 400:
             print(f"could not start: {response.status_code} {response.text}")
             return 1
         started = response.json()
         print(f"execution {started['id']} started; following it live\n")
         ws_url = url.replace("http", "ws", 1) + f"/v1/stream?after=0&execution_id={started['id']}"
-        final: dict[str, Any] = {}
-        streaming = False  # in the middle of a streamed answer's line
+
+        def answer(signal: str) -> None:
+            path = f"/v1/executions/{started['id']}/signals/{signal}"
+            if not approve:
+                return _how_to_answer(url, path, signal)
+            response = client.post(path, json={"payload": APPROVAL})
+            if response.status_code != 202:
+                print(f"could not send {signal!r}: {response.status_code} {response.text}")
+
         with connect(ws_url, additional_headers=headers) as websocket:
-            for raw in websocket:
-                message = json.loads(raw)
-                if message["type"] == "agent_output_delta":
-                    if not streaming:
-                        print(f"{'':>7}    » ", end="")
-                    print(message["data"]["text"], end="", flush=True)
-                    streaming = True
-                    continue
-                if streaming:
-                    print()
-                    streaming = False
-                print(describe(message))
-                if message["type"] == "signal_awaited":
-                    _answer(client, url, started["id"], message["data"]["signal"], approve)
-                if message["type"] in TERMINAL:
-                    final = message
-                    break
-        if final.get("type") != "execution_completed":
-            return 1
-        output = final["data"]["output"] or {}
-        approval = output.get("approval") if isinstance(output, dict) else None
-        if isinstance(approval, dict):
-            verdict = "approved" if approval.get("approved") else "rejected"
-            print(f"\nThe recommendation was {verdict}.")
-        if isinstance(output, str):  # a model's answer: already printed as it streamed
-            return 0
-        print("\n" + str(output.get("answer", json.dumps(output, indent=2))))
-        savings = output.get("projected_monthly_savings_usd")
-        if savings is not None:
-            print(f"\nProjected monthly savings: ${savings:,.2f}")
+            final = _follow((json.loads(raw) for raw in websocket), answer)
+        return _report(final)
+
+
+def _follow(messages: Iterator[dict[str, Any]], answer: Callable[[str], None]) -> dict[str, Any]:
+    """Print each event until the execution ends; its last event."""
+    streaming = False  # in the middle of a streamed answer's line
+    for message in messages:
+        if message["type"] == "agent_output_delta":
+            if not streaming:
+                print(f"{'':>7}    » ", end="")
+            print(message["data"]["text"], end="", flush=True)
+            streaming = True
+            continue
+        if streaming:
+            print()
+            streaming = False
+        print(describe(message))
+        if message["type"] == "signal_awaited":
+            answer(message["data"]["signal"])
+        if message["type"] in TERMINAL:
+            return message
+    return {}
+
+
+def _report(final: dict[str, Any]) -> int:
+    """Print the outcome; the exit status."""
+    if final.get("type") != "execution_completed":
+        return 1
+    output = final["data"]["output"] or {}
+    approval = output.get("approval") if isinstance(output, dict) else None
+    if isinstance(approval, dict):
+        verdict = "approved" if approval.get("approved") else "rejected"
+        print(f"\nThe recommendation was {verdict}.")
+    if isinstance(output, str):  # a model's answer: already printed as it streamed
         return 0
+    print("\n" + str(output.get("answer", json.dumps(output, indent=2))))
+    savings = output.get("projected_monthly_savings_usd")
+    if savings is not None:
+        print(f"\nProjected monthly savings: ${savings:,.2f}")
+    return 0
 
 
-def _answer(client: Any, url: str, execution_id: str, signal: str, approve: bool) -> None:
-    """Approve (`--approve`), or say how a person does it."""
-    path = f"/v1/executions/{execution_id}/signals/{signal}"
-    if not approve:
-        print(
-            f"\n  waiting for {signal!r}: approve in the dashboard, or\n"
-            f"  curl -X POST {url}{path} -H 'Authorization: Bearer $TOKEN' "
-            "-H 'Content-Type: application/json' "
-            '-d \'{"payload": {"approved": true, "comment": "go"}}\'\n'
-        )
-        return
-    payload = {"approved": True, "comment": "approved by agent-ledger demo --approve"}
-    response = client.post(path, json={"payload": payload})
-    if response.status_code != 202:
-        print(f"could not send {signal!r}: {response.status_code} {response.text}")
+def _refused_token(url: str) -> int:
+    print(
+        f"agent-ledger: the server at {url} refused the demo's token: run the demo with "
+        "the server's AGENT_LEDGER_JWT_SECRET (or AGENT_LEDGER_DATA_DIR)",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _how_to_answer(url: str, path: str, signal: str) -> None:
+    """Say how a person approves."""
+    print(
+        f"\n  waiting for {signal!r}: approve in the dashboard, or\n"
+        f"  curl -X POST {url}{path} -H 'Authorization: Bearer $TOKEN' "
+        "-H 'Content-Type: application/json' "
+        '-d \'{"payload": {"approved": true, "comment": "go"}}\'\n'
+    )
