@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from contextlib import aclosing
+from contextlib import aclosing, closing
 from uuid import uuid4
 
 import httpx
@@ -119,3 +119,16 @@ def test_the_models_agree_with_the_servers_openapi(server: Server) -> None:
             model.__name__,
             required - set(schema["required"]),
         )
+
+
+def test_a_stream_opened_before_a_start_yields_all_of_its_events(server: Server) -> None:
+    with Client(server.url, server.token(f"live-{uuid4()}")) as client:
+        tail = client.stream(timeout=30)  # after=None: from the head as of this call
+        started = client.start("echo", {"live": True})
+        with closing(tail):
+            seen = []
+            for event in tail:
+                seen.append(event.type)
+                if event.type == "execution_completed":
+                    break
+        assert seen == [e.type for e in client.events(started.id)]

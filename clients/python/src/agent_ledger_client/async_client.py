@@ -155,8 +155,11 @@ class AsyncClient:
         max_reconnects: int | None = None,
         timeout: float | None = None,
     ) -> AsyncGenerator[Event, None]:
-        """Events as they are stored, each once and in order, resuming by itself."""
-        subscription = Subscription(self.url, after, execution_id, types, all_users)
+        """Events as they are stored, each once and in order, resuming by itself; `after=None`
+        starts from the store's head when the iteration begins (`Client.stream` reads it
+        when called)."""
+        start = await self._head() if after is None else after
+        subscription = Subscription(self.url, start, execution_id, types, all_users)
         error: Exception
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -207,6 +210,14 @@ class AsyncClient:
             async for event in ends:
                 return await self.get(execution_id, after=event.position)
         raise AssertionError("the tail ended without an end")
+
+    async def _head(self) -> int | None:
+        """The store's newest position (`/readyz`), or None (live only) if it cannot say."""
+        try:
+            position = (await self._http.get("/readyz")).json().get("store_position")
+        except (httpx.TransportError, ValueError):
+            return None
+        return position if isinstance(position, int) else None
 
     def _auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}

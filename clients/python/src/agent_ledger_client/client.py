@@ -168,12 +168,19 @@ class Client:
     ) -> Generator[Event, None, None]:
         """Events as they are stored, each once and in order, reconnecting by itself from the
         last position yielded (after 1012, 4408, a dropped connection; 4429 waits longer;
-        4401 asks `token_provider`). `after=None` starts live; `timeout` bounds the whole
-        iteration (TimeoutError); `max_reconnects` in a row without a message, then the
-        last error is raised."""
-        subscription = Subscription(self.url, after, execution_id, types, all_users)
-        error: Exception
+        4401 asks `token_provider`). `after=None` starts from the store's head, read now
+        (so events stored after this call are all yielded, even across a drop before the
+        first one); `timeout` bounds the whole iteration (TimeoutError); `max_reconnects`
+        in a row without a message, then the last error is raised."""
+        start = self._head() if after is None else after
+        subscription = Subscription(self.url, start, execution_id, types, all_users)
         deadline = None if timeout is None else time.monotonic() + timeout
+        return self._follow(subscription, deadline, max_reconnects)
+
+    def _follow(
+        self, subscription: Subscription, deadline: float | None, max_reconnects: int | None
+    ) -> Generator[Event, None, None]:
+        error: Exception
         while True:
             try:
                 with connect(
@@ -222,6 +229,14 @@ class Client:
             for event in ends:
                 return self.get(execution_id, after=event.position)
         raise AssertionError("the tail ended without an end")  # stream() never ends by itself
+
+    def _head(self) -> int | None:
+        """The store's newest position (`/readyz`), or None (live only) if it cannot say."""
+        try:
+            position = self._http.get("/readyz").json().get("store_position")
+        except (httpx.TransportError, ValueError):
+            return None
+        return position if isinstance(position, int) else None
 
     def _auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
