@@ -29,6 +29,8 @@ ATTEMPT_ENDS = STEP_ENDS | {"step_retrying"}
 FAILURES = frozenset(
     {"execution_failed", "execution_timed_out", "step_failed", "step_timed_out", "tool_failed"}
 )
+NOT_ATTEMPTED = frozenset({"step_skipped", "step_cancelled"})
+"""Events that may end a step no attempt of which ran: they open no attempt span."""
 SPAN_ENDS = EXECUTION_ENDS | ATTEMPT_ENDS | {"tool_completed", "tool_failed", "llm_call_completed"}
 """The event types that end a span: a trace exporter need look only at executions with one."""
 
@@ -140,7 +142,7 @@ class TraceBuilder:
         self, recorded: Recorded, step_id: str, attempt: int, at: int
     ) -> list[SpanRecord]:
         event, kind = recorded.event, recorded.type
-        self._open_step(step_id, attempt, at)
+        self._open_step(step_id, attempt, at, attempted=kind not in NOT_ATTEMPTED)
         ended: list[SpanRecord] = []
         if kind == "agent_started":
             opened = self.attempts[(step_id, attempt)]
@@ -195,7 +197,7 @@ class TraceBuilder:
             attributes,
         )
 
-    def _open_step(self, step_id: str, attempt: int, at: int) -> None:
+    def _open_step(self, step_id: str, attempt: int, at: int, *, attempted: bool) -> None:
         assert self.execution is not None
         step = self.steps.get(step_id)
         if step is None:
@@ -206,7 +208,7 @@ class TraceBuilder:
                 f"step {step_id}",
                 {"agent_ledger.step_id": step_id},
             )
-        if (step_id, attempt) not in self.attempts:
+        if attempted and (step_id, attempt) not in self.attempts:
             self.attempts[(step_id, attempt)] = _Open(
                 at,
                 span_id_of(self.execution_id, "attempt", step_id, attempt),

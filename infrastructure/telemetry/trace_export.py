@@ -94,9 +94,11 @@ class TraceExport:
                 ending.append(execution_id)
         spans: list[SpanRecord] = []
         for execution_id in ending:
-            spans.extend(
-                spans_ended_between(execution_id, self.history(execution_id, upto), after, upto)
-            )
+            history = self.history(execution_id, upto)
+            try:
+                spans.extend(spans_ended_between(execution_id, history, after, upto))
+            except Exception:  # one history the builder cannot read must not stop the rest
+                log.warning("no spans for execution %s", execution_id, exc_info=True)
         return sorted(spans, key=lambda span: span.ended_at)
 
     def history(self, execution_id: UUID, upto: int) -> list[LoggedEvent]:

@@ -236,7 +236,8 @@ def test_a_model_call_is_a_chat_span_with_its_model_and_token_usage() -> None:
             ),
         ),
         Logged(5, "step_completed", at(4, output="ok", **step)),
-        Logged(6, "execution_completed", at(4, output="ok")),
+        Logged(6, "step_skipped", at(4, step_id="fallback", attempt=0, reason="not taken")),
+        Logged(7, "execution_completed", at(4, output="ok")),
     ]
 
     spans = {s.name: s for s in trace_of(execution_id, history)}
@@ -251,6 +252,8 @@ def test_a_model_call_is_a_chat_span_with_its_model_and_token_usage() -> None:
     assert spans["invoke_agent model"].parent_id == spans["step answer"].span_id
     assert spans["step answer"].parent_id == spans["execution llm"].span_id
     assert chat.attributes["agent_ledger.position"] == 4
+    assert spans["step fallback"].parent_id == spans["execution llm"].span_id
+    assert not [name for name in spans if name.startswith("attempt fallback")]  # never ran
     assert readable_span(chat, Resource.create({})).kind is SpanKind.CLIENT
 
 
