@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from conftest import FAST
 from cutting_proxy import CuttingProxy
 from tests.support.server import Server
 
-from agent_ledger_client import Client, Event
+from agent_ledger_client import Backoff, Client, Event
+
+FAST = Backoff(initial=0.01, maximum=0.05, busy_minimum=0.05)
 
 
 def test_the_stream_yields_each_event_once_across_forced_reconnects(
