@@ -12,7 +12,7 @@ from uuid import UUID
 
 import httpx
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from agent_ledger_client import endpoints
 from agent_ledger_client.client import RETRIES, _remaining
@@ -184,7 +184,7 @@ class AsyncClient:
                 status = refused.response.status_code
                 step = subscription.handshake_refused(status, self.token_provider is not None)
                 busy, error = status == 429, refused
-            except OSError as dropped:
+            except (OSError, InvalidHandshake) as dropped:  # refused, reset, cut mid-handshake
                 _remaining(deadline, None)
                 step, busy, error = Next.RECONNECT, False, dropped
             if max_reconnects is not None and subscription.failures >= max_reconnects:

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 import httpx
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.sync.client import connect
 
 from agent_ledger_client import endpoints
@@ -203,7 +203,7 @@ class Client:
                 status = refused.response.status_code
                 step = subscription.handshake_refused(status, self.token_provider is not None)
                 busy, error = status == 429, refused
-            except OSError as dropped:  # refused, reset, or no answer in time
+            except (OSError, InvalidHandshake) as dropped:  # refused, reset, cut mid-handshake
                 _remaining(deadline, None)  # the caller's timeout passed: TimeoutError
                 step, busy, error = Next.RECONNECT, False, dropped
             if max_reconnects is not None and subscription.failures >= max_reconnects:
