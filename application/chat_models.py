@@ -11,7 +11,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from agent_ledger.application.agents import JSON
+from agent_ledger.application.agents import JSON, AgentRun
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,8 @@ class ChatRequest:
     temperature: float | None = None
     max_tokens: int | None = None
     json_output: bool = False
+    run: AgentRun | None = None
+    """The attempt the call is made for (its trace context goes with the request)."""
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,7 @@ class ModelAgent:
             temperature=agent.temperature,
             max_tokens=agent.max_tokens,
             json_output=agent.response_format == "json",
+            run=context.run,
         )
         try:
             for number in range(1, agent.max_turns + 1):

@@ -260,7 +260,7 @@ class Runtime:
             ),
             thread_history=ThreadHistoryFromViews(self.statuses, self.executions),
             model_agent=ModelAgent(
-                OpenAiChatModels(providers_from(self.settings)),
+                OpenAiChatModels(providers_from(self.settings), traceparent=traceparent),
                 ToolBox(
                     self.agents,
                     SqlHttpTools(

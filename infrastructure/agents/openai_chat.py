@@ -20,6 +20,7 @@ from openai import AsyncOpenAI
 from agent_ledger.application.agents import AgentError
 from agent_ledger.application.chat_models import ChatChunk, ChatRequest, ToolCallPiece
 from agent_ledger.application.prices import ModelPrice, PriceTable
+from agent_ledger.infrastructure.agents.http import TraceParentOf
 from agent_ledger.infrastructure.redact import MASK, mask_url, redact
 from agent_ledger.infrastructure.settings import Settings
 
@@ -75,9 +76,10 @@ class OpenAiChatModels:
     every retry is recorded. Another 4xx is not retryable.
     """
 
-    def __init__(self, providers: Mapping[str, Provider]):
+    def __init__(self, providers: Mapping[str, Provider], traceparent: TraceParentOf | None = None):
         self.providers = dict(providers)
         self._clients: dict[str, AsyncOpenAI] = {}
+        self._traceparent = traceparent
 
     def has_provider(self, name: str | None) -> bool:
         return (name or DEFAULT_PROVIDER) in self.providers
@@ -94,6 +96,8 @@ class OpenAiChatModels:
         chosen = self.providers[provider or DEFAULT_PROVIDER]
         client = self._client(chosen)
         arguments = _arguments(request)
+        if self._traceparent is not None and request.run is not None:
+            arguments["extra_headers"] = {"traceparent": await self._traceparent(request.run)}
         try:
             stream = await client.chat.completions.create(**arguments)
         except Exception as error:

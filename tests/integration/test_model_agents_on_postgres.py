@@ -14,6 +14,7 @@ import pytest
 
 from agent_ledger.domain.errors import InvalidProcessDefinitionError
 from agent_ledger.domain.execution_state import ExecutionStatus
+from agent_ledger.projections.traces import attempt_traceparent
 from tests.support.engine_scenarios import Engine, Message, engine_settings, process, running_engine
 from tests.support.openai_stub import OpenAiStub, Reply
 from tests.support.waiting import wait_until
@@ -228,6 +229,8 @@ def test_a_named_provider_gets_its_own_key_and_a_priced_model_its_cost(
     assert execution.status is ExecutionStatus.COMPLETED
     seen = [s for s in stub.requests if s.body.get("model") == "priced"][-1]
     assert seen.headers["Authorization"] == f"Bearer {OTHER_KEY}"
+    # the model call joins the execution's trace, as a child of the attempt's span
+    assert seen.headers["traceparent"] == attempt_traceparent(execution_id, "answer", 1)
     messages = engine.history(execution_id)
     call = of_type(messages, "llm_call_completed")[0]
     assert call["cost_usd"] == pytest.approx((1000 * 2.5 + 100 * 10.0) / 1e6)
