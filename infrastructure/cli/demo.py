@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -134,9 +135,9 @@ def run_demo(
 
 
 def _run(url: str, question: str, token: str, process: str, approve: bool) -> int:
-    try:
-        from agent_ledger_client import Client  # noqa: F401 (only whether it is installed)
-    except ImportError:  # an install without clients/python (the Docker image)
+    # the SDK is a separate distribution (clients/python, installed by `make install`); an
+    # install without it (the Docker image) runs the same demo on httpx and websockets alone
+    if importlib.util.find_spec("agent_ledger_client") is None:
         return _run_plain(url, question, token, process, approve)
     return _run_sdk(url, question, token, process, approve)
 
