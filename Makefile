@@ -51,6 +51,7 @@ lint: install  ## formatting, lint, types and the layer contract
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	cd clients/python && ../../$(BIN)/mypy
 	$(BIN)/lint-imports
 
 check: lint test
