@@ -40,6 +40,10 @@ def signature(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
+STOP_CHECK_SECONDS = 1.0
+"""Longest wait on the event index between looks at whether the deliverer is stopping."""
+
+
 class WebhookDeliverer:
     """A thread that delivers every active webhook's due events."""
 
@@ -100,7 +104,8 @@ class WebhookDeliverer:
                 log.exception("webhook delivery failed; trying again")
             idle = 0.0 if delivered else self._idle()
             if self.index_waiter is not None and idle > 0:
-                self.index_waiter(self._indexed + 1, idle)
+                # in steps: a stop must not wait out a long poll interval
+                self.index_waiter(self._indexed + 1, min(idle, STOP_CHECK_SECONDS))
             else:
                 self._wake.wait(idle)
                 self._wake.clear()
