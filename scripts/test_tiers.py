@@ -22,8 +22,12 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-BUDGETS = {"unit": 60.0, "integration": 240.0, "e2e": 180.0}
-"""Seconds each tier may take on 2 cores."""
+BUDGETS = {"unit": 60.0, "integration": 300.0, "e2e": 300.0}
+"""Seconds each tier may take alone on 2 cores."""
+
+SIDE_BY_SIDE_BUDGET = 420.0
+"""Seconds the integration and end-to-end tiers may take together, side by side: with the
+installs and the unit tier, the whole of `.ci/run` stays well under ten minutes."""
 
 NO_TESTS_COLLECTED = 5
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,14 +139,17 @@ def main(argv: list[str]) -> int:
         merge(report, {tier: tier_report(report, tier) for tier in names})
 
     print("\n== tiers (budgets on 2 cores)")
+    paired = len(together) > 1
     for tier, (code, seconds) in results.items():
         verdict = "passed" if code in (0, NO_TESTS_COLLECTED) else f"failed (exit {code})"
-        print(f"{tier:<12} {seconds:6.1f} s of {BUDGETS[tier]:4.0f} s  {verdict}")
+        budget = SIDE_BY_SIDE_BUDGET if paired and tier in together else BUDGETS[tier]
+        beside = " (side by side)" if paired and tier in together else ""
+        print(f"{tier:<12} {seconds:6.1f} s of {budget:4.0f} s  {verdict}{beside}")
     for tier, (_, seconds) in results.items():
-        if seconds > BUDGETS[tier]:
+        budget = SIDE_BY_SIDE_BUDGET if paired and tier in together else BUDGETS[tier]
+        if seconds > budget:
             print(
-                f"warning: the {tier} tier took {seconds:.1f} s, over its budget of "
-                f"{BUDGETS[tier]:.0f} s"
+                f"warning: the {tier} tier took {seconds:.1f} s, over its budget of {budget:.0f} s"
             )
     codes = [code for code, _ in results.values()]
     if all(code == NO_TESTS_COLLECTED for code in codes):
