@@ -5,9 +5,7 @@ execution from a step with edited input and opens its timeline, which shows its 
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -15,56 +13,17 @@ from playwright.sync_api import Locator, Request, expect
 
 from tests.e2e.test_dashboard import SECRET, Dashboard, browser, dashboard, history, token
 from tests.support.server import Server, running_server, start
+from tests.support.switchable_agent import SwitchableAgent as Agent
+from tests.support.switchable_agent import switchable_agent
 from tests.support.waiting import wait_until
 
 __all__ = ["browser", "dashboard"]  # the fixtures of test_dashboard.py
 
-HOLD_SECONDS = 20  # the longest the agent holds an answer back
-
-
-class Agent:
-    """An HTTP agent that answers 503 while `down` is set, holds its answers while `gate` is
-    clear, and remembers the inputs it was asked about."""
-
-    def __init__(self) -> None:
-        self.down = threading.Event()
-        self.gate = threading.Event()
-        self.gate.set()
-        self.inputs: list[Any] = []
-        agent = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                """Quiet."""
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                agent.inputs.append(body["input"])
-                agent.gate.wait(HOLD_SECONDS)
-                answer: dict[str, Any]
-                if agent.down.is_set():
-                    status, answer = 503, {"error": "down for maintenance"}
-                else:
-                    status, answer = 200, {"output": {"got": body["input"]}}
-                data = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.http.server_address[1]}/agent"
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-
 
 @pytest.fixture(scope="module")
 def agent() -> Iterator[Agent]:
-    running = Agent()
-    yield running
-    running.gate.set()
-    running.http.shutdown()
-    running.http.server_close()
+    with switchable_agent() as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

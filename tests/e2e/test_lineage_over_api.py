@@ -3,19 +3,18 @@ stopped (one resume wins a race), fork a new execution from a step with or witho
 
 from __future__ import annotations
 
-import json
-import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.support.server import Server, running_server, start
+from tests.support.switchable_agent import SwitchableAgent as Flaky
+from tests.support.switchable_agent import switchable_agent
 from tests.support.tokens import token
 from tests.support.waiting import wait_until
 
@@ -25,43 +24,12 @@ SECRET = "e2e-lineage-secret-" + "l" * 32
 TERMINAL = {"completed", "failed", "cancelled", "timed_out"}
 
 
-class Flaky:
-    """An HTTP agent that is unavailable (HTTP 503) while `down` is set."""
-
-    def __init__(self) -> None:
-        self.down = threading.Event()
-        self.down.set()
-        flaky = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                """Quiet."""
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                status, answer = (
-                    (503, {"error": "down"})
-                    if flaky.down.is_set()
-                    else (200, {"output": {"middle": body["input"]}})
-                )
-                data = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.http.server_address[1]}/agent"
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-
-
 @pytest.fixture(scope="module")
 def flaky() -> Iterator[Flaky]:
-    agent = Flaky()
-    yield agent
-    agent.http.shutdown()
-    agent.http.server_close()
+    """An HTTP agent that is unavailable (HTTP 503) while `down` is set."""
+    with switchable_agent("middle") as agent:
+        agent.down.set()
+        yield agent
 
 
 @pytest.fixture(scope="module")
