@@ -243,7 +243,9 @@ class Runtime:
             locks=projection_locks(settings),
             index_waiter=None
             if self.projector is None
-            else functools.partial(self.projector.wait_for, name=EventIndexProjection.name),
+            else functools.partial(
+                self.projector.wait_for, name=EventIndexProjection.name, wake=False
+            ),
         )
 
     def build_worker(self, *, notified: bool = False) -> Worker:

@@ -169,10 +169,18 @@ class Projector:
             return self._positions.get(name, 0)
 
     def wait_for(
-        self, position: int, timeout: float, name: str = ExecutionStatusProjection.name
+        self,
+        position: int,
+        timeout: float,
+        name: str = ExecutionStatusProjection.name,
+        *,
+        wake: bool = True,
     ) -> bool:
-        """Block until the projection has applied `position`; False on timeout."""
-        self.wake()
+        """Block until the projection has applied `position`; False on timeout. `wake` first
+        makes the projector look at the store (a reader of its own write wants that; a
+        follower that only waits for whatever comes next does not)."""
+        if wake:
+            self.wake()
         deadline = time.monotonic() + timeout
         while True:
             remaining = max(0.0, deadline - time.monotonic())
