@@ -10,6 +10,7 @@ from typing import Any
 
 from agent_ledger.application.clock import Clock
 from agent_ledger.application.execution_session import ExecutionSession
+from agent_ledger.application.path_timing import mark
 from agent_ledger.application.step_runner import (
     StepRunner,
     StepTimeoutError,
@@ -265,6 +266,7 @@ class ExecutionDriver:
             )
 
     async def _finish(self) -> None:
+        mark("worker.finishing", self.execution.id)
         failed = [s for s, st in self.execution.steps.items() if st.status is StepStatus.FAILED]
         if failed:
             error = dict(self.execution.steps[failed[0]].error or {})

@@ -15,6 +15,7 @@ from uuid import UUID
 from eventsourcing.domain import DomainEventProtocol
 
 from agent_ledger.application.executions import Executions
+from agent_ledger.application.path_timing import mark
 from agent_ledger.application.work import WorkChange
 from agent_ledger.domain.executions import Execution
 
@@ -70,6 +71,7 @@ class GroupCommitter:
                     await self._save_one_by_one(batch)  # find whose write broke the batch
                 else:
                     for write, position in zip(batch, positions, strict=True):
+                        mark("commit.resolved", f"{write.execution.id} {position}")
                         _resolve(write, position)
         finally:
             self._in_flight -= 1
@@ -86,11 +88,13 @@ class GroupCommitter:
 
     def _save(self, batch: list[_Write]) -> list[int]:
         work = [change for write in batch for change in write.work]
+        mark("commit.begin", batch[0].execution.id)
         recordings = self.executions.save_collected(
             [(write.execution, write.events) for write in batch], work
         )
         last = {r.domain_event.originator_id: r.notification.id for r in recordings}
         head = recordings[-1].notification.id if recordings else 0
+        mark("commit.end", batch[0].execution.id)
         return [
             last.get(write.events[-1].originator_id, head) if write.events else head
             for write in batch

@@ -14,6 +14,7 @@ from eventsourcing.persistence import RecordConflictError
 
 from agent_ledger.application.executions import ExecutionNotFoundError, Executions
 from agent_ledger.application.group_commit import GroupCommitter
+from agent_ledger.application.path_timing import mark
 from agent_ledger.application.processes import RegisteredProcess
 from agent_ledger.application.work import Enqueue, WorkChange
 from agent_ledger.domain.errors import DomainError
@@ -62,11 +63,19 @@ class ExecutionStarter:
 
     With a committer (the API, on its event loop), reads of the store run in a thread and
     saves are group-committed; without one, every step is done on the caller's thread.
+    `on_started` is given each execution once it is saved (a worker in the same process
+    takes it from there, without waiting for a notice or loading it).
     """
 
-    def __init__(self, executions: Executions, committer: GroupCommitter | None = None):
+    def __init__(
+        self,
+        executions: Executions,
+        committer: GroupCommitter | None = None,
+        on_started: Callable[[Execution], None] | None = None,
+    ):
         self.executions = executions
         self.committer = committer
+        self.on_started = on_started
         self.thread_turns = ThreadTurns()
 
     async def start(
@@ -81,6 +90,7 @@ class ExecutionStarter:
             return existing
         key = request.idempotency_key
         execution = _new_execution(request)
+        mark("api.created", execution.id)
         if before_save is not None:
             await before_save(execution.id)
         try:
@@ -91,6 +101,8 @@ class ExecutionStarter:
             if existing is None:
                 raise
             return existing
+        if self.on_started is not None:
+            self.on_started(execution)
         return StartedExecution(execution.id, position, created=True)
 
     async def replayed(self, request: StartRequest) -> StartedExecution | None:

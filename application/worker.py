@@ -7,7 +7,9 @@ import contextlib
 import logging
 import os
 import socket
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable
 from datetime import timedelta
 from uuid import UUID
@@ -20,11 +22,15 @@ from agent_ledger.application.event_log import LoggedEvent
 from agent_ledger.application.execution_session import ExecutionSession
 from agent_ledger.application.executions import ExecutionNotFoundError, Executions
 from agent_ledger.application.group_commit import GroupCommitter
+from agent_ledger.application.path_timing import mark
 from agent_ledger.application.step_runner import StepRunner
 from agent_ledger.application.work import Claim, LeaseLostError, WorkQueue
 from agent_ledger.domain.executions import Execution
 
 log = logging.getLogger(__name__)
+
+_OFFERS_REMEMBERED = 1024
+"""Executions handed over in-process whose `execution_started` the worker may still hear of."""
 
 
 def worker_name() -> str:
@@ -70,6 +76,9 @@ class Worker:
         self._drivers: dict[UUID, ExecutionDriver] = {}
         self._cancel_on_load: set[UUID] = set()
         self._checks: set[asyncio.Task[None]] = set()
+        self._offered: dict[UUID, Execution] = {}  # handed over, not yet claimed
+        self._heard_of: OrderedDict[UUID, None] = OrderedDict()  # handed over: no wake-up
+        self._heard_of_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._stopping = False
@@ -100,14 +109,40 @@ class Worker:
             kind = logged.type  # known without decoding the event
             if kind == "execution_cancellation_requested":
                 self._loop.call_soon_threadsafe(self.cancel, logged.event.originator_id)
+            elif kind == "execution_started" and self._handed_over(logged.event.originator_id):
+                continue  # claimed when it was handed over
             elif kind in ("execution_started", "signal_received", "execution_resumed"):
+                mark("worker.notice")
                 self._loop.call_soon_threadsafe(self.wake)
+
+    def offer(self, execution: Execution) -> None:
+        """Thread-safe: an execution this process has just started and queued. The worker
+        claims at once, with no notice to wait for, and drives this copy if it gets the
+        lease (a write by anyone else meanwhile makes its first save conflict: it reloads)."""
+        if self._loop is None:
+            return
+        with self._heard_of_lock:
+            self._heard_of[execution.id] = None
+            while len(self._heard_of) > _OFFERS_REMEMBERED:
+                self._heard_of.popitem(last=False)
+        mark("worker.notice")
+        self._loop.call_soon_threadsafe(self._take_offer, execution)
+
+    def _take_offer(self, execution: Execution) -> None:
+        if len(self._offered) < self.capacity:
+            self._offered[execution.id] = execution
+        self.wake()
+
+    def _handed_over(self, execution_id: UUID) -> bool:
+        with self._heard_of_lock:
+            return self._heard_of.pop(execution_id, 0) is None
 
     def on_notice(self, cancelled: UUID | None = None) -> None:
         """Thread-safe: work was queued (claim now), or `cancelled` was asked to cancel."""
         if self._loop is None:
             return
         if cancelled is None:
+            mark("worker.notice")
             self._loop.call_soon_threadsafe(self.wake)
         else:
             self._loop.call_soon_threadsafe(self.cancel, cancelled)
@@ -178,21 +213,36 @@ class Worker:
         if free <= 0:
             self._backlog = True  # ready work may be left for when a slot frees
             return 0
-        claimed = await asyncio.to_thread(self._claim_and_load, free)
+        offered, self._offered = self._offered, {}  # later offers wait for the next claim
+        claimed = await asyncio.to_thread(self._claim_and_load, free, offered)
         self._backlog = len(claimed) == free
         for claim, loaded in claimed:
             self._start(claim, loaded)
         return len(claimed)
 
-    def _claim_and_load(self, limit: int) -> list[tuple[Claim, Execution | Exception]]:
-        """Claim, then load what was claimed, in one trip to a thread."""
+    def _claim_and_load(
+        self, limit: int, offered: dict[UUID, Execution]
+    ) -> list[tuple[Claim, Execution | Exception]]:
+        """Claim, then load what was claimed and not handed over, in one trip to a thread."""
+        mark("worker.claiming")
         claims = self.queue.claim(self.name, limit, self.lease_seconds)
         if not claims:
             return []
-        try:
-            loaded = self.executions.get_executions([c.execution_id for c in claims])
-        except Exception as error:  # each driver reports it and lets its lease go
-            return [(claim, error) for claim in claims]
+        for claim in claims:
+            mark("worker.claimed", claim.execution_id)
+        loaded: dict[UUID, Execution] = {
+            c.execution_id: offered[c.execution_id]
+            for c in claims
+            if c.execution_id in offered and c.taken_over_from is None
+        }
+        missing = [c.execution_id for c in claims if c.execution_id not in loaded]
+        if missing:
+            try:
+                loaded.update(self.executions.get_executions(missing))
+            except Exception as error:  # each driver reports it and lets its lease go
+                return [(claim, error) for claim in claims]
+        for claim in claims:
+            mark("worker.loaded", claim.execution_id)
         return [
             (claim, loaded.get(claim.execution_id) or ExecutionNotFoundError(claim.execution_id))
             for claim in claims
@@ -209,6 +259,7 @@ class Worker:
         try:
             if isinstance(loaded, Exception):
                 raise loaded
+            mark("worker.driving", claim.execution_id)
             session = ExecutionSession(self.executions, loaded, self.name, self.committer)
             driver = ExecutionDriver(
                 session, self.runner, self.clock, taken_over_from=claim.taken_over_from

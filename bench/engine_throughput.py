@@ -79,22 +79,36 @@ def free_port() -> int:
 
 
 class Deployment:
-    """A fresh database, an API process and worker processes."""
+    """A fresh store and the service's processes in one of three shapes: `split` (an API
+    process, a projector process and `workers` worker processes, on PostgreSQL), `single`
+    (one `serve` process running every role, on PostgreSQL) or `embedded` (one `serve`
+    on SQLite, no database server)."""
 
-    def __init__(self, workers: int, log_dir: Path):
-        self.database = f"agent_ledger_bench_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(ADMIN_URL, autocommit=True) as connection:
-            connection.execute(f'CREATE DATABASE "{self.database}"')
-        self.url = ADMIN_URL.rsplit("/", 1)[0] + f"/{self.database}"
+    def __init__(
+        self,
+        workers: int,
+        log_dir: Path,
+        shape: str = "split",
+        extra_env: dict[str, str] | None = None,
+    ):
+        self.shape = shape
+        self.database: str | None = None
         self.port = free_port()
         env = {
             **os.environ,
-            "AGENT_LEDGER_DATABASE_URL": self.url,
             "AGENT_LEDGER_JWT_SECRET": SECRET,
             "AGENT_LEDGER_PER_USER_LIMIT": "10000",
             "AGENT_LEDGER_ENGINE_CONCURRENCY": "256",
             "AGENT_LEDGER_DATA_DIR": str(log_dir),
+            **(extra_env or {}),
         }
+        env.pop("AGENT_LEDGER_DATABASE_URL", None)
+        if shape != "embedded":
+            self.database = f"agent_ledger_bench_{uuid.uuid4().hex[:8]}"
+            with psycopg.connect(ADMIN_URL, autocommit=True) as connection:
+                connection.execute(f'CREATE DATABASE "{self.database}"')
+            env["AGENT_LEDGER_DATABASE_URL"] = ADMIN_URL.rsplit("/", 1)[0] + f"/{self.database}"
+        self.url = env.get("AGENT_LEDGER_DATABASE_URL")
         settings = Settings(database_url=self.url, jwt_secret=SECRET, data_dir=log_dir)
         initialize_schema(settings)
         engine = read_model_engine(settings)
@@ -103,13 +117,17 @@ class Deployment:
         binary = str(Path(sys.executable).parent / "agent-ledger")
         self.processes = []
         self.names = []
-        # the deployment's shape: an API process, a projector process, worker processes
-        api_env = {**env, "AGENT_LEDGER_RUN_ENGINE": "false", "AGENT_LEDGER_RUN_PROJECTOR": "false"}
-        roles = [
-            ("api", ["serve", "--port", str(self.port)], api_env),
-            ("projector", ["projector"], env),
-        ]
-        roles += [(f"worker-{n}", ["worker"], env) for n in range(workers)]
+        serve = ["serve", "--port", str(self.port)]
+        if shape == "split":
+            api_env = {
+                **env,
+                "AGENT_LEDGER_RUN_ENGINE": "false",
+                "AGENT_LEDGER_RUN_PROJECTOR": "false",
+            }
+            roles = [("api", serve, api_env), ("projector", ["projector"], env)]
+            roles += [(f"worker-{n}", ["worker"], env) for n in range(workers)]
+        else:
+            roles = [("serve", serve, env)]
         for name, arguments, environment in roles:
             self.names.append(name)
             with (log_dir / f"{name}.log").open("wb") as log:
@@ -139,8 +157,9 @@ class Deployment:
                 process.wait(20)
             except subprocess.TimeoutExpired:
                 process.kill()
-        with psycopg.connect(ADMIN_URL, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+        if self.database is not None:
+            with psycopg.connect(ADMIN_URL, autocommit=True) as connection:
+                connection.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
 
 
 async def client(base: str, user: str, window: int, until: float, latencies: list[float]) -> int:
@@ -233,10 +252,17 @@ def main() -> None:
     parser.add_argument(
         "--clients", type=int, nargs="+", default=[1, 4], help="client counts to run (1 4)"
     )
+    parser.add_argument(
+        "--shape",
+        choices=["split", "single", "embedded"],
+        default="split",
+        help="processes: split (API, projector, workers), single (one serve on PostgreSQL), "
+        "embedded (one serve on SQLite)",
+    )
     arguments = parser.parse_args()
     print(describe())
     print(
-        f"3-step no-op process, PostgreSQL, {arguments.seconds:g} s per run, "
+        f"3-step no-op process, {arguments.shape} deployment, {arguments.seconds:g} s per run, "
         f"window {arguments.window} per client"
     )
     print(
@@ -245,7 +271,7 @@ def main() -> None:
     )
     for workers in arguments.workers:
         with tempfile.TemporaryDirectory() as scratch:
-            deployment = Deployment(workers, Path(scratch))
+            deployment = Deployment(workers, Path(scratch), arguments.shape)
             try:
                 asyncio.run(measure(deployment.base, 1, 4, 2.0))  # warm up
                 for clients in arguments.clients:

@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     poll_interval: float = Field(default=0.5, description="fallback poll of the store, seconds")
     read_wait_timeout: float = Field(default=5.0, description="longest wait for ?after=, seconds")
     tail_heartbeat_interval: float = Field(default=15.0, description="idle tail heartbeat, s")
+    path_timing: Path | None = Field(
+        default=None, description="directory for latency marks (bench/breakdown.py); off if unset"
+    )
     tail_queue_size: int = Field(default=5000, description="events buffered per tail subscriber")
     tail_max_per_user: int = Field(default=20, description="open tail subscriptions per user")
     revocation_check_interval: float = Field(default=5.0, description="revocation re-read, s")

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
+from agent_ledger.application import path_timing
 from agent_ledger.application.group_commit import GroupCommitter
 from agent_ledger.application.starter import ExecutionStarter
 from agent_ledger.infrastructure.api import errors, problem_responses
@@ -53,7 +54,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         )
         app.state.jwt_secret = settings.resolved_jwt_secret()
         executions = app.state.runtime.executions
-        app.state.starter = ExecutionStarter(executions, GroupCommitter(executions))
+        local = app.state.runtime.worker_thread  # serve with the engine: hand starts over
+        app.state.starter = ExecutionStarter(
+            executions,
+            GroupCommitter(executions),
+            on_started=None if local is None else local.worker.offer,
+        )
         tail = TailService.start(app.state.runtime, settings, app.state.jwt_secret)
         app.state.tail, app.state.tail_hub = tail, tail.hub
         try:
@@ -62,6 +68,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             await tail.stop()
             if own:
                 await run_in_threadpool(app.state.runtime.stop)
+            path_timing.save()  # uvicorn ends the process by its signal: no atexit
 
     app = FastAPI(
         title="Agent Ledger",

@@ -10,6 +10,7 @@ from enum import IntEnum
 from typing import Any
 
 from agent_ledger.application.event_log import LoggedEvent, to_message
+from agent_ledger.application.path_timing import mark
 from agent_ledger.application.tail_filter import TailFilter
 
 
@@ -208,6 +209,7 @@ class TailHub:
                 self.remove(subscriber)
 
     def _fan_out(self, batch: list[Outgoing], last: int | None = None) -> None:
+        mark("tail.fan_out", last)
         everyone = self._by_user.get(None, set())
         for item in batch:
             user_id = item.message["user_id"]

@@ -21,6 +21,14 @@ def configure_logging(log_level: str) -> None:
     redact_logging()
 
 
+def time_path(settings: Settings, role: str) -> None:
+    """Keep latency marks when `AGENT_LEDGER_PATH_TIMING` names a directory."""
+    if settings.path_timing is not None:
+        from agent_ledger.application.path_timing import record_to
+
+        record_to(settings.path_timing, role)
+
+
 def serve(
     host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
@@ -33,6 +41,7 @@ def serve(
 
     configure_logging(log_level)
     settings = Settings()
+    time_path(settings, "serve")
     # refused before any role starts or anything is written: a busy port, no secret, no database
     listening = bind_port(host, port)
     try:
@@ -62,6 +71,7 @@ def worker(log_level: LogLevel = "info") -> None:
 
     configure_logging(log_level)
     settings = Settings()
+    time_path(settings, "worker")
     check_database(settings)
     run_until_signalled(settings, engine=True, projector=False)
 
@@ -72,5 +82,6 @@ def projector(log_level: LogLevel = "info") -> None:
 
     configure_logging(log_level)
     settings = Settings()
+    time_path(settings, "projector")
     check_database(settings)
     run_until_signalled(settings, engine=False, projector=True)

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from agent_ledger.application.backoff import Backoff
 from agent_ledger.application.event_log import LoggedEvent, type_of_topic
 from agent_ledger.application.executions import MAX_PAGE, Executions
+from agent_ledger.application.path_timing import mark
 from agent_ledger.infrastructure.feed.notices import StoreNotices
 from agent_ledger.infrastructure.feed.reconnect import unavailable
 from agent_ledger.infrastructure.store.append_sql import parse_notice
@@ -31,10 +32,6 @@ def every_type() -> None:
 def nothing() -> frozenset[str]:
     """Wants no event, only the call that says the store moved on (a wake-up)."""
     return frozenset()
-
-
-MIN_INTERVAL = 0.005
-"""Seconds between reads of the store while wake-ups keep arriving."""
 
 
 class EventFeed:
@@ -91,6 +88,7 @@ class EventFeed:
             self.wake()
             return
         head, topics = said
+        mark("feed.notice", head)
         with self._lock:
             self._noticed_head = max(self._noticed_head, head)
             if topics is None or self._noticed_types is None:
@@ -126,12 +124,11 @@ class EventFeed:
         while not self._stopped.is_set():
             self._wake.clear()
             try:
+                # read at once; the notices that arrive during a read are taken together
+                # by the next one (a burst of commits costs a read per read, not per commit)
                 while self._deliver_next_page():
                     pass
                 backoff.succeeded()
-                # every commit notifies: while events keep coming, read at most every
-                # MIN_INTERVAL, so a burst of commits costs one read, not one each
-                self._stopped.wait(MIN_INTERVAL)
             except Exception as error:
                 self._wake.wait(backoff.failed(error))  # or sooner: notifications are back
                 self.wake()  # what the notices said went with the failed read
@@ -156,6 +153,7 @@ class EventFeed:
         else:
             events = self.executions.read_log(after=self.position, upto=head, types=wanted)
         upto = head
+        mark("feed.read", upto)
         if len(events) == MAX_PAGE:
             upto = events[-1].position
             self.wake()  # the rest up to the head: what it holds is known no more

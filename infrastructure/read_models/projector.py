@@ -29,9 +29,6 @@ from agent_ledger.projections.execution_status import ExecutionStatusProjection
 
 log = logging.getLogger(__name__)
 
-BATCH_GATHER_SECONDS = 0.02
-"""Pause between batches while events keep coming (lag target: 100 ms at p99)."""
-
 
 class Projector:
     """Follows the store and keeps every projection's tables current, exactly once.
@@ -220,9 +217,7 @@ class Projector:
                 self._wake.wait(backoff.failed(error))  # or sooner: notifications are back
                 continue
             backoff.succeeded()
-            if applied:
-                if not self.backlog:
-                    # caught up while commits keep notifying: gather fuller batches
-                    self._stopped.wait(BATCH_GATHER_SECONDS)
+            if applied and self.backlog:
                 continue  # a full batch means a backlog: read on at once
+            # what committed while the batch was applied set the wake-up: the next batch
             self._wake.wait(self.poll_interval)

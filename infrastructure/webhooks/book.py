@@ -226,6 +226,15 @@ class SqlWebhooks:
             )
             return [Webhook.of(row, self.secrets) for row in rows]
 
+    def any_active(self) -> bool:
+        """Whether any webhook is active (else the deliverer has nothing to follow)."""
+        with self.engine.connect() as connection:
+            return bool(
+                connection.execute(
+                    sa.select(sa.exists().where(webhooks.c.state == ACTIVE))
+                ).scalar()
+            )
+
     def next_due(self) -> datetime | None:
         with self.engine.connect() as connection:
             value = connection.execute(

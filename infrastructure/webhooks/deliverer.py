@@ -97,6 +97,12 @@ class WebhookDeliverer:
 
     def _run(self) -> None:
         while not self._stopped.is_set():
+            if not self._any_active():
+                # nothing to follow: no look at each new event (a new webhook starts from its
+                # own position, so waiting one poll loses none of its events)
+                self._wake.wait(self.poll_interval)
+                self._wake.clear()
+                continue
             delivered = 0
             try:
                 delivered = self.run_once()
@@ -109,6 +115,12 @@ class WebhookDeliverer:
             else:
                 self._wake.wait(idle)
                 self._wake.clear()
+
+    def _any_active(self) -> bool:
+        try:
+            return self.book.any_active()
+        except Exception:  # the store is away: run_once logs it
+            return True
 
     def _idle(self) -> float:
         try:

@@ -20,9 +20,6 @@ from agent_ledger.domain.executions import Execution
 
 log = logging.getLogger(__name__)
 
-MIN_INTERVAL = 0.02
-"""Seconds between reads while events keep arriving (a wake-up costs two queries)."""
-
 PAGE = 10_000
 
 TOPICS = (Execution.ExecutionStarted.TOPIC, Execution.ExecutionCancellationRequested.TOPIC)
@@ -81,16 +78,12 @@ class EmbeddedWorkFeed:
                     events = [
                         LoggedEvent.stored(n.id, n, self.executions.mapper) for n in notifications
                     ]
-                    backoff.succeeded()
                     if events:
                         self.deliver(events)
-                    if len(notifications) < PAGE:
-                        position = head
-                        # saves keep waking it: read at most every MIN_INTERVAL
-                        self._stopped.wait(MIN_INTERVAL)
-                    else:
-                        position = events[-1].position  # more to read: at once
-                    continue
+                    if len(notifications) == PAGE:
+                        position = events[-1].position
+                        continue  # more to read: at once
+                    position = head
                 backoff.succeeded()
             except Exception as error:
                 self._stopped.wait(backoff.failed(error))

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Body, Depends, Header, Query, Response
 
 from agent_ledger.application.event_log import to_message
 from agent_ledger.application.executions import Executions
+from agent_ledger.application.path_timing import mark
 from agent_ledger.application.processes import RegisteredProcess, resolve_process
 from agent_ledger.application.starter import StartedExecution, StartRequest
 from agent_ledger.application.thread_policies import (
@@ -88,7 +89,7 @@ ParentFilter = Annotated[
 ]
 
 
-def _thread_members(
+async def _thread_members(
     executions: ExecutionsDep,
     statuses: StatusQueriesDep,
     projections: ProjectionsDep,
@@ -156,6 +157,7 @@ async def start_execution(
     the waiting step refuses is 403 or 422, as `POST .../signals/message` would be. A W3C
     `traceparent` becomes the start's correlation id: the execution's trace continues it.
     """
+    mark("api.route")
     _check_input_size(body, settings.max_input_bytes)
     process = await resolve_process(catalog, body.process, body.version)
     request = StartRequest(
@@ -182,6 +184,7 @@ def _created(
     if not started.created:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
+    mark("api.respond", started.execution_id)
     return ExecutionCreated(
         id=started.execution_id,
         process=process.name,

@@ -7,6 +7,7 @@ import contextlib
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from agent_ledger.application.path_timing import mark
 from agent_ledger.infrastructure.api.tail import CloseCode, Ended
 from agent_ledger.infrastructure.api.tail_session import (
     TailRefusedError,
@@ -69,6 +70,7 @@ async def _send(websocket: WebSocket, session: TailSession) -> None:
             if isinstance(frame, Ended):
                 await websocket.close(frame.code, frame.reason[:120])
                 return
+            mark("tail.send", getattr(frame, "position", ""))
             await websocket.send_text(frame.text)
 
 
