@@ -146,11 +146,14 @@ class Executions(Application[UUID]):
             return found
         executions: dict[UUID, Execution] = {}
         for execution_id, stored in self.histories_reader(execution_ids).items():
-            events = [self.mapper.to_domain_event(s) for s in stored]
-            execution = project_aggregate(None, events)
+            execution = self.from_history(stored)
             if execution is not None:
                 executions[execution_id] = execution
         return executions
+
+    def from_history(self, stored: Iterable[StoredEvent]) -> Execution | None:
+        """The execution its stored snapshot (if any) and later events make; None if none."""
+        return project_aggregate(None, [self.mapper.to_domain_event(s) for s in stored])
 
     def get_history(
         self, execution_id: UUID, *, after: int = 0, limit: int = MAX_PAGE

@@ -13,6 +13,8 @@ from datetime import datetime
 from typing import Protocol
 from uuid import UUID
 
+from eventsourcing.persistence import StoredEvent
+
 
 class LeaseLostError(Exception):
     """The worker no longer holds the execution's lease: another worker took it over."""
@@ -78,10 +80,16 @@ WorkChange = Enqueue | Fence | Reschedule | Park | Finish | Wake
 
 @dataclass(frozen=True)
 class Claim:
-    """An execution this worker now holds; `taken_over_from` names a lost previous holder."""
+    """An execution this worker now holds; `taken_over_from` names a lost previous holder.
+
+    `history` is its latest snapshot (if any) and later events, read by the claim's own
+    statement where the store can (None: load it). Only a claim nobody held before carries
+    one: a previous holder's last write may land after that read.
+    """
 
     execution_id: UUID
     taken_over_from: str | None
+    history: tuple[StoredEvent, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -230,17 +230,21 @@ class Worker:
             return []
         for claim in claims:
             mark("worker.claimed", claim.execution_id)
-        loaded: dict[UUID, Execution] = {
-            c.execution_id: offered[c.execution_id]
-            for c in claims
-            if c.execution_id in offered and c.taken_over_from is None
-        }
-        missing = [c.execution_id for c in claims if c.execution_id not in loaded]
-        if missing:
-            try:
+        loaded: dict[UUID, Execution] = {}
+        try:
+            for claim in claims:
+                if claim.taken_over_from is not None:
+                    continue
+                execution = offered.get(claim.execution_id)
+                if execution is None and claim.history is not None:
+                    execution = self.executions.from_history(claim.history)
+                if execution is not None:
+                    loaded[claim.execution_id] = execution
+            missing = [c.execution_id for c in claims if c.execution_id not in loaded]
+            if missing:
                 loaded.update(self.executions.get_executions(missing))
-            except Exception as error:  # each driver reports it and lets its lease go
-                return [(claim, error) for claim in claims]
+        except Exception as error:  # each driver reports it and lets its lease go
+            return [(claim, error) for claim in claims]
         for claim in claims:
             mark("worker.loaded", claim.execution_id)
         return [

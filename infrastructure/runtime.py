@@ -48,6 +48,7 @@ from agent_ledger.infrastructure.read_models.status_queries import ExecutionStat
 from agent_ledger.infrastructure.read_models.tracking import active_position
 from agent_ledger.infrastructure.schema import initialize_schema
 from agent_ledger.infrastructure.settings import Settings
+from agent_ledger.infrastructure.store.histories import HistoriesBySql
 from agent_ledger.infrastructure.store.persistence import (
     libpq_dsn,
     open_executions,
@@ -274,7 +275,12 @@ class Runtime:
                 prices_from(self.settings),
             ),
         )
-        queue = SqlWorkQueue(self.executions.recorder, self.settings.per_user_limit)  # type: ignore[arg-type]
+        histories = self.executions.histories_reader
+        queue = SqlWorkQueue(
+            self.executions.recorder,  # type: ignore[arg-type]
+            self.settings.per_user_limit,
+            histories if isinstance(histories, HistoriesBySql) else None,
+        )
         return Worker(
             self.executions,
             queue,

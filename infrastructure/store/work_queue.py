@@ -39,6 +39,7 @@ from agent_ledger.application.work import (
 from agent_ledger.application.work_memory import PARKED_FOREVER
 from agent_ledger.infrastructure.store.append_sql import CALL as APPEND_CALL
 from agent_ledger.infrastructure.store.append_sql import append_arguments, append_ddl
+from agent_ledger.infrastructure.store.histories import HistoriesBySql
 from agent_ledger.infrastructure.store.postgres_recorder import PostgresStoreRecorder
 from agent_ledger.infrastructure.store.sql_files import sql_file
 
@@ -254,9 +255,16 @@ class SQLiteWorkRecorder(SQLiteApplicationRecorder):
 class SqlWorkQueue:
     """Claims, renews and releases leases (PostgreSQL: SKIP LOCKED; SQLite: one writer)."""
 
-    def __init__(self, recorder: PostgresWorkRecorder | SQLiteWorkRecorder, per_user_limit: int):
+    def __init__(
+        self,
+        recorder: PostgresWorkRecorder | SQLiteWorkRecorder,
+        per_user_limit: int,
+        histories: HistoriesBySql | None = None,
+    ):
+        """With `histories` (PostgreSQL), a claim also reads what it claimed."""
         self.recorder = recorder
         self.per_user_limit = per_user_limit
+        self.histories = histories
         self.postgres = isinstance(recorder, PostgresWorkRecorder)
         self.p = "%s" if self.postgres else "?"
 
@@ -270,6 +278,17 @@ class SqlWorkQueue:
         if limit <= 0:
             return []
         now = time.time()
+        if self.histories is not None:
+            return [
+                Claim(
+                    self._uuid(execution_id),
+                    previous if previous not in (None, owner) else None,
+                    None if history is None else tuple(history),
+                )
+                for execution_id, previous, history in self.histories.claim_and_load(
+                    owner, now, now + lease_seconds, self.per_user_limit, limit
+                )
+            ]
         if isinstance(self.recorder, PostgresWorkRecorder):
             with self.recorder.datastore.get_connection() as connection:
                 rows = connection.execute(

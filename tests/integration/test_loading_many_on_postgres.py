@@ -82,3 +82,36 @@ def test_a_load_reads_each_execution_through_the_index_not_a_scan_of_all_events(
         cursor.execute("DEALLOCATE load_histories")
         cursor.execute("RESET plan_cache_mode")
     assert '"Seq Scan"' not in plan, plan
+
+
+def test_a_claim_reads_what_it_claimed_in_the_same_statement_except_a_taken_over_one(
+    executions: Executions,
+) -> None:
+    from agent_ledger.infrastructure.store.histories import HistoriesBySql
+    from agent_ledger.infrastructure.store.work_queue import SqlWorkQueue
+
+    reader = executions.histories_reader
+    assert isinstance(reader, HistoriesBySql)
+    queue = SqlWorkQueue(executions.recorder, 10_000, reader)  # type: ignore[arg-type]
+    for _ in range(3):
+        started(executions)
+
+    claims = queue.claim("first", 10_000, lease_seconds=0)  # expired at once
+
+    assert len(claims) >= 3
+    for claim in claims:
+        assert claim.taken_over_from is None
+        assert claim.history is not None
+        claimed = executions.from_history(claim.history)
+        assert claimed is not None
+        stored = executions.get_execution(claim.execution_id)
+        assert (claimed.id, claimed.version, claimed.steps) == (
+            stored.id,
+            stored.version,
+            stored.steps,
+        )
+    # the leases ran out: another worker takes them over and loads them itself, since
+    # the first holder's last write may land after the claim's read
+    taken = queue.claim("second", 10_000, lease_seconds=30)
+    assert {c.execution_id for c in taken} == {c.execution_id for c in claims}
+    assert all(c.taken_over_from == "first" and c.history is None for c in taken)
