@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
 
 import sqlalchemy as sa
 
@@ -14,16 +16,11 @@ from agent_ledger.application.executions import Executions
 from agent_ledger.infrastructure.feed.reconnect import unavailable
 from agent_ledger.infrastructure.read_models.locks import ProjectionLocks
 from agent_ledger.infrastructure.read_models.parked import apply_or_park, is_transient
-from agent_ledger.infrastructure.read_models.registry import (
-    VERSIONED_PROJECTIONS,
-    all_projection_names,
-    apply_events,
-)
-from agent_ledger.infrastructure.read_models.table_sets import active_table_sets
+from agent_ledger.infrastructure.read_models.registry import all_projection_names, apply_events
 from agent_ledger.infrastructure.read_models.tracking import (
     active_position,
     advance_all,
-    tracked_positions,
+    tracked_tables,
 )
 from agent_ledger.projections.execution_status import ExecutionStatusProjection
 
@@ -60,6 +57,9 @@ class Projector:
         self._positions: dict[str, int] = {}
         self._active: set[str] = set()
         self._thread: threading.Thread | None = None
+        # kept between rounds: a checkout per batch cost a pool round and a pre-ping query
+        self._connection: sa.Connection | None = None
+        self._connection_lock = threading.Lock()
 
     def wake(self, *_: object) -> None:
         """Look at the store again soon (any arguments are ignored)."""
@@ -81,7 +81,7 @@ class Projector:
             self._active.add(name)
             names.append(name)
         try:
-            with self.engine.begin() as connection:
+            with self._transaction() as connection:
                 reached = self._apply_batches(connection, names)
         except Exception as error:
             if unavailable(error):
@@ -95,13 +95,13 @@ class Projector:
         for name in names:
             try:
                 try:
-                    with self.engine.begin() as connection:
+                    with self._transaction() as connection:
                         reached = self._apply_batches(connection, [name])
                 except Exception as error:
                     if is_transient(error):
                         raise
                     # an event of this batch fails: apply one by one, parking what fails
-                    with self.engine.begin() as connection:
+                    with self._transaction() as connection:
                         reached = self._apply_batches(connection, [name], parking=True)
             except Exception as error:
                 failure = failure or error
@@ -110,6 +110,27 @@ class Projector:
         if failure is not None:
             raise failure
         return applied
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sa.Connection]:
+        """A transaction on the projector's own connection; a failure closes the connection
+        (the next round takes a fresh one from the pool, checked by its pre-ping)."""
+        with self._connection_lock:
+            if self._connection is None:
+                self._connection = self.engine.connect()
+            connection = self._connection
+            try:
+                with connection.begin():
+                    yield connection
+            except BaseException:
+                self._close_connection()
+                raise
+
+    def _close_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.close()
 
     def _reached(self, reached: dict[str, tuple[int, int]]) -> int:
         applied = 0
@@ -135,9 +156,7 @@ class Projector:
         self, connection: sa.Connection, names: list[str], *, parking: bool = False
     ) -> dict[str, tuple[int, int]]:
         """Apply each projection's next batch; returns how many events and the position reached."""
-        tables = active_table_sets(connection, [n for n in names if n in VERSIONED_PROJECTIONS])
-        tracking = {n: tables[n].tracking_name if n in tables else n for n in names}
-        olds = tracked_positions(connection, list(tracking.values()))
+        tables, tracking, olds = tracked_tables(connection, names)
         reached, moves = {}, []
         page: tuple[int, list[LoggedEvent]] | None = None  # projections at one position share it
         for name in names:
@@ -204,6 +223,9 @@ class Projector:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        if self._connection_lock.acquire(timeout=5):  # not while a stuck round holds it
+            self._close_connection()
+            self._connection_lock.release()
         if self.locks is not None:
             self.locks.release_all()
 

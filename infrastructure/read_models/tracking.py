@@ -7,8 +7,13 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 
 from agent_ledger.infrastructure.read_models.registry import VERSIONED_PROJECTIONS
-from agent_ledger.infrastructure.read_models.table_sets import active_tables
-from agent_ledger.infrastructure.read_models.tables import projection_tracking
+from agent_ledger.infrastructure.read_models.table_sets import (
+    TableSet,
+    active_table_sets,
+    active_tables,
+    table_set,
+)
+from agent_ledger.infrastructure.read_models.tables import projection_tracking, projection_versions
 
 
 class TrackingConflictError(Exception):
@@ -60,6 +65,28 @@ def tracked_positions(connection: sa.Connection, names: list[str]) -> dict[str, 
     return {name: 0 for name in names} | {row.name: int(row.position) for row in rows}
 
 
+def tracked_tables(
+    connection: sa.Connection, names: list[str]
+) -> tuple[dict[str, TableSet], dict[str, str], dict[str, int]]:
+    """The active table set of each versioned projection among `names`, each name's tracking
+    row and its position: one statement on PostgreSQL (`active_table_sets` and
+    `tracked_positions` otherwise)."""
+    if connection.dialect.name != "postgresql":
+        tables = active_table_sets(connection, [n for n in names if n in VERSIONED_PROJECTIONS])
+        tracking = {n: tables[n].tracking_name if n in tables else n for n in names}
+        return tables, tracking, tracked_positions(connection, list(tracking.values()))
+    versioned = [name in VERSIONED_PROJECTIONS for name in names]
+    tables, tracking, positions = {}, {}, {}
+    for name, version, position in connection.exec_driver_sql(_TRACKED, (names, versioned)):
+        if name in VERSIONED_PROJECTIONS:
+            tables[name] = table_set(name, int(version or 1))
+            tracking[name] = tables[name].tracking_name
+        else:
+            tracking[name] = name
+        positions[tracking[name]] = int(position or 0)
+    return tables, tracking, positions
+
+
 def advance_all(connection: sa.Connection, moves: list[tuple[str, int, int]]) -> None:
     """`advance_tracking` for each (name, old, new), in one statement on PostgreSQL."""
     guarded = [move for move in moves if move[1] != 0]
@@ -91,4 +118,14 @@ _ADVANCE = (
     f'UPDATE "{projection_tracking.name}" AS t SET position = v.new, updated_at = %b '
     "FROM unnest(%b::text[], %b::bigint[], %b::bigint[]) AS v(name, old, new) "
     "WHERE t.name = v.name AND t.position = v.old RETURNING t.name"
+)
+
+# a version's tracking row is named as `table_sets.tracking_name` names it
+_TRACKED = (
+    "SELECT n.name, v.active_version, t.position "
+    "FROM unnest(%b::text[], %b::bool[]) AS n(name, versioned) "
+    f'LEFT JOIN "{projection_versions.name}" AS v ON n.versioned AND v.name = n.name '
+    f'LEFT JOIN "{projection_tracking.name}" AS t ON t.name = CASE '
+    "WHEN coalesce(v.active_version, 1) = 1 THEN n.name "
+    "ELSE n.name || '@v' || v.active_version END"
 )
