@@ -15,7 +15,7 @@ class SqlEventIndexView:
     """Collects a batch's entries and inserts them in one statement."""
 
     def __init__(self, connection: sa.Connection):
-        self.connection = connection
+        self.connection = connection  # the writes of a round (see `deferred_writes`) or not
         self._rows: list[dict[str, object]] = []
 
     def add(self, entry: IndexEntry) -> None:
@@ -36,8 +36,8 @@ class SqlEventIndexView:
 class EventIndexBatch:
     """The index projection bound to one projector transaction."""
 
-    def __init__(self, connection: sa.Connection):
-        self.view = SqlEventIndexView(connection)
+    def __init__(self, connection: sa.Connection, writes: sa.Connection | None = None):
+        self.view = SqlEventIndexView(writes if writes is not None else connection)
         self.projection = EventIndexProjection(self.view)
 
     def process(self, event: object, position: int) -> None:

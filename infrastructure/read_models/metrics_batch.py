@@ -20,11 +20,14 @@ class SqlMetricsView:
     """The runs of the executions a batch touches, grouped by execution, event counts and the
     model usage the batch adds to each agent and process."""
 
-    def __init__(self, connection: sa.Connection, tables: TableSet):
+    def __init__(
+        self, connection: sa.Connection, tables: TableSet, writes: sa.Connection | None = None
+    ):
         self.connection = connection
+        self.writes = writes if writes is not None else connection
         self.counts_table = tables["event_counts"]
         self.usage_table = tables["model_usage"]
-        self.rows = RowBatch(connection, tables["metric_runs"], MetricRun)
+        self.rows = RowBatch(connection, tables["metric_runs"], MetricRun, writes=writes)
         self.by_execution: dict[UUID, dict[tuple[str, str], MetricRun]] = {}
         self.counts: Counter[str] = Counter()
         self.usage: dict[tuple[str, str], ModelUsage] = {}
@@ -63,19 +66,21 @@ class SqlMetricsView:
         self.counts.clear()
         if self.usage:
             rows = [{"kind": k, "name": n, **asdict(u)} for (k, n), u in self.usage.items()]
-            add_to_rows(self.connection, self.usage_table, rows)
+            add_to_rows(self.writes, self.usage_table, rows)
         self.usage.clear()
 
     def _add_counts(self) -> None:
         rows = [{"type": t, "count": n} for t, n in self.counts.items()]
-        add_to_rows(self.connection, self.counts_table, rows)
+        add_to_rows(self.writes, self.counts_table, rows)
 
 
 class MetricsBatch:
     """Buffers a batch's events, then applies them to the metric runs in one go."""
 
-    def __init__(self, connection: sa.Connection, tables: TableSet):
-        self.view = SqlMetricsView(connection, tables)
+    def __init__(
+        self, connection: sa.Connection, tables: TableSet, writes: sa.Connection | None = None
+    ):
+        self.view = SqlMetricsView(connection, tables, writes)
         self.projection = MetricsProjection(self.view)
         self.events: list[LoggedEvent] = []
 

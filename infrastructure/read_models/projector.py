@@ -14,6 +14,7 @@ from agent_ledger.application.backoff import Backoff
 from agent_ledger.application.event_log import LoggedEvent
 from agent_ledger.application.executions import Executions
 from agent_ledger.infrastructure.feed.reconnect import unavailable
+from agent_ledger.infrastructure.read_models.deferred_writes import deferred_writes
 from agent_ledger.infrastructure.read_models.locks import ProjectionLocks
 from agent_ledger.infrastructure.read_models.parked import apply_or_park, is_transient
 from agent_ledger.infrastructure.read_models.registry import all_projection_names, apply_events
@@ -157,6 +158,7 @@ class Projector:
     ) -> dict[str, tuple[int, int]]:
         """Apply each projection's next batch; returns how many events and the position reached."""
         tables, tracking, olds = tracked_tables(connection, names)
+        writes = None if parking else deferred_writes(connection)  # parking: event by event
         reached, moves = {}, []
         page: tuple[int, list[LoggedEvent]] | None = None  # projections at one position share it
         for name in names:
@@ -168,10 +170,17 @@ class Projector:
                 apply_or_park(connection, name, tables.get(name), events, tracking[name])
                 moves.append((tracking[name], old, events[-1].position))
             elif events:
-                apply_events(connection, name, tables.get(name), events)
+                apply_events(
+                    connection,
+                    name,
+                    tables.get(name),
+                    events,
+                    writes.as_connection() if writes is not None else None,
+                )
                 moves.append((tracking[name], old, events[-1].position))
             reached[name] = (len(events), events[-1].position if events else old)
-        advance_all(connection, moves)
+        if moves:
+            advance_all(connection, moves, writes)
         return reached
 
     def _publish(self, name: str, position: int) -> None:

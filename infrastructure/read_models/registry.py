@@ -25,13 +25,15 @@ class BatchProjection(Protocol):
     def flush(self) -> None: ...
 
 
-# projections with one table set, rebuilt in place
-PROJECTIONS: dict[str, Callable[[sa.Connection], BatchProjection]] = {
+# projections with one table set, rebuilt in place; made with (connection, writes=None),
+# `writes` being where their writes go when it is not the connection (`deferred_writes`)
+PROJECTIONS: dict[str, Callable[..., BatchProjection]] = {
     EventIndexProjection.name: EventIndexBatch,
 }
 
-# projections with versioned table sets, rebuilt side by side (`projections rebuild NAME`)
-VERSIONED_PROJECTIONS: dict[str, Callable[[sa.Connection, TableSet], BatchProjection]] = {
+# projections with versioned table sets, rebuilt side by side (`projections rebuild NAME`);
+# made with (connection, tables, writes=None)
+VERSIONED_PROJECTIONS: dict[str, Callable[..., BatchProjection]] = {
     ExecutionStatusProjection.name: ExecutionStatusBatch,
     MetricsProjection.name: MetricsBatch,
 }
@@ -42,13 +44,18 @@ def all_projection_names() -> tuple[str, ...]:
 
 
 def apply_events(
-    connection: sa.Connection, name: str, tables: TableSet | None, events: list[LoggedEvent]
+    connection: sa.Connection,
+    name: str,
+    tables: TableSet | None,
+    events: list[LoggedEvent],
+    writes: sa.Connection | None = None,
 ) -> None:
-    """Apply `events` to a projection's tables (the caller moves the tracking row)."""
+    """Apply `events` to a projection's tables (the caller moves the tracking row); with
+    `writes`, the projection reads through `connection` and writes through `writes`."""
     batch = (
-        VERSIONED_PROJECTIONS[name](connection, tables)
+        VERSIONED_PROJECTIONS[name](connection, tables, writes=writes)
         if tables is not None
-        else PROJECTIONS[name](connection)
+        else PROJECTIONS[name](connection, writes=writes)
     )
     for logged in events:
         batch.process(logged.event, logged.position)

@@ -31,8 +31,10 @@ class RowBatch(Generic[Row]):
         table: sa.Table,
         make: Callable[..., Row],
         by: str = "execution_id",
+        writes: sa.Connection | None = None,
     ):
         self.connection = connection
+        self.writes = writes if writes is not None else connection
         self.table = table
         self.make = make
         self.by = by
@@ -83,7 +85,7 @@ class RowBatch(Generic[Row]):
         """Insert the new rows in one statement, update the changed ones in another."""
         inserts = [self._values(self.rows[k]) for k in self._dirty if k in self._new]
         updates = [self._values(self.rows[k]) for k in self._dirty if k not in self._new]
-        insert_rows(self.connection, self.table, inserts)
-        update_rows(self.connection, self.table, updates)
+        insert_rows(self.writes, self.table, inserts)
+        update_rows(self.writes, self.table, updates)
         self._new.clear()
         self._dirty.clear()

@@ -19,11 +19,16 @@ from agent_ledger.projections.step_status import StepStatusRow, latency_bucket
 class SqlExecutionStatusView:
     """Execution and step rows of one batch, plus the latency observations it made."""
 
-    def __init__(self, connection: sa.Connection, tables: TableSet):
+    def __init__(
+        self, connection: sa.Connection, tables: TableSet, writes: sa.Connection | None = None
+    ):
         self.connection = connection
+        self.writes = writes if writes is not None else connection
         self.tables = tables
-        self.executions = RowBatch(connection, tables["execution_status"], ExecutionStatusRow)
-        self.steps = RowBatch(connection, tables["step_status"], StepStatusRow)
+        self.executions = RowBatch(
+            connection, tables["execution_status"], ExecutionStatusRow, writes=writes
+        )
+        self.steps = RowBatch(connection, tables["step_status"], StepStatusRow, writes=writes)
         self.latency: dict[tuple[str, str, int], list[int]] = defaultdict(list)
         self.step_ids: dict[UUID, set[str]] = {}  # of the executions read or started in the batch
 
@@ -82,7 +87,7 @@ class SqlExecutionStatusView:
 
     def _add_latencies(self) -> None:
         add_to_rows(
-            self.connection,
+            self.writes,
             self.tables["step_latency"],
             [
                 {"process_name": p, "step_id": s, "bucket": b, "count": len(v), "sum_us": sum(v)}
@@ -94,8 +99,10 @@ class SqlExecutionStatusView:
 class ExecutionStatusBatch:
     """Buffers a batch's events, then applies them to executions and steps in one go."""
 
-    def __init__(self, connection: sa.Connection, tables: TableSet):
-        self.view = SqlExecutionStatusView(connection, tables)
+    def __init__(
+        self, connection: sa.Connection, tables: TableSet, writes: sa.Connection | None = None
+    ):
+        self.view = SqlExecutionStatusView(connection, tables, writes)
         self.projections = StatusProjections(self.view)
         self.events: list[LoggedEvent] = []
 

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
+from agent_ledger.infrastructure.read_models.deferred_writes import DeferredWrites
 from agent_ledger.infrastructure.read_models.registry import VERSIONED_PROJECTIONS
 from agent_ledger.infrastructure.read_models.table_sets import (
     TableSet,
@@ -87,28 +88,32 @@ def tracked_tables(
     return tables, tracking, positions
 
 
-def advance_all(connection: sa.Connection, moves: list[tuple[str, int, int]]) -> None:
-    """`advance_tracking` for each (name, old, new), in one statement on PostgreSQL."""
+def advance_all(
+    connection: sa.Connection,
+    moves: list[tuple[str, int, int]],
+    writes: DeferredWrites | None = None,
+) -> None:
+    """`advance_tracking` for each (name, old, new), in one statement on PostgreSQL; with
+    `writes`, that statement also runs the writes they hold."""
     guarded = [move for move in moves if move[1] != 0]
-    if connection.dialect.name != "postgresql" or len(guarded) < 2:
+    if writes is None and (connection.dialect.name != "postgresql" or len(guarded) < 2):
         for name, old, new in moves:
             advance_tracking(connection, name, old, new)
         return
     for name, old, new in moves:
         if old == 0:
             advance_tracking(connection, name, old, new)
-    moved = {
-        row[0]
-        for row in connection.exec_driver_sql(
-            _ADVANCE,
-            (
-                datetime.now(UTC),
-                [name for name, _, _ in guarded],
-                [old for _, old, _ in guarded],
-                [new for _, _, new in guarded],
-            ),
-        )
-    }
+    parameters = (
+        datetime.now(UTC),
+        [name for name, _, _ in guarded],
+        [old for _, old, _ in guarded],
+        [new for _, _, new in guarded],
+    )
+    if writes is not None:
+        rows = writes.send(_ADVANCE, parameters)
+    else:
+        rows = connection.exec_driver_sql(_ADVANCE, parameters)
+    moved = {row[0] for row in rows}
     lost = sorted({name for name, _, _ in guarded} - moved)
     if lost:
         raise TrackingConflictError(f"projections {lost} moved on elsewhere")
