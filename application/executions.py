@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 from uuid import UUID
 
@@ -31,6 +32,15 @@ from agent_ledger.domain.executions import Execution
 MAX_PAGE = 1000
 SNAPSHOT_INTERVAL = 100
 """Every this many events a snapshot is stored, so a long execution loads quickly."""
+
+
+@dataclass(frozen=True)
+class PreparedSave:
+    """Events of a write, encoded, with the work changes that go with them."""
+
+    processing: ProcessingEvent[UUID]
+    stored: list[StoredEvent]
+    work: list[WorkChange]
 
 
 class ExecutionNotFoundError(DomainError):
@@ -114,6 +124,49 @@ class Executions(Application[UUID]):
         processing.saved_kwargs["work"] = list(work)
         recordings = self._record(processing)
         self._take_snapshots(processing)
+        self._notify(recordings)
+        return recordings
+
+    def prepare_save(
+        self,
+        changes: Sequence[tuple[Execution, Sequence[DomainEventProtocol[UUID]]]],
+        work: Sequence[WorkChange] = (),
+    ) -> PreparedSave:
+        """The first half of `save_collected` for a writer of its own (an asyncio one): the
+        events encoded as they are stored. `finish_save` does the rest once they are."""
+        processing = ProcessingEvent[UUID]()
+        for execution, events in changes:
+            processing.events.extend(events)
+            processing.aggregates[execution.id] = execution
+        processing.saved_kwargs["work"] = list(work)
+        stored = [self.mapper.to_stored_event(event) for event in processing.events]
+        return PreparedSave(processing, stored, list(work))
+
+    def snapshots_due(self, prepared: PreparedSave) -> bool:
+        """Whether `finish_save` will write a snapshot (it then blocks on the store)."""
+        return any(event.originator_version % SNAPSHOT_INTERVAL == 0 for event in prepared.stored)
+
+    def finish_save(
+        self, prepared: PreparedSave, notification_ids: Sequence[int]
+    ) -> list[Recording[UUID]]:
+        """The second half of `save_collected`, once the events are stored at these
+        positions: snapshots, then the listeners."""
+        recordings = [
+            Recording(
+                event,
+                Notification(
+                    originator_id=stored.originator_id,
+                    originator_version=stored.originator_version,
+                    topic=stored.topic,
+                    state=stored.state,
+                    id=notification_id,
+                ),
+            )
+            for event, stored, notification_id in zip(
+                prepared.processing.events, prepared.stored, notification_ids, strict=True
+            )
+        ]
+        self._take_snapshots(prepared.processing)
         self._notify(recordings)
         return recordings
 

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.persistence import Recording
 
 from agent_ledger.application.executions import Executions
 from agent_ledger.application.path_timing import mark
-from agent_ledger.application.work import WorkChange
+from agent_ledger.application.work import LoopStore, WorkChange
 from agent_ledger.domain.executions import Execution
 
 MAX_BATCH = 128
@@ -33,8 +34,16 @@ class _Write:
 class GroupCommitter:
     """Queues writes on the event loop; one thread at a time saves all that are queued."""
 
-    def __init__(self, executions: Executions, max_batch: int = MAX_BATCH, max_in_flight: int = 2):
+    def __init__(
+        self,
+        executions: Executions,
+        max_batch: int = MAX_BATCH,
+        max_in_flight: int = 2,
+        store: LoopStore | None = None,
+    ):
+        """With `store`, batches are written on the event loop, else in a thread."""
         self.executions = executions
+        self.store = store
         self.max_batch = max_batch
         self.max_in_flight = max_in_flight
         self._queue: list[_Write] = []
@@ -66,7 +75,7 @@ class GroupCommitter:
             while self._queue:
                 batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
                 try:
-                    positions = await asyncio.to_thread(self._save, batch)
+                    positions = await self._write(batch)
                 except Exception:
                     await self._save_one_by_one(batch)  # find whose write broke the batch
                 else:
@@ -79,12 +88,23 @@ class GroupCommitter:
     async def _save_one_by_one(self, batch: list[_Write]) -> None:
         for write in batch:
             try:
-                position = (await asyncio.to_thread(self._save, [write]))[0]
+                position = (await self._write([write]))[0]
             except Exception as error:
                 if not write.done.done():
                     write.done.set_exception(error)
             else:
                 _resolve(write, position)
+
+    async def _write(self, batch: list[_Write]) -> list[int]:
+        if self.store is None:
+            return await asyncio.to_thread(self._save, batch)
+        mark("commit.begin", batch[0].execution.id)
+        recordings = await self.store.save(
+            [(write.execution, write.events) for write in batch],
+            [change for write in batch for change in write.work],
+        )
+        mark("commit.end", batch[0].execution.id)
+        return _positions(batch, recordings)
 
     def _save(self, batch: list[_Write]) -> list[int]:
         work = [change for write in batch for change in write.work]
@@ -92,13 +112,17 @@ class GroupCommitter:
         recordings = self.executions.save_collected(
             [(write.execution, write.events) for write in batch], work
         )
-        last = {r.domain_event.originator_id: r.notification.id for r in recordings}
-        head = recordings[-1].notification.id if recordings else 0
         mark("commit.end", batch[0].execution.id)
-        return [
-            last.get(write.events[-1].originator_id, head) if write.events else head
-            for write in batch
-        ]
+        return _positions(batch, recordings)
+
+
+def _positions(batch: list[_Write], recordings: list[Recording[UUID]]) -> list[int]:
+    """Each write's position: its execution's last event, or the head for a write with none."""
+    last = {r.domain_event.originator_id: r.notification.id for r in recordings}
+    head = recordings[-1].notification.id if recordings else 0
+    return [
+        last.get(write.events[-1].originator_id, head) if write.events else head for write in batch
+    ]
 
 
 def _resolve(write: _Write, position: int) -> None:

@@ -8,12 +8,14 @@ worker that lost its lease cannot write, and a finished execution leaves the que
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 from uuid import UUID
 
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.persistence import Recording, StoredEvent
 
 
 class LeaseLostError(Exception):
@@ -117,3 +119,21 @@ class WorkQueue(Protocol):
     def next_ready_at(self) -> datetime | None:
         """The earliest time any queued execution becomes ready (for sleeping workers);
         executions parked until a signal, with no deadline, have none."""
+
+
+class LoopStore(Protocol):
+    """The store's two statements on every execution's path, awaited on the caller's event
+    loop (no hand-off to a thread): a group commit's write and a claim with its load."""
+
+    async def save(
+        self,
+        changes: Sequence[tuple[Any, Sequence[DomainEventProtocol[UUID]]]],
+        work: Sequence[WorkChange],
+    ) -> list[Recording[UUID]]:
+        """Save the collected events of these executions with the work changes, at once."""
+
+    async def claim(self, owner: str, limit: int, lease_seconds: float) -> list[Claim]:
+        """`WorkQueue.claim`, each claim with its history where it can be read with it."""
+
+    async def close(self) -> None:
+        """Close this loop's connections."""

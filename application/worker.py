@@ -24,7 +24,7 @@ from agent_ledger.application.executions import ExecutionNotFoundError, Executio
 from agent_ledger.application.group_commit import GroupCommitter
 from agent_ledger.application.path_timing import mark
 from agent_ledger.application.step_runner import StepRunner
-from agent_ledger.application.work import Claim, LeaseLostError, WorkQueue
+from agent_ledger.application.work import Claim, LeaseLostError, LoopStore, WorkQueue
 from agent_ledger.domain.executions import Execution
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ class Worker:
         lease_seconds: float = 30.0,
         poll_interval: float = 1.0,
         wake_on_finish: bool = True,
+        store: LoopStore | None = None,
     ):
         self.executions = executions
         self.queue = queue
@@ -71,7 +72,9 @@ class Worker:
         """Claim again whenever an execution ends, as it may free a slot for a user's waiting
         execution; False where the store announces that (PostgreSQL's work notices)."""
         self._backlog = False  # the last claim found no free slot or filled all of them
-        self.committer = GroupCommitter(executions)
+        self.store = store
+        """Claims and writes awaited on this worker's loop (else in a thread)."""
+        self.committer = GroupCommitter(executions, store=store)
         self.tasks: dict[UUID, asyncio.Task[None]] = {}
         self._drivers: dict[UUID, ExecutionDriver] = {}
         self._cancel_on_load: set[UUID] = set()
@@ -214,7 +217,10 @@ class Worker:
             self._backlog = True  # ready work may be left for when a slot frees
             return 0
         offered, self._offered = self._offered, {}  # later offers wait for the next claim
-        claimed = await asyncio.to_thread(self._claim_and_load, free, offered)
+        if self.store is None:
+            claimed = await asyncio.to_thread(self._claim_and_load, free, offered)
+        else:
+            claimed = await self._claim_and_load_on_loop(free, offered)
         self._backlog = len(claimed) == free
         for claim, loaded in claimed:
             self._start(claim, loaded)
@@ -226,25 +232,50 @@ class Worker:
         """Claim, then load what was claimed and not handed over, in one trip to a thread."""
         mark("worker.claiming")
         claims = self.queue.claim(self.name, limit, self.lease_seconds)
-        if not claims:
-            return []
-        for claim in claims:
-            mark("worker.claimed", claim.execution_id)
-        loaded: dict[UUID, Execution] = {}
         try:
-            for claim in claims:
-                if claim.taken_over_from is not None:
-                    continue
-                execution = offered.get(claim.execution_id)
-                if execution is None and claim.history is not None:
-                    execution = self.executions.from_history(claim.history)
-                if execution is not None:
-                    loaded[claim.execution_id] = execution
+            loaded = self._known(claims, offered)
             missing = [c.execution_id for c in claims if c.execution_id not in loaded]
             if missing:
                 loaded.update(self.executions.get_executions(missing))
         except Exception as error:  # each driver reports it and lets its lease go
             return [(claim, error) for claim in claims]
+        return self._held(claims, loaded)
+
+    async def _claim_and_load_on_loop(
+        self, limit: int, offered: dict[UUID, Execution]
+    ) -> list[tuple[Claim, Execution | Exception]]:
+        """Claim (reading what it claims) on this loop; what it could not read, in a thread."""
+        assert self.store is not None
+        mark("worker.claiming")
+        claims = await self.store.claim(self.name, limit, self.lease_seconds)
+        try:
+            loaded = self._known(claims, offered)
+            missing = [c.execution_id for c in claims if c.execution_id not in loaded]
+            if missing:
+                loaded.update(await asyncio.to_thread(self.executions.get_executions, missing))
+        except Exception as error:  # each driver reports it and lets its lease go
+            return [(claim, error) for claim in claims]
+        return self._held(claims, loaded)
+
+    def _known(self, claims: list[Claim], offered: dict[UUID, Execution]) -> dict[UUID, Execution]:
+        """The claimed executions this worker has without loading them: handed over, or
+        read with the claim (never one taken over: its last holder may have written since)."""
+        known: dict[UUID, Execution] = {}
+        for claim in claims:
+            mark("worker.claimed", claim.execution_id)
+            if claim.taken_over_from is not None:
+                continue
+            execution = offered.get(claim.execution_id)
+            if execution is None and claim.history is not None:
+                execution = self.executions.from_history(claim.history)
+            if execution is not None:
+                known[claim.execution_id] = execution
+        return known
+
+    @staticmethod
+    def _held(
+        claims: list[Claim], loaded: dict[UUID, Execution]
+    ) -> list[tuple[Claim, Execution | Exception]]:
         for claim in claims:
             mark("worker.loaded", claim.execution_id)
         return [
@@ -396,3 +427,5 @@ class Worker:
         if held:
             await asyncio.to_thread(self.queue.release, self.name, held)
         await self.runner.aclose()
+        if self.store is not None:
+            await self.store.close()

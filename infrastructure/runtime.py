@@ -48,6 +48,7 @@ from agent_ledger.infrastructure.read_models.status_queries import ExecutionStat
 from agent_ledger.infrastructure.read_models.tracking import active_position
 from agent_ledger.infrastructure.schema import initialize_schema
 from agent_ledger.infrastructure.settings import Settings
+from agent_ledger.infrastructure.store.async_store import AsyncStore
 from agent_ledger.infrastructure.store.histories import HistoriesBySql
 from agent_ledger.infrastructure.store.persistence import (
     libpq_dsn,
@@ -290,6 +291,19 @@ class Runtime:
             lease_seconds=self.settings.lease_seconds,
             poll_interval=max(self.settings.poll_interval, 0.2),
             wake_on_finish=not notified,
+            store=self.loop_store(),
+        )
+
+    def loop_store(self) -> AsyncStore | None:
+        """Writes and claims awaited on an event loop (PostgreSQL); one per loop."""
+        if not self.settings.uses_postgres:
+            return None
+        histories = self.executions.histories_reader
+        return AsyncStore(
+            self.executions,
+            libpq_dsn(self.settings),
+            histories if isinstance(histories, HistoriesBySql) else None,
+            per_user_limit=self.settings.per_user_limit,
         )
 
     def projection_position(self, name: str = ExecutionStatusProjection.name) -> int:

@@ -55,9 +55,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         app.state.jwt_secret = settings.resolved_jwt_secret()
         executions = app.state.runtime.executions
         local = app.state.runtime.worker_thread  # serve with the engine: hand starts over
+        store = app.state.runtime.loop_store()
         app.state.starter = ExecutionStarter(
             executions,
-            GroupCommitter(executions),
+            GroupCommitter(executions, store=store),
             on_started=None if local is None else local.worker.offer,
         )
         tail = TailService.start(app.state.runtime, settings, app.state.jwt_secret)
@@ -66,6 +67,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             yield
         finally:
             await tail.stop()
+            if store is not None:
+                await store.close()
             if own:
                 await run_in_threadpool(app.state.runtime.stop)
             path_timing.save()  # uvicorn ends the process by its signal: no atexit

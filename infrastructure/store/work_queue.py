@@ -252,6 +252,52 @@ class SQLiteWorkRecorder(SQLiteApplicationRecorder):
         return super()._insert_events(c, stored_events, **kwargs)
 
 
+CLAIM = (
+    "SELECT * FROM agent_ledger_claim(%(owner)s, %(now)s, %(expires)s, %(per_user)s, %(wanted)s)"
+)
+
+
+def claimed_histories(histories: HistoriesBySql) -> str:
+    """The histories of what the claim just before it (on the same connection, in one
+    pipeline: one round trip) leased: the rows of its owner with its expiry.
+
+    Its own statement, so its snapshot is taken after the claim committed: it sees every
+    write the claim saw (a signal's wake-up that made an execution ready, say).
+    """
+    return histories.statement_for(
+        f"ARRAY(SELECT execution_id FROM {WORK_TABLE} "
+        "WHERE lease_owner = %(owner)s AND lease_expires_at = %(expires)s)"
+    )
+
+
+def claim_arguments(owner: str, limit: int, lease_seconds: float, per_user: int) -> dict[str, Any]:
+    now = time.time()
+    return {
+        "owner": owner,
+        "now": now,
+        "expires": now + lease_seconds,
+        "per_user": per_user,
+        "wanted": limit,
+    }
+
+
+def claims_of(
+    owner: str, claimed: Sequence[Any], histories: dict[UUID, list[StoredEvent]] | None = None
+) -> list[Claim]:
+    """Claims from the claim's rows, with the histories read with them: a previous owner
+    other than `owner` means the execution is taken over, and its history is read again
+    later (that holder's last write may have landed since)."""
+    claims = []
+    for row in claimed:
+        execution_id = row["claimed_id"]
+        previous = row["previous_owner"] if row["previous_owner"] not in (None, owner) else None
+        history = None
+        if histories is not None and previous is None:
+            history = tuple(histories.get(execution_id, ()))
+        claims.append(Claim(execution_id, previous, history))
+    return claims
+
+
 class SqlWorkQueue:
     """Claims, renews and releases leases (PostgreSQL: SKIP LOCKED; SQLite: one writer)."""
 
@@ -265,6 +311,7 @@ class SqlWorkQueue:
         self.recorder = recorder
         self.per_user_limit = per_user_limit
         self.histories = histories
+        self.claimed = None if histories is None else claimed_histories(histories)
         self.postgres = isinstance(recorder, PostgresWorkRecorder)
         self.p = "%s" if self.postgres else "?"
 
@@ -278,17 +325,16 @@ class SqlWorkQueue:
         if limit <= 0:
             return []
         now = time.time()
-        if self.histories is not None:
-            return [
-                Claim(
-                    self._uuid(execution_id),
-                    previous if previous not in (None, owner) else None,
-                    None if history is None else tuple(history),
+        recorder = self.recorder
+        if isinstance(recorder, PostgresWorkRecorder) and self.claimed is not None:
+            arguments = claim_arguments(owner, limit, lease_seconds, self.per_user_limit)
+            with recorder.datastore.get_connection() as connection:
+                with connection.pipeline():
+                    claimed = connection.execute(CLAIM, arguments, prepare=True)
+                    read = connection.execute(self.claimed, arguments, prepare=True)
+                return claims_of(
+                    owner, claimed.fetchall(), HistoriesBySql.histories_of(read.fetchall())
                 )
-                for execution_id, previous, history in self.histories.claim_and_load(
-                    owner, now, now + lease_seconds, self.per_user_limit, limit
-                )
-            ]
         if isinstance(self.recorder, PostgresWorkRecorder):
             with self.recorder.datastore.get_connection() as connection:
                 rows = connection.execute(
