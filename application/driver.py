@@ -17,7 +17,7 @@ from agent_ledger.application.step_runner import (
     WorkerLostError,
     scope_of,
 )
-from agent_ledger.application.work import Park, Reschedule
+from agent_ledger.application.work import Park, Reschedule, Wake
 from agent_ledger.domain.errors import DomainError, ExpressionError
 from agent_ledger.domain.execution_state import StepStatus
 from agent_ledger.domain.executions import Execution
@@ -128,6 +128,7 @@ class ExecutionDriver:
                     # only signals (or a deadline) can move it on: hold no lease, no slot
                     due = min(filter(None, (decision.wake_at, self._deadline_at())), default=None)
                     await self.session.record(work=[Park(self.execution.id, due)])
+                    await self._wake_if_written_since()
                     return
                 if decision.wake_at is None:
                     await self._stop(partial(Execution.fail, error=_STUCK), "nothing can run")
@@ -186,6 +187,17 @@ class ExecutionDriver:
             )
             for step_id in step_ids
         ]
+
+    async def _wake_if_written_since(self) -> None:
+        """A signal saved after this worker read the execution and before its parking
+        committed was woken while still held, so the parking put it back to sleep: look,
+        and wake it again (a parking with no event of its own has no conflict to lose)."""
+        seen = self.execution.version
+        latest = await self.session.reload()
+        if latest.version > seen:
+            await asyncio.to_thread(
+                self.session.executions.save_and_position, latest, work=[Wake(latest.id)]
+            )
 
     async def _time_out_waits(self, step_ids: list[str]) -> None:
         """Waits whose deadline passed time out like any attempt: retry, skip or fail."""

@@ -199,3 +199,26 @@ def test_woken_executions_take_their_turns_within_their_users_limit() -> None:
     assert len(claimed) == 2  # the limit holds for woken executions
     assert set(claimed) <= set(waiting)  # and they go before the newer one
     assert newer not in claimed
+
+
+def test_a_signal_saved_while_a_worker_parks_a_stale_copy_still_wakes_the_execution() -> None:
+    from agent_ledger.application.driver import ExecutionDriver
+    from agent_ledger.application.execution_session import ExecutionSession
+
+    harness = EngineHarness()
+    execution_id = harness.start(harness.process(approval_process()))
+    asyncio.run(harness.run(execution_id))  # waiting, parked
+    stale = harness.executions.get_execution(execution_id)  # read before the signal
+    signal(harness, execution_id, {"approved": True})  # its wake-up re-queues it
+    [claim] = harness.queue.claim("worker-1", 1, 30)
+    assert claim.execution_id == execution_id
+
+    # the worker drives the copy it read before the signal: it decides to wait again, and
+    # its parking (no event of its own, so no conflict) lands after the signal's wake-up
+    session = ExecutionSession(harness.executions, stale, "worker-1")
+    asyncio.run(ExecutionDriver(session, harness.runner, harness.clock).run())
+
+    assert not harness.executions.recorder.work[execution_id].waiting  # woken again
+    execution = asyncio.run(harness.run(execution_id))
+    assert execution.status.value == "completed"
+    assert execution.output == {"approved": True}
