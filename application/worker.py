@@ -417,15 +417,17 @@ class Worker:
         driving the rest (recording nothing) and give their leases back."""
         self._stopping = True
         self.wake()
-        if self.tasks and grace > 0:
-            await asyncio.wait(set(self.tasks.values()), timeout=grace)
-        held = list(self.tasks)
-        tasks = list(self.tasks.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if held:
-            await asyncio.to_thread(self.queue.release, self.name, held)
-        await self.runner.aclose()
-        if self.store is not None:
-            await self.store.close()
+        try:
+            if self.tasks and grace > 0:
+                await asyncio.wait(set(self.tasks.values()), timeout=grace)
+            held = list(self.tasks)
+            tasks = list(self.tasks.values())
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if held:
+                await asyncio.to_thread(self.queue.release, self.name, held)
+            await self.runner.aclose()
+        finally:
+            if self.store is not None:
+                await self.store.close()

@@ -1,13 +1,14 @@
 """Engine benchmark: executions per second and POST-to-`execution_completed` latency.
 
-A 3-step process of no-op (echo) agents on PostgreSQL, driven over the real API: one
-`agent-ledger serve` process (the API only), one `agent-ledger projector` process and
-1 or 2 `agent-ledger worker` processes. Each client is one user with its own WebSocket
-subscription (for `execution_completed` events); it keeps a window
-of executions in flight, POSTing a new one as each completes.
+A 3-step process of no-op (echo) agents, driven over the real API. The default shape
+(`--shape split`) is PostgreSQL with one `agent-ledger serve` process (the API only), one
+`agent-ledger projector` process and 1 or 2 `agent-ledger worker` processes; `single` is
+one `serve` doing everything on PostgreSQL, `embedded` one `serve` on SQLite. Each client
+is one user with its own WebSocket subscription (for `execution_completed` events); it
+keeps a window of executions in flight, POSTing a new one as each completes.
 
     python bench/engine_throughput.py [--seconds 10] [--window 16] [--cpu]
-        [--workers 1 2] [--clients 1 4]
+        [--workers 1 2] [--clients 1 4] [--shape split|single|embedded]
 
 With `--cpu` it also prints the CPU time each part spends per execution (the API, the
 projector, the workers, every PostgreSQL process and this benchmark's own client).

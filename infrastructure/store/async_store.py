@@ -75,6 +75,8 @@ class AsyncStore:
         self.per_user_limit = per_user_limit
         self.size = size
         self._idle: list[psycopg.AsyncConnection[DictRow]] = []
+        self._open: set[psycopg.AsyncConnection[DictRow]] = set()  # idle or in use
+        self._closed = False
         self._slots: asyncio.Semaphore | None = None
 
     async def save(
@@ -119,8 +121,12 @@ class AsyncStore:
         return claims_of(owner, rows, histories)
 
     async def close(self) -> None:
-        idle, self._idle = self._idle, []
-        for connection in idle:
+        """Close every connection, those a statement still uses included (at shutdown);
+        nothing opens another afterwards."""
+        self._closed = True
+        self._idle = []
+        opened, self._open = self._open, set()
+        for connection in opened:
             with contextlib.suppress(psycopg.Error):
                 await connection.close()
 
@@ -138,18 +144,24 @@ class AsyncStore:
                 # a failed statement leaves an autocommit connection idle and usable; one
                 # cancelled mid-statement or broken is in an unknown state
                 if connection.closed or connection.broken or connection.info.transaction_status:
+                    self._open.discard(connection)
                     with contextlib.suppress(psycopg.Error):
                         await connection.close()
-                else:
+                elif connection in self._open:  # not closed by close() meanwhile
                     self._idle.append(connection)
 
     async def _connect(self) -> psycopg.AsyncConnection[DictRow]:
-        return await psycopg.AsyncConnection.connect(
+        connection = await psycopg.AsyncConnection.connect(
             self.conninfo,
             autocommit=True,
             row_factory=dict_row,
             connect_timeout=CONNECT_TIMEOUT,
         )
+        if self._closed:  # closed while this one was being opened
+            await connection.close()
+            raise persistence.PersistenceError("the store's connections are closed")
+        self._open.add(connection)
+        return connection
 
 
 @contextlib.contextmanager
