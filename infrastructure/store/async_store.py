@@ -31,8 +31,8 @@ from agent_ledger.infrastructure.store.work_queue import (
     CLAIM,
     LEASE_LOST,
     claim_arguments,
-    claimed_histories,
     claims_of,
+    to_read,
 )
 
 CONNECT_TIMEOUT = 5
@@ -71,7 +71,6 @@ class AsyncStore:
         self.executions = executions
         self.conninfo = conninfo
         self.histories = histories
-        self.claimed = None if histories is None else claimed_histories(histories)
         self.per_user_limit = per_user_limit
         self.size = size
         self._idle: list[psycopg.AsyncConnection[DictRow]] = []
@@ -107,18 +106,24 @@ class AsyncStore:
 
     async def claim(self, owner: str, limit: int, lease_seconds: float) -> list[Claim]:
         """`SqlWorkQueue.claim` with its histories, the statement awaited here."""
-        if self.histories is None or self.claimed is None:
+        if self.histories is None:
             raise RuntimeError("claims need the store's histories reader")
         if limit <= 0:
             return []
         arguments = claim_arguments(owner, limit, lease_seconds, self.per_user_limit)
+        histories = {}
+        # two statements, not one pipeline: psycopg waits on a pipeline by polling the
+        # socket, busy, which took a fifth of the worker loop's CPU
         async with self._connection() as connection:
-            async with connection.pipeline():
-                claimed = await connection.execute(CLAIM, arguments, prepare=True)
-                read = await connection.execute(self.claimed, arguments, prepare=True)
-            rows = await claimed.fetchall()
-            histories = self.histories.histories_of(await read.fetchall())
-        return claims_of(owner, rows, histories)
+            cursor = await connection.execute(CLAIM, arguments, prepare=True)
+            claimed = await cursor.fetchall()
+            ids = to_read(owner, claimed)
+            if ids:
+                cursor = await connection.execute(
+                    self.histories.statement, {"ids": ids}, prepare=True
+                )
+                histories = self.histories.histories_of(await cursor.fetchall())
+        return claims_of(owner, claimed, histories)
 
     async def close(self) -> None:
         """Close every connection, those a statement still uses included (at shutdown);

@@ -257,17 +257,12 @@ CLAIM = (
 )
 
 
-def claimed_histories(histories: HistoriesBySql) -> str:
-    """The histories of what the claim just before it (on the same connection, in one
-    pipeline: one round trip) leased: the rows of its owner with its expiry.
-
-    Its own statement, so its snapshot is taken after the claim committed: it sees every
-    write the claim saw (a signal's wake-up that made an execution ready, say).
-    """
-    return histories.statement_for(
-        f"ARRAY(SELECT execution_id FROM {WORK_TABLE} "
-        "WHERE lease_owner = %(owner)s AND lease_expires_at = %(expires)s)"
-    )
+def to_read(owner: str, claimed: Sequence[Any]) -> list[UUID]:
+    """The claimed executions whose history is read right after the claim (by a statement
+    of its own, so under a snapshot taken after the claim committed: it sees every write
+    the claim saw, a signal's wake-up that made an execution ready, say): all but those
+    taken over from another holder."""
+    return [row["claimed_id"] for row in claimed if row["previous_owner"] in (None, owner)]
 
 
 def claim_arguments(owner: str, limit: int, lease_seconds: float, per_user: int) -> dict[str, Any]:
@@ -311,7 +306,6 @@ class SqlWorkQueue:
         self.recorder = recorder
         self.per_user_limit = per_user_limit
         self.histories = histories
-        self.claimed = None if histories is None else claimed_histories(histories)
         self.postgres = isinstance(recorder, PostgresWorkRecorder)
         self.p = "%s" if self.postgres else "?"
 
@@ -326,15 +320,18 @@ class SqlWorkQueue:
             return []
         now = time.time()
         recorder = self.recorder
-        if isinstance(recorder, PostgresWorkRecorder) and self.claimed is not None:
+        if isinstance(recorder, PostgresWorkRecorder) and self.histories is not None:
             arguments = claim_arguments(owner, limit, lease_seconds, self.per_user_limit)
             with recorder.datastore.get_connection() as connection:
-                with connection.pipeline():
-                    claimed = connection.execute(CLAIM, arguments, prepare=True)
-                    read = connection.execute(self.claimed, arguments, prepare=True)
-                return claims_of(
-                    owner, claimed.fetchall(), HistoriesBySql.histories_of(read.fetchall())
+                claimed = connection.execute(CLAIM, arguments, prepare=True).fetchall()
+                ids = to_read(owner, claimed)
+                read = (
+                    connection.execute(self.histories.statement, {"ids": ids}, prepare=True)
+                    if ids
+                    else None
                 )
+                histories = HistoriesBySql.histories_of(read.fetchall() if read else [])
+            return claims_of(owner, claimed, histories)
         if isinstance(self.recorder, PostgresWorkRecorder):
             with self.recorder.datastore.get_connection() as connection:
                 rows = connection.execute(
