@@ -6,6 +6,7 @@ It sits above the store, the read models and audit, which each own a part of it.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import zlib
 from collections.abc import Iterator
@@ -30,9 +31,17 @@ _SCHEMA_LOCK = zlib.crc32(b"agent-ledger:schema")
 
 @contextmanager
 def _schema_lock(settings: Settings) -> Iterator[None]:
-    """Serialise schema creation between processes starting at once (PostgreSQL)."""
+    """Serialise schema creation between processes starting at once: an advisory lock on
+    PostgreSQL, a lock on a file of the data directory on SQLite (processes that switch a
+    new database to WAL at once meet "database is locked", which no busy timeout covers)."""
     if not settings.uses_postgres:
-        yield
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        with (settings.data_dir / ".schema.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
         return
     with psycopg.connect(libpq_dsn(settings), autocommit=True) as connection:
         connection.execute("SELECT pg_advisory_lock(%s)", (_SCHEMA_LOCK,))
