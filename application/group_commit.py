@@ -80,7 +80,7 @@ class GroupCommitter:
                     await self._save_one_by_one(batch)  # find whose write broke the batch
                 else:
                     for write, position in zip(batch, positions, strict=True):
-                        mark("commit.resolved", f"{write.execution.id} {position}")
+                        mark("commit.resolved", write.execution.id, position)
                         _resolve(write, position)
         finally:
             self._in_flight -= 1

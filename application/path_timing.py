@@ -21,10 +21,11 @@ _path: Path | None = None
 _lock = threading.Lock()
 
 
-def mark(point: str, key: object = "") -> None:
-    """Note that `point` was reached now, for `key` (an execution id or a position)."""
+def mark(point: str, *key: object) -> None:
+    """Note that `point` was reached now, for `key` (an execution id, a position, or both);
+    the key is made into text only while marks are kept."""
     if _marks is not None:
-        _marks.append((point, str(key), time.time_ns()))  # list.append is atomic
+        _marks.append((point, " ".join(map(str, key)), time.time_ns()))  # append is atomic
 
 
 def record_to(directory: Path, role: str) -> None:

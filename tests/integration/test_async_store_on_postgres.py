@@ -141,6 +141,7 @@ def test_a_connection_the_server_ends_is_replaced_on_the_next_statement(
                     "AND application_name = ''"
                 ).fetchone()
             assert ended is not None
+            assert ended[0] >= 1  # the store's own connection among them
             second = _new_execution(request())
             saved = await store.save(
                 [(second, list(second.collect_events()))], [Enqueue(second.id, "a")]
